@@ -1,0 +1,142 @@
+"""The experiment configuration: one frozen dataclass, validated up front.
+
+`launch/` builds it from flags (each field is one flag of the same name, its
+help text is the field's `help` metadata); library code receives it and never
+reads flags. `validate` checks ranges and combinations before any expensive
+work, raising `UserError` with the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+
+def _f(default: Any, help: str, **kw):  # pylint: disable=redefined-builtin
+  return dataclasses.field(default=default, metadata={'help': help, **kw})
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything that defines an experiment (and a few things that do not)."""
+
+  # Data.
+  dataset: str = _f('synthetic_city', 'Data set name: synthetic_city.')
+  dataset_config: str = _f('small', 'Builder config of the data set (synthetic_city: tiny, small, default).')
+  data_dir: str = _f('', 'tensorflow-datasets data directory (empty: the tfds default).', defining=False)
+
+  # Model.
+  arch: str = _f('drn_d_22', 'Network architecture.')
+  width_multiplier: float = _f(1.0, 'Scales every channel width of the network (0.25 for CPU runs).')
+  dropout_placement: str = _f('stages', "Where dropout sits: 'stages' (after stages 3-6), 'head', 'none'.")
+  dropout_rate: float = _f(0.5, 'Dropout rate.')
+
+  # Training (each cycle).
+  train_epochs: int = _f(250, 'Epochs over the labeled set per cycle.')
+  train_min_steps: int = _f(0, 'Train at least this many steps per cycle (small labeled sets).')
+  train_batch_size: int = _f(8, 'Global training batch size.')
+  train_lr: float = _f(0.01, 'Base learning rate of SGD.')
+  train_momentum: float = _f(0.9, 'SGD momentum.')
+  train_weight_decay: float = _f(1e-4, 'L2 weight decay.')
+  train_schedule: str = _f('step', "Learning-rate schedule: 'step', 'poly' or 'constant'.")
+  train_step_fraction: float = _f(0.4, "For 'step': multiply the lr by 0.1 after each such fraction of the steps.")
+  train_crop: tuple[int, ...] = _f((128, 256), 'Training crop height,width.')
+  train_scale_min: float = _f(0.5, 'Smallest random scale of training augmentation.')
+  train_scale_max: float = _f(2.0, 'Largest random scale of training augmentation.')
+  eval_batch_size: int = _f(16, 'Batch size for evaluation and pool scoring.')
+
+  # Active learning.
+  al_strategies: tuple[str, ...] = _f(('random', 'mc_variance'), 'Selection strategies to compare.')
+  al_seeds: tuple[int, ...] = _f((0,), 'Seeds; each seed gives every strategy the same initial set.')
+  al_unit: str = _f('image', "What is annotated: 'image'.")
+  al_initial: int = _f(150, 'Images labeled at random before the first cycle.')
+  al_budget: int = _f(150, 'Units selected per cycle.')
+  al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).')
+  al_candidate_factor: float = _f(3.0, 'Score a random subset of this many x budget unlabeled images (0: all).')
+
+  # MC dropout.
+  mc_passes: int = _f(10, 'MC-dropout forward passes per image.')
+  mc_chunk: int = _f(0, 'Process the MC passes in chunks of this size (0: all at once).')
+
+  # Outputs (not experiment-defining).
+  progress: bool = _f(True, 'Show progress bars.', defining=False)
+
+  def defining_dict(self) -> dict[str, Any]:
+    """The fields that define the results (a resumed run must match them)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.metadata.get('defining', True) and f.name not in ('al_strategies', 'al_seeds')}
+
+  def fingerprint(self) -> str:
+    blob = json.dumps(self.defining_dict(), sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+  def to_json(self) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+_CHOICES = {
+    'dropout_placement': ('stages', 'head', 'none'),
+    'train_schedule': ('step', 'poly', 'constant'),
+    'al_unit': ('image',),
+}
+
+
+def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
+  """Checks ranges and combinations before any expensive work.
+
+  Raises:
+    UserError: naming the first problem found and its fix.
+  """
+  from segal_jax import models  # pylint: disable=g-import-not-at-top
+  from segal_jax import selection  # pylint: disable=g-import-not-at-top
+  from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+
+  for name, choices in _CHOICES.items():
+    if getattr(config, name) not in choices:
+      raise UserError(f'--{name}={getattr(config, name)} is not known',
+                      f'choose one of {", ".join(choices)}')
+  if config.arch not in models.ARCHS:
+    raise UserError(f'--arch={config.arch} is not known',
+                    f'choose one of {", ".join(sorted(models.ARCHS))}')
+  if not config.al_strategies:
+    raise UserError('--al_strategies is empty', 'name at least one strategy')
+  for s in config.al_strategies:
+    selection.get(s)
+  if not config.al_seeds:
+    raise UserError('--al_seeds is empty', 'name at least one seed, e.g. --al_seeds=0')
+  positive = ('train_batch_size', 'eval_batch_size', 'al_initial', 'al_cycles', 'mc_passes')
+  for name in positive:
+    if getattr(config, name) < 1:
+      raise UserError(f'--{name}={getattr(config, name)} must be at least 1',
+                      f'set --{name} to a positive number')
+  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'mc_chunk'):
+    if getattr(config, name) < 0:
+      raise UserError(f'--{name}={getattr(config, name)} is negative', f'set --{name} >= 0')
+  if config.train_lr <= 0:
+    raise UserError(f'--train_lr={config.train_lr} must be positive', 'set e.g. --train_lr=0.01')
+  if config.width_multiplier <= 0:
+    raise UserError(f'--width_multiplier={config.width_multiplier} must be positive',
+                    'use e.g. 1.0 (full) or 0.25 (CPU)')
+  if not 0.0 <= config.dropout_rate < 1.0:
+    raise UserError(f'--dropout_rate={config.dropout_rate} is outside [0, 1)',
+                    'use e.g. --dropout_rate=0.5')
+  if len(config.train_crop) != 2 or min(config.train_crop) < 8:
+    raise UserError(f'--train_crop={",".join(map(str, config.train_crop))} is not a '
+                    'height,width pair of at least 8 pixels', 'use e.g. --train_crop=128,256')
+  if not 0 < config.train_scale_min <= config.train_scale_max:
+    raise UserError('--train_scale_min must be positive and at most --train_scale_max',
+                    'use e.g. 0.5 and 2.0')
+  if config.al_candidate_factor < 0:
+    raise UserError('--al_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')
+  needs_mc = [s for s in config.al_strategies if selection.get(s).mc]
+  if needs_mc and (config.dropout_placement == 'none' or config.dropout_rate == 0):
+    raise UserError(f'strategy {needs_mc[0]} needs MC dropout but the network has none',
+                    "set --dropout_placement=stages or head and --dropout_rate > 0")
+  if pool_size is not None:
+    total = config.al_initial + (config.al_cycles - 1) * config.al_budget
+    if total > pool_size:
+      raise UserError(f'the experiment labels {total} images '
+                      f'(al_initial + (al_cycles-1) x al_budget) but the pool has only {pool_size}',
+                      'lower --al_budget, --al_cycles or --al_initial')

@@ -1,0 +1,79 @@
+"""A whole experiment: every strategy x every seed, then the comparison.
+
+Layout of the work directory:
+
+  config.json                       the configuration the experiment ran with
+  <strategy>/seed_<s>/metrics.jsonl per-cycle records (labeled images, cost, mIoU, ...)
+  <strategy>/seed_<s>/selection_cycleNN.csv  the images chosen for cycle NN
+  <strategy>/seed_<s>/al_state.json the active-learning state (for resume)
+  results.md                        the cycle-by-cycle table
+  miou_vs_images.png, miou_vs_cost.png  the learning curves
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from segal_jax import config as config_lib
+from segal_jax import data
+from segal_jax import export
+from segal_jax import loop
+from segal_jax import oracle
+
+
+def run_dir(workdir: str, strategy: str, seed: int) -> str:
+  return os.path.join(workdir, strategy, f'seed_{seed}')
+
+
+def load_data(config: config_lib.ExperimentConfig):
+  """(train split, val split, per-image annotation costs in instances)."""
+  kw = dict(data_dir=config.data_dir or None, config=config.dataset_config or None)
+  train_split = data.load(config.dataset, 'train', **kw)
+  val_split = data.load(config.dataset, 'validation', **kw)
+  costs = np.array([oracle.count_instances(m) for m in train_split.instances], np.int64)
+  return train_split, val_split, costs
+
+
+def run(config: config_lib.ExperimentConfig, workdir: str,
+        log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+  """Runs (or resumes) the experiment; returns every per-cycle record."""
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.time()
+  train_split, val_split, costs = load_data(config)
+  config_lib.validate(config, pool_size=len(train_split))
+  export.write_json(os.path.join(workdir, 'config.json'), config.to_json())
+  log(f'data: {config.dataset}/{config.dataset_config}: {len(train_split)} train, '
+      f'{len(val_split)} val images of {train_split.images.shape[1]}x'
+      f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')
+  records = []
+  for seed in config.al_seeds:
+    for strategy in config.al_strategies:
+      records += loop.run(config, strategy, seed, train_split, val_split, costs,
+                          run_dir(workdir, strategy, seed), log=log)
+  summarize(workdir, records)
+  return records
+
+
+def collect(workdir: str) -> list[dict[str, Any]]:
+  """Every record of every finished cycle under `workdir`."""
+  records = []
+  for root, _, files in sorted(os.walk(workdir)):
+    if loop.METRICS_FILE in files:
+      records += export.read_jsonl(os.path.join(root, loop.METRICS_FILE))
+  return records
+
+
+def summarize(workdir: str, records: list[dict[str, Any]]) -> str:
+  """Writes the table and the plots; returns the plain-text table."""
+  table = export.format_table(records)
+  export.plot_curves(os.path.join(workdir, 'miou_vs_images.png'), records)
+  export.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
+                     x_label='annotation cost (instances)')
+  with export.atomic_open(os.path.join(workdir, 'results.md')) as f:
+    f.write('# Validation mIoU per cycle (mean ± std over seeds)\n\n')
+    f.write(export.format_table(records, markdown=True) + '\n')
+  return table

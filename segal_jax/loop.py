@@ -1,0 +1,172 @@
+"""The active-learning cycle: train, evaluate, score, select, repeat.
+
+One run is one (strategy, seed) pair in its own directory. Every cycle trains
+from the same initial variables (the reference protocol), so the
+active-learning state between cycles is just the labeled set: it is saved
+atomically after each cycle and a rerun with the same configuration resumes
+after the last finished cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from segal_jax import export
+from segal_jax import models
+from segal_jax import selection
+from segal_jax import train
+from segal_jax.config import ExperimentConfig
+from segal_jax.errors import UserError
+
+# Streams of the experiment key; fold_in(seed_key, stream) keeps them apart.
+_INIT, _INITIAL_SET, _TRAIN, _CANDIDATES, _SCORE, _SELECT = range(6)
+
+STATE_FILE = 'al_state.json'
+METRICS_FILE = 'metrics.jsonl'
+
+
+@dataclasses.dataclass
+class RunState:
+  """What a run has done so far; enough to resume after any finished cycle."""
+  fingerprint: str
+  labeled: list[int]
+  records: list[dict[str, Any]]
+
+  @property
+  def next_cycle(self) -> int:
+    return len(self.records)
+
+
+def build_model(config: ExperimentConfig, num_classes: int):
+  return models.DRNSeg(arch=config.arch, num_classes=num_classes,
+                       width_multiplier=config.width_multiplier,
+                       dropout_placement=config.dropout_placement,
+                       dropout_rate=config.dropout_rate)
+
+
+def _load_state(run_dir: str, config: ExperimentConfig) -> RunState | None:
+  path = os.path.join(run_dir, STATE_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      raw = json.load(f)
+    state = RunState(raw['fingerprint'], list(raw['labeled']), list(raw['records']))
+  except (OSError, ValueError, KeyError) as e:
+    raise UserError(f'the run state {path} is unreadable ({e})',
+                    'delete that run directory to start it again') from e
+  if state.fingerprint != config.fingerprint():
+    raise UserError(f'{run_dir} holds a run with a different configuration',
+                    'use a new --workdir, or the flags that run was started with')
+  return state
+
+
+def _save_state(run_dir: str, state: RunState) -> None:
+  export.write_json(os.path.join(run_dir, STATE_FILE), dataclasses.asdict(state))
+  export.write_jsonl(os.path.join(run_dir, METRICS_FILE), state.records)
+
+
+def train_schedule(config: ExperimentConfig, n_labeled: int) -> tuple[int, int]:
+  """(epochs, total steps) for a labeled set: `train_epochs`, or more epochs when
+  the set is so small that `train_min_steps` asks for them."""
+  per_epoch = max(1, n_labeled // config.train_batch_size)
+  epochs = max(config.train_epochs, -(-config.train_min_steps // per_epoch))
+  return epochs, epochs * per_epoch
+
+
+def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, val_split,
+        costs: np.ndarray, run_dir: str, *, log=print) -> list[dict[str, Any]]:
+  """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
+
+  Args:
+    costs: [len(train_split)] annotation cost of each full image (instances).
+  """
+  strategy = selection.get(strategy_name)
+  os.makedirs(run_dir, exist_ok=True)
+  root = jax.random.key(seed)
+  model = build_model(config, train_split.num_classes)
+  n_pool = len(train_split)
+  state = _load_state(run_dir, config)
+  if state is None:
+    initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _INITIAL_SET), n_pool))
+    state = RunState(config.fingerprint(), sorted(initial[:config.al_initial].tolist()), [])
+  elif state.next_cycle >= config.al_cycles:
+    return state.records
+  else:
+    log(f'[{strategy_name} seed {seed}] resuming at cycle {state.next_cycle}')
+
+  init_key = jax.random.fold_in(root, _INIT)
+  for cycle in range(state.next_cycle, config.al_cycles):
+    t0 = time.time()
+    labeled = np.asarray(state.labeled, np.int64)
+    epochs, steps = train_schedule(config, len(labeled))
+    tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+                              weight_decay=config.train_weight_decay,
+                              schedule=config.train_schedule, total_steps=steps,
+                              step_every=max(1, int(steps * config.train_step_fraction)))
+    ts = train.create_train_state(model, init_key, image_shape=train_split.images.shape[1:],
+                                  tx=tx)
+    get_batch = lambda idx: {'image': train_split.images[idx], 'label': train_split.labels[idx]}
+    desc = f'{strategy_name} s{seed} c{cycle} train'
+    ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs, batch_size=config.train_batch_size,
+                      key=jax.random.fold_in(jax.random.fold_in(root, _TRAIN), cycle),
+                      mean=train_split.mean, std=train_split.std, crop=tuple(config.train_crop),
+                      scale_range=(config.train_scale_min, config.train_scale_max),
+                      progress=config.progress, desc=desc)
+    t_train = time.time() - t0
+    val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}
+    metrics = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
+                             mean=val_split.mean, std=val_split.std,
+                             num_classes=val_split.num_classes, progress=config.progress)
+    record = {
+        'strategy': strategy_name, 'seed': seed, 'cycle': cycle,
+        'labeled_images': int(len(labeled)),
+        'cost_instances': int(costs[labeled].sum()),
+        'miou': float(metrics['miou']),
+        'per_class_iou': [None if np.isnan(v) else float(v) for v in metrics['per_class_iou']],
+        'pixel_acc': float(metrics['pixel_acc']),
+        'train_steps': int(steps), 'train_seconds': round(t_train, 2),
+    }
+    t1 = time.time()
+    selected: list[int] = []
+    if cycle + 1 < config.al_cycles:
+      selected, scores = _select(config, strategy, ts, train_split, labeled, root, cycle)
+      export.write_selection_csv(os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv'),
+                                 [train_split.ids[i] for i in selected], scores)
+    record['select_seconds'] = round(time.time() - t1, 2)
+    record['wall_seconds'] = round(time.time() - t0, 2)
+    state.records.append(record)
+    state.labeled = sorted(set(state.labeled) | set(selected))
+    _save_state(run_dir, state)
+    log(f'[{strategy_name} seed {seed}] cycle {cycle}: {record["labeled_images"]} images, '
+        f'mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s)')
+  return state.records
+
+
+def _select(config, strategy, ts, train_split, labeled, root, cycle):
+  """Chooses `al_budget` new images; returns (indices, their scores)."""
+  unlabeled = np.setdiff1d(np.arange(len(train_split)), labeled)
+  k = min(config.al_budget, len(unlabeled))
+  if strategy.measure is None:
+    perm = np.asarray(jax.random.permutation(
+        jax.random.fold_in(jax.random.fold_in(root, _SELECT), cycle), len(unlabeled)))
+    chosen = np.sort(unlabeled[perm[:k]])
+    return chosen.tolist(), np.zeros(len(chosen), np.float32)
+  count = int(round(config.al_candidate_factor * config.al_budget))
+  cand = selection.candidates(jax.random.fold_in(jax.random.fold_in(root, _CANDIDATES), cycle),
+                              unlabeled, count)
+  variables = {'params': ts.params, 'batch_stats': ts.batch_stats}
+  scores = selection.score_images(
+      ts.apply_fn, variables, train_split.images, cand,
+      jax.random.fold_in(jax.random.fold_in(root, _SCORE), cycle), strategy=strategy,
+      passes=config.mc_passes, chunk=config.mc_chunk, mean=train_split.mean, std=train_split.std,
+      batch_size=config.eval_batch_size, progress=config.progress)
+  order = selection.top_k(scores, k)
+  return cand[order].tolist(), scores[order]

@@ -1,0 +1,47 @@
+"""Configuration validation: each bad value is one clear UserError."""
+
+import dataclasses
+
+import pytest
+
+from segal_jax import config as config_lib
+from segal_jax.errors import UserError
+
+BASE = config_lib.ExperimentConfig()
+
+
+@pytest.mark.parametrize('change, pattern', [
+    ({'dropout_placement': 'tail'}, 'dropout_placement'),
+    ({'arch': 'drn_x_99'}, 'arch'),
+    ({'al_strategies': ('random', 'nope')}, 'unknown strategy'),
+    ({'al_strategies': ()}, 'al_strategies'),
+    ({'al_seeds': ()}, 'al_seeds'),
+    ({'mc_passes': 0}, 'mc_passes'),
+    ({'train_batch_size': 0}, 'train_batch_size'),
+    ({'al_budget': -1}, 'al_budget'),
+    ({'train_lr': 0.0}, 'train_lr'),
+    ({'dropout_rate': 1.0}, 'dropout_rate'),
+    ({'train_crop': (4, 8)}, 'train_crop'),
+    ({'dropout_placement': 'none'}, 'needs MC dropout'),
+    ({'al_unit': 'pixel'}, 'al_unit'),
+])
+def test_invalid_values(change, pattern):
+  with pytest.raises(UserError, match=pattern):
+    config_lib.validate(dataclasses.replace(BASE, **change))
+
+
+def test_budget_larger_than_pool():
+  with pytest.raises(UserError, match='pool has only 100'):
+    config_lib.validate(BASE, pool_size=100)
+  config_lib.validate(BASE, pool_size=150 + 9 * 150)
+
+
+def test_none_dropout_allowed_for_random():
+  config_lib.validate(dataclasses.replace(BASE, dropout_placement='none',
+                                          al_strategies=('random',)))
+
+
+def test_fingerprint_ignores_strategies_and_outputs():
+  a = dataclasses.replace(BASE, al_strategies=('random',), progress=False)
+  assert a.fingerprint() == BASE.fingerprint()
+  assert dataclasses.replace(BASE, train_lr=0.02).fingerprint() != BASE.fingerprint()
