@@ -1,0 +1,37 @@
+"""Converts a PyTorch DRN checkpoint into Flax variables (an Orbax checkpoint).
+
+  python -m launch.convert --source=drn_d_22_cityscapes.pth --arch=drn_d_22 --out=DIR
+
+The written checkpoint holds {'params', 'batch_stats'} for `DRNSeg` and is what
+the driver's --init_checkpoint reads.
+"""
+
+from absl import flags
+from absl import logging
+
+from launch import _app
+from segal_jax.models import convert
+
+_SOURCE = flags.DEFINE_string('source', None, 'PyTorch .pth file (a state dict).')
+_ARCH = flags.DEFINE_string('arch', 'drn_d_22', 'DRN architecture of the checkpoint.')
+_OUT = flags.DEFINE_string('out', None, 'New directory for the Orbax checkpoint.')
+_NUM_CLASSES = flags.DEFINE_integer(
+    'num_classes', None,
+    'Classifier outputs; read from seg.weight when the checkpoint has one, '
+    'else 19 (fresh classifier on an ImageNet trunk).')
+_WIDTH = flags.DEFINE_float('width_multiplier', 1.0, 'Width of the checkpoint network.')
+
+flags.mark_flags_as_required(['source', 'out'])
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS['verbosity'].present:  # Orbax logs every step at INFO.
+    logging.set_verbosity(logging.WARNING)
+  out = convert.convert_file(_SOURCE.value, _ARCH.value, _OUT.value,
+                             _NUM_CLASSES.value, _WIDTH.value)
+  print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+  _app.run(main)

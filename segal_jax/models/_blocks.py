@@ -1,0 +1,183 @@
+"""Building blocks of the DRN family: conv stages, residual blocks, the upsampler.
+
+All modules take NHWC inputs, keep parameters in float32 and compute in `dtype`.
+Padding is explicit (`dilation` on each side of a 3x3 conv) so every spatial size
+matches the published PyTorch networks exactly, odd sizes included.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# He normal over fan-out (k * k * out_channels), as the published DRN initialises
+# every convolution, the segmentation classifier included.
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 in Flax's convention.
+BN_EPSILON = 1e-5
+
+
+def conv(features: int, kernel: int, *, stride: int = 1, dilation: int = 1,
+         padding: int | None = None, use_bias: bool = False, dtype: Any = jnp.float32,
+         name: str | None = None) -> nn.Conv:
+  """A 2-D convolution with PyTorch's explicit symmetric padding."""
+  if padding is None:
+    padding = dilation * (kernel - 1) // 2
+  return nn.Conv(
+      features, (kernel, kernel), strides=(stride, stride),
+      padding=((padding, padding), (padding, padding)),
+      kernel_dilation=(dilation, dilation), use_bias=use_bias, dtype=dtype,
+      param_dtype=jnp.float32, kernel_init=conv_init,
+      bias_init=nn.initializers.zeros, name=name)
+
+
+def batch_norm(train: bool, dtype: Any, name: str | None = None) -> nn.BatchNorm:
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+      dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+class ConvStage(nn.Module):
+  """`convs` x (conv -> BN -> ReLU), no residual; DRN-D's stages 0-2 and 7-8.
+
+  Submodules `conv_{i}` / `bn_{i}`.
+  """
+  features: int
+  convs: int
+  kernel: int = 3
+  stride: int = 1
+  dilation: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    for i in range(self.convs):
+      x = conv(self.features, self.kernel, stride=self.stride if i == 0 else 1,
+               dilation=self.dilation, dtype=self.dtype, name=f'conv_{i}')(x)
+      x = batch_norm(train, self.dtype, name=f'bn_{i}')(x)
+      x = nn.relu(x)
+    return x
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs (dilations `dilation[0]`, `dilation[1]`), optional residual."""
+  planes: int
+  stride: int = 1
+  dilation: tuple[int, int] = (1, 1)
+  residual: bool = True
+  dtype: Any = jnp.float32
+
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    d0, d1 = self.dilation
+    out = conv(self.planes, 3, stride=self.stride, dilation=d0, dtype=self.dtype,
+               name='conv1')(x)
+    out = nn.relu(batch_norm(train, self.dtype, 'bn1')(out))
+    out = conv(self.planes, 3, dilation=d1, dtype=self.dtype, name='conv2')(out)
+    out = batch_norm(train, self.dtype, 'bn2')(out)
+    if self.residual:
+      out = out + _shortcut(self, x, train)
+    elif self.is_initializing():
+      # The published networks own an (unused) shortcut in residual-free blocks
+      # that change width (DRN-C-58's stage 7); create it so checkpoints and
+      # parameter counts match, but never run it.
+      _shortcut(self, x, train)
+    return nn.relu(out)
+
+
+class Bottleneck(nn.Module):
+  """1x1 reduce -> 3x3 (stride, dilation `dilation[1]`) -> 1x1 expand (x4), residual."""
+  planes: int
+  stride: int = 1
+  dilation: tuple[int, int] = (1, 1)
+  residual: bool = True
+  dtype: Any = jnp.float32
+
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    out = conv(self.planes, 1, dtype=self.dtype, name='conv1')(x)
+    out = nn.relu(batch_norm(train, self.dtype, 'bn1')(out))
+    out = conv(self.planes, 3, stride=self.stride, dilation=self.dilation[1],
+               dtype=self.dtype, name='conv2')(out)
+    out = nn.relu(batch_norm(train, self.dtype, 'bn2')(out))
+    out = conv(self.planes * 4, 1, dtype=self.dtype, name='conv3')(out)
+    out = batch_norm(train, self.dtype, 'bn3')(out)
+    if self.residual:
+      out = out + _shortcut(self, x, train)
+    return nn.relu(out)
+
+
+def _shortcut(block: nn.Module, x: jax.Array, train: bool) -> jax.Array:
+  """Identity, or 1x1 conv + BN where the stride or the width changes."""
+  out_features = block.planes * block.expansion
+  if block.stride == 1 and x.shape[-1] == out_features:
+    return x
+  x = conv(out_features, 1, stride=block.stride, dtype=block.dtype,
+           name='downsample_conv')(x)
+  return batch_norm(train, block.dtype, 'downsample_bn')(x)
+
+
+BLOCKS = {'basic': BasicBlock, 'bottleneck': Bottleneck}
+
+
+class BlockStage(nn.Module):
+  """`blocks` residual blocks; the first carries the stride (and the shortcut).
+
+  Submodules `block_{i}`. `dilation` is the stage's dilation; with `new_level`
+  the first block's first conv uses half of it (the published schedule).
+  """
+  block: str
+  planes: int
+  blocks: int
+  stride: int = 1
+  dilation: int = 1
+  new_level: bool = True
+  residual: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    block_cls = BLOCKS[self.block]
+    d = self.dilation
+    first = (1, 1) if d == 1 else ((d // 2 if self.new_level else d), d)
+    for i in range(self.blocks):
+      x = block_cls(
+          self.planes, stride=self.stride if i == 0 else 1,
+          dilation=first if i == 0 else (d, d), residual=self.residual,
+          dtype=self.dtype, name=f'block_{i}')(x, train=train)
+    return x
+
+
+def bilinear_kernel(size: int) -> np.ndarray:
+  """[size, size] float32 bilinear interpolation kernel (separable tent)."""
+  f = int(np.ceil(size / 2))
+  centre = (2 * f - 1 - f % 2) / (2.0 * f)
+  tent = 1.0 - np.abs(np.arange(size) / f - centre)
+  return np.outer(tent, tent).astype(np.float32)
+
+
+def upsample_bilinear_x8(x: jax.Array) -> jax.Array:
+  """Fixed x8 depthwise transposed conv (kernel 16, stride 8, padding 4).
+
+  Args:
+    x: [B, h, w, C].
+
+  Returns:
+    [B, 8h, 8w, C] in x's dtype. The kernel is a constant, not a parameter.
+  """
+  channels = x.shape[-1]
+  kernel = jnp.asarray(bilinear_kernel(16), x.dtype)  # Symmetric: no flip needed.
+  kernel = jnp.broadcast_to(kernel[:, :, None, None], (16, 16, 1, channels))
+  # Transposed conv = dilate the input by the stride, pad by k - 1 - padding.
+  pad = 16 - 1 - 4
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=(1, 1), padding=((pad, pad), (pad, pad)),
+      lhs_dilation=(8, 8), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=channels)
