@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from segal_jax import data  # (circular: data's registry imports the builders that use us)
+from segal_jax.data import _split
 
 # Splits whose decoded arrays take less than this many bytes are loaded into memory.
 IN_MEMORY_LIMIT_BYTES = 2 << 30
@@ -274,7 +274,7 @@ def split_from_source(source: Any, *, name: str, ids: Sequence[str], mean: Seque
   views = {k: LazyArray(shared, k, s, t) for k, (s, t) in specs.items()}
   total = sum(v.nbytes for v in views.values())
   arrays = _materialise(views) if total <= in_memory_limit_bytes else views
-  return data.Split(name=name, ids=tuple(ids), images=arrays['image'], labels=arrays['label'],
+  return _split.Split(name=name, ids=tuple(ids), images=arrays['image'], labels=arrays['label'],
                     instances=arrays['instance'], mean=tuple(float(m) for m in mean),
                     std=tuple(float(s) for s in std), num_classes=num_classes)
 

@@ -12,10 +12,11 @@ Configs: `tiny` (64x128, 64/32 images: tests and CI), `small` (128x256,
 
 import dataclasses
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from segal_jax import errors
+from segal_jax.data import _lazy
 from segal_jax.data import _scenes
 
 SPLIT_INDEX = {'train': 0, 'validation': 1}
@@ -60,7 +61,7 @@ def image_id(split: str, index: int) -> str:
   return f'synth_{split}_{index:06d}'
 
 
-class SyntheticCity(tfds.core.GeneratorBasedBuilder):
+class SyntheticCity(_lazy.ArrayRecordBuilder):
   """Procedural street scenes in the Cityscapes label space (19 classes)."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -74,16 +75,6 @@ class SyntheticCity(tfds.core.GeneratorBasedBuilder):
                           height=128, width=256, num_train=1000, num_val=200, seed=0),
   ]
   DEFAULT_CONFIG_NAME = 'default'
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # The inherited lookup goes through `importlib_resources`, an optional
-    # dependency of tfds; this file's own path is all it needs.
-    return epath.Path(__file__)
-
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or 'array_record', **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     h, w = self.builder_config.height, self.builder_config.width
@@ -115,3 +106,27 @@ class SyntheticCity(tfds.core.GeneratorBasedBuilder):
                                                     cfg.height, cfg.width)
       key = image_id(split, k)
       yield key, {'image_id': key, 'image': image, 'label': label, 'instance': instance}
+
+
+def load_split(split: str, *, data_dir: str | None = None, config: str | None = None):
+  """Builds the data set once (deterministic rendering), then returns one split.
+
+  Args:
+    split: 'train' or 'validation'.
+    data_dir: tfds data directory (default: tfds's).
+    config: 'tiny', 'small' or 'default' (the default).
+
+  Returns:
+    `segal_jax.data.Split`, in image order.
+  """
+  if split not in SPLIT_INDEX:
+    raise errors.UserError(f'synthetic_city has no split {split!r}',
+                           f'use one of {", ".join(SPLIT_INDEX)}')
+  names = [c.name for c in SyntheticCity.BUILDER_CONFIGS]
+  config = config or SyntheticCity.DEFAULT_CONFIG_NAME
+  if config not in names:
+    raise errors.UserError(f'synthetic_city has no config {config!r}',
+                           f'choose one of {", ".join(names)}')
+  builder = SyntheticCity(config=config, data_dir=data_dir)
+  builder.download_and_prepare()
+  return _lazy.split_from_builder(builder, split, name='synthetic_city', mean=MEAN, std=STD)
