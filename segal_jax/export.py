@@ -85,6 +85,10 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
   for strategy, (_, xs, mean, std, _) in sorted(_by_strategy(records, x_key).items()):
+    if strategy == 'full':  # the full-data reference: a level, not a curve
+      ax.axhline(mean[0], color='k', ls='--', lw=1, label=f'full data ({int(xs[0])})')
+      ax.axhspan(mean[0] - std[0], mean[0] + std[0], color='k', alpha=0.08)
+      continue
     line, = ax.plot(xs, mean, marker='o', label=strategy)
     ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
   ax.set_xlabel(x_label)

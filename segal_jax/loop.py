@@ -94,16 +94,18 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   model = build_model(config, train_split.num_classes)
   n_pool = len(train_split)
   state = _load_state(run_dir, config)
+  cycles = 1 if strategy.full else config.al_cycles
   if state is None:
     initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _INITIAL_SET), n_pool))
-    state = RunState(config.fingerprint(), sorted(initial[:config.al_initial].tolist()), [])
-  elif state.next_cycle >= config.al_cycles:
+    n_initial = n_pool if strategy.full else config.al_initial
+    state = RunState(config.fingerprint(), sorted(initial[:n_initial].tolist()), [])
+  elif state.next_cycle >= cycles:
     return state.records
   else:
     log(f'[{strategy_name} seed {seed}] resuming at cycle {state.next_cycle}')
 
   init_key = jax.random.fold_in(root, _INIT)
-  for cycle in range(state.next_cycle, config.al_cycles):
+  for cycle in range(state.next_cycle, cycles):
     t0 = time.time()
     labeled = np.asarray(state.labeled, np.int64)
     epochs, steps = train_schedule(config, len(labeled))
@@ -136,7 +138,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     }
     t1 = time.time()
     selected: list[int] = []
-    if cycle + 1 < config.al_cycles:
+    if cycle + 1 < cycles:
       selected, scores = _select(config, strategy, ts, train_split, labeled, root, cycle)
       export.write_selection_csv(os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv'),
                                  [train_split.ids[i] for i in selected], scores)

@@ -24,16 +24,22 @@ from segal_jax.data import augment
 class Strategy:
   """How a strategy scores a unit.
 
-  measure: name of a per-pixel map in `uncertainty.mc_forward`, or None for
+  measure: name of a per-pixel map in `uncertainty.MEASURES`, or None for
     random selection.
-  mc: whether the measure needs MC-dropout passes (else one deterministic pass).
+  full: label the whole pool at once (the full-data reference line; one cycle).
   """
   measure: str | None
-  mc: bool = True
+  full: bool = False
+
+  @property
+  def mc(self) -> bool:
+    """Whether scoring needs MC-dropout passes (else one deterministic pass)."""
+    return self.measure is not None and uncertainty.MEASURES[self.measure].needs_mc
 
 
 STRATEGIES: dict[str, Strategy] = {
-    'random': Strategy(measure=None, mc=False),
+    'random': Strategy(measure=None),
+    'full': Strategy(measure=None, full=True),
     'mc_variance': Strategy(measure='mc_variance'),
 }
 
@@ -78,19 +84,14 @@ def candidates(key: jax.Array, unlabeled: np.ndarray, count: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _score_fn(apply_fn: Callable[..., Any], measure: str, passes: int, chunk: int | None,
-              mc: bool, mean: tuple[float, ...], std: tuple[float, ...]):
+              mean: tuple[float, ...], std: tuple[float, ...]):
   """One jitted scorer per static configuration (never rebuilt in a loop)."""
 
   def score(variables, images, ids, key):
-    x = augment.normalize(images.astype(jnp.float32) / 255.0, mean, std)
-    if mc:
-      maps = uncertainty.mc_forward(apply_fn, variables, x, key, image_ids=ids, passes=passes,
-                                    measures=(measure,), chunk_size=chunk)
-      m = maps[measure]
-    else:
-      logits = apply_fn(variables, x, train=False)
-      m = uncertainty.MEASURES[measure].fn(jax.nn.softmax(logits.astype(jnp.float32), -1))
-    return uncertainty.image_scores(m)
+    x = augment.normalize(augment.to_float(images), mean, std)
+    maps = uncertainty.mc_forward(apply_fn, variables, x, key, image_ids=ids, passes=passes,
+                                  measures=(measure,), chunk_size=chunk)
+    return uncertainty.image_scores(maps[measure])
 
   return jax.jit(score)
 
@@ -107,8 +108,7 @@ def score_images(apply_fn, variables, images: np.ndarray, indices: np.ndarray, k
   Returns:
     [len(indices)] float32 scores (higher = more uncertain).
   """
-  fn = _score_fn(apply_fn, strategy.measure, passes, chunk or None, strategy.mc,
-                 tuple(mean), tuple(std))
+  fn = _score_fn(apply_fn, strategy.measure, passes, chunk or None, tuple(mean), tuple(std))
   out = np.zeros(len(indices), np.float32)
   bar = tqdm.tqdm(total=len(indices), desc='score pool', unit='img', disable=not progress,
                   leave=False)
