@@ -1,0 +1,350 @@
+"""Training and evaluation: pure jitted steps, an optax SGD optimizer, host loops.
+
+`train_step` and `eval_step` are module-level functions jitted once; static pieces
+(crop size, scale range, flip, number of classes, the model's apply function) are
+static arguments, so a second `fit`/`evaluate` with a fresh state of the same model
+and optimizer reuses the compiled step instead of tracing again. To make that hold
+across active-learning cycles, the state's `apply_fn` compares equal for equal
+model configurations and `make_optimizer` returns the same transformation object
+for equal arguments.
+
+Randomness is explicit: the epoch permutation and every step's augmentation and
+dropout are derived from one key with `fold_in`, so `fit` is deterministic.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from flax.training import train_state
+
+from segal_jax import errors
+from segal_jax import metrics
+from segal_jax.data import augment
+
+IGNORE = 255
+Batch = dict[str, Any]
+Source = Callable[[np.ndarray], Batch]
+
+
+class TrainState(train_state.TrainState):
+  """Flax train state plus BatchNorm running statistics."""
+  batch_stats: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelApply:
+  """`model.apply` that compares and hashes by the model's configuration.
+
+  A bound method compares by object identity, so two equal models would give two
+  jit cache entries; this wrapper lets every equal model share one.
+  """
+  model: nn.Module
+
+  def __call__(self, variables, *args, **kwargs):
+    return self.model.apply(variables, *args, **kwargs)
+
+
+def _sgd_with_l2(learning_rate, momentum, weight_decay):
+  # torch.optim.SGD: g <- g + wd * p; buf <- momentum * buf + g; p <- p - lr * buf.
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(learning_rate, momentum=momentum))
+
+
+_SCHEDULES = {
+    'constant': lambda lr, total, every, gamma: optax.constant_schedule(lr),
+    'step': lambda lr, total, every, gamma: optax.exponential_decay(
+        lr, transition_steps=every, decay_rate=gamma, staircase=True),
+    'poly': lambda lr, total, every, gamma: optax.polynomial_schedule(
+        lr, 0.0, power=0.9, transition_steps=total),
+}
+
+
+def make_optimizer(*, lr: float, total_steps: int, momentum: float = 0.9,
+                   weight_decay: float = 1e-4, schedule: str = 'step',
+                   step_every: int | None = None,
+                   gamma: float = 0.1) -> optax.GradientTransformation:
+  """SGD with momentum and L2 weight decay added to the gradient (as torch SGD).
+
+  Schedules: 'constant'; 'step' multiplies the rate by `gamma` every `step_every`
+  steps (default: a third of `total_steps`); 'poly' is lr * (1 - t/T)^0.9 with
+  T = `total_steps`. The current rate is kept in the optimizer state
+  (`optax.inject_hyperparams`) so `train_step` can report it. Equal arguments
+  return the same object, so jitted steps are reused across calls.
+
+  Raises:
+    UserError: unknown schedule name or non-positive step counts.
+  """
+  if schedule not in _SCHEDULES:
+    raise errors.UserError(f'unknown learning-rate schedule {schedule!r}',
+                           f'use one of {sorted(_SCHEDULES)}')
+  if total_steps < 1:
+    raise errors.UserError(f'total_steps is {total_steps}', 'train for at least one step')
+  if step_every is None:
+    step_every = max(1, total_steps // 3)
+  if step_every < 1:
+    raise errors.UserError(f'step_every is {step_every}', 'use a positive step count')
+  return _make_optimizer(float(lr), int(total_steps), float(momentum),
+                         float(weight_decay), schedule, int(step_every), float(gamma))
+
+
+@functools.lru_cache(maxsize=64)
+def _make_optimizer(lr, total_steps, momentum, weight_decay, schedule, step_every,
+                    gamma):
+  sched = _SCHEDULES[schedule](lr, total_steps, step_every, gamma)
+  return optax.inject_hyperparams(_sgd_with_l2)(
+      learning_rate=sched, momentum=momentum, weight_decay=weight_decay)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: nn.Module) -> Callable:
+  # One compiled initialiser per model configuration (modules hash by value).
+  return jax.jit(functools.partial(model.init, train=False))
+
+
+def create_train_state(model: nn.Module, key: jax.Array, *,
+                       image_shape: Sequence[int],
+                       tx: optax.GradientTransformation) -> TrainState:
+  """Initialises the model's variables and the optimizer state.
+
+  Args:
+    model: Linen module called as `model(x, train=..., mc=...)`.
+    key: PRNG key for the initial parameters.
+    image_shape: (H, W, 3) of one input image.
+    tx: optimizer from `make_optimizer` (or any optax transformation).
+  """
+  params_key, dropout_key = jax.random.split(key)
+  x = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = _jitted_init(model)({'params': params_key, 'dropout': dropout_key}, x)
+  return TrainState.create(apply_fn=ModelApply(model), params=variables['params'],
+                           batch_stats=variables.get('batch_stats', {}), tx=tx)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array,
+                  ignore_index: int = IGNORE) -> jax.Array:
+  """Softmax cross-entropy averaged over labeled pixels only.
+
+  Args:
+    logits: [..., C] float.
+    labels: [...] int, class ids or `ignore_index`.
+
+  Returns:
+    [] float32; 0 (not NaN) when no pixel is labeled.
+  """
+  labels = labels.astype(jnp.int32)
+  mask = labels != ignore_index
+  safe = jnp.where(mask, labels, 0)
+  per_pixel = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), safe)
+  count = mask.sum()
+  return jnp.where(mask, per_pixel, 0.0).sum() / jnp.maximum(count, 1)
+
+
+def _current_lr(opt_state) -> jax.Array:
+  hyper = getattr(opt_state, 'hyperparams', None)
+  if hyper is not None and 'learning_rate' in hyper:
+    return jnp.asarray(hyper['learning_rate'], jnp.float32)
+  return jnp.float32(jnp.nan)
+
+
+# Python-side trace counts, for tests that check jitted steps are not retraced.
+TRACE_COUNTS = {'train_step': 0, 'eval_step': 0}
+
+
+@functools.partial(jax.jit, static_argnames=('crop', 'scale_range', 'flip'),
+                   donate_argnames=('state',))
+def train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
+               crop: tuple[int, int], scale_range: tuple[float, float],
+               flip: bool) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on an augmented batch (pure; the input state is donated).
+
+  Args:
+    state: current TrainState.
+    batch: {'image': [B, H, W, 3] uint8, 'label': [B, H, W] uint8}.
+    key: PRNG key of this step; image i is augmented with
+      fold_in(split(key)[0], i), dropout uses split(key)[1].
+    mean, std: [3] normalisation in [0, 1] units.
+    crop: (h, w) training crop (static).
+    scale_range: (low, high) random scale (static).
+    flip: random horizontal flip (static).
+
+  Returns:
+    (new state, {'loss': [] float32, 'lr': [] float32 rate used for this step}).
+  """
+  TRACE_COUNTS['train_step'] += 1
+  aug_key, dropout_key = jax.random.split(key)
+  keys = jax.vmap(lambda i: jax.random.fold_in(aug_key, i))(
+      jnp.arange(batch['image'].shape[0]))
+  aug = functools.partial(augment.augment, crop=crop, scale_range=scale_range,
+                          flip=flip, fill=mean)
+  images, labels = jax.vmap(aug)(keys, batch['image'], batch['label'])
+  images = augment.normalize(images, mean, std)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        rngs={'dropout': dropout_key}, mutable=['batch_stats'])
+    return cross_entropy(logits, labels), updates
+
+  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads,
+                                batch_stats=updates.get('batch_stats', state.batch_stats))
+  return state, {'loss': loss, 'lr': _current_lr(state.opt_state)}
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'num_classes'))
+def eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std,
+              num_classes: int) -> jax.Array:
+  """Confusion matrix of one batch of full images (BatchNorm statistics, no dropout).
+
+  Args:
+    variables: {'params': ..., 'batch_stats': ...}.
+    batch: {'image': [B, H, W, 3] uint8, 'label': [B, H, W] uint8}; padding
+      images carry label 255 everywhere and are not counted.
+    apply_fn: the model's apply (static; `TrainState.apply_fn`).
+    mean, std: [3] normalisation in [0, 1] units.
+    num_classes: C (static).
+
+  Returns:
+    [C, C] int32 confusion (rows ground truth, columns prediction).
+  """
+  TRACE_COUNTS['eval_step'] += 1
+  images = augment.normalize(augment.to_float(batch['image']), mean, std)
+  logits = apply_fn(variables, images, train=False, mc=False)
+  return metrics.confusion_matrix(jnp.argmax(logits, axis=-1), batch['label'],
+                                  num_classes)
+
+
+def _epoch_batches(indices: np.ndarray, batch_size: int, key: jax.Array) -> np.ndarray:
+  """[steps, batch_size] indices of one epoch: a permutation, tiled if too short."""
+  perm = indices[np.asarray(jax.random.permutation(key, len(indices)))]
+  if len(perm) < batch_size:
+    return np.resize(perm, (1, batch_size))  # repeats images; shapes stay static
+  steps = len(perm) // batch_size
+  return perm[:steps * batch_size].reshape(steps, batch_size)
+
+
+def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: int,
+        key: jax.Array, mean, std, crop: Sequence[int],
+        scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True,
+        progress: bool = True, desc: str = 'train') -> tuple[TrainState, dict]:
+  """Trains for `epochs` passes over the images `indices` of `source`.
+
+  Each epoch visits a permutation drawn from fold_in(fold_in(key, 0), epoch) in
+  len(indices) // batch_size steps (the remainder is dropped; with fewer images
+  than `batch_size`, one step on the images repeated). Step t (counted from the
+  state's step) uses the key fold_in(fold_in(key, 1), t). The same inputs give
+  identical parameters.
+
+  Args:
+    state: initial TrainState; left intact (fit trains a copy, so the same
+      initial state can start every cycle).
+    source: get_batch(indices [b] int) -> {'image': [b, H, W, 3] uint8,
+      'label': [b, H, W] uint8} as host arrays.
+    indices: [N] int, the labeled images.
+    epochs, batch_size: loop sizes.
+    key: PRNG key of the whole run.
+    mean, std: [3] normalisation in [0, 1] units.
+    crop, scale_range, flip: augmentation (see `augment.augment`).
+    progress: show a tqdm bar with the running loss.
+    desc: bar label.
+
+  Returns:
+    (trained state, {'loss': [epochs] mean loss per epoch, 'lr': [epochs] last rate}).
+
+  Raises:
+    UserError: no images to train on, or the loss became NaN/Inf (names epoch and step).
+  """
+  indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+  if len(indices) == 0:
+    raise errors.UserError('there are no labeled images to train on',
+                           'label at least one image before training')
+  static = dict(crop=tuple(int(c) for c in crop),
+                scale_range=tuple(float(s) for s in scale_range), flip=bool(flip))
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  perm_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+  first_step = int(state.step)
+  state = jax.tree.map(jnp.copy, state)  # train_step donates its input buffers
+  steps_per_epoch = max(1, len(indices) // batch_size)
+  history = {'loss': [], 'lr': []}
+  bar = tqdm.tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress,
+                  leave=False, dynamic_ncols=True)
+
+  def check(loss, epoch, step):
+    if not np.isfinite(loss):
+      bar.close()
+      raise errors.UserError(
+          f'the training loss became {loss} at epoch {epoch}, step {step}',
+          'lower the learning rate or check the labels and normalisation')
+
+  global_step = first_step
+  with bar:
+    for epoch in range(epochs):
+      losses, pending = [], None
+      for batch_ids in _epoch_batches(indices, batch_size,
+                                      jax.random.fold_in(perm_key, epoch)):
+        batch = source(batch_ids)
+        batch = {'image': np.asarray(batch['image']), 'label': np.asarray(batch['label'])}
+        state, step_metrics = train_step(state, batch,
+                                         jax.random.fold_in(step_key, global_step),
+                                         mean=mean, std=std, **static)
+        # Read the previous step's loss while this one runs: keeps one step in flight.
+        if pending is not None:
+          losses.append(float(pending[0]['loss']))
+          check(losses[-1], epoch, pending[1])
+          bar.set_postfix(epoch=epoch, loss=f'{losses[-1]:.4f}')
+          bar.update()
+        pending = (step_metrics, global_step)
+        global_step += 1
+      losses.append(float(pending[0]['loss']))
+      check(losses[-1], epoch, pending[1])
+      bar.set_postfix(epoch=epoch, loss=f'{losses[-1]:.4f}')
+      bar.update()
+      history['loss'].append(float(np.mean(losses)))
+      history['lr'].append(float(pending[0]['lr']))
+  return state, history
+
+
+def evaluate(state: TrainState, source: Source, n: int, *, batch_size: int, mean, std,
+             num_classes: int, progress: bool = True, desc: str = 'eval') -> dict:
+  """mIoU, per-class IoU and pixel accuracy over images 0..n-1 of `source`.
+
+  Full images, BatchNorm running statistics, dropout off. The last batch is padded
+  to `batch_size` with images whose labels are all 255, so every image counts once
+  and the step compiles once.
+
+  Returns:
+    {'miou': float, 'per_class_iou': [C] list (NaN where a class is absent from
+    both ground truth and prediction), 'pixel_acc': float, 'confusion': [C, C]
+    int64 list of lists}.
+  """
+  if n < 1:
+    raise errors.UserError('there are no images to evaluate', 'pass n >= 1')
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  confs = []
+  for start in tqdm.trange(0, n, batch_size, desc=desc, disable=not progress,
+                           leave=False, dynamic_ncols=True):
+    ids = np.arange(start, min(start + batch_size, n))
+    batch = source(ids)
+    image, label = np.asarray(batch['image']), np.asarray(batch['label'])
+    if len(ids) < batch_size:
+      pad = batch_size - len(ids)
+      image = np.concatenate([image, np.zeros((pad, *image.shape[1:]), image.dtype)])
+      label = np.concatenate([label, np.full((pad, *label.shape[1:]), IGNORE, label.dtype)])
+    confs.append(eval_step(variables, {'image': image, 'label': label},
+                           apply_fn=state.apply_fn, mean=mean, std=std,
+                           num_classes=num_classes))
+  conf = np.sum(np.stack(jax.device_get(confs)).astype(np.int64), axis=0)
+  miou, per_class = metrics.iou_from_confusion(conf)
+  return {'miou': miou, 'per_class_iou': per_class.tolist(),
+          'pixel_acc': metrics.pixel_accuracy(conf), 'confusion': conf.tolist()}
