@@ -2,8 +2,10 @@
 
   python -m launch.convert --source=drn_d_22_cityscapes.pth --arch=drn_d_22 --out=DIR
 
-The written checkpoint holds {'params', 'batch_stats'} for `DRNSeg` and is what
-the driver's --init_checkpoint reads.
+The written checkpoint holds {'params', 'batch_stats'} for `DRNSeg` and the
+architecture, classes and width as its meta (`segal_jax.checkpoint.save_model`),
+so it is what `python -m launch.score --checkpoint=DIR` reads (normalisation
+defaults to Cityscapes', dropout to --dropout_placement=stages, rate 0.5).
 """
 
 from absl import flags

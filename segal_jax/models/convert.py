@@ -219,23 +219,24 @@ def load_torch_file(path: str) -> dict[str, np.ndarray]:
           if isinstance(v, torch.Tensor)}
 
 
-def write_checkpoint(variables: Mapping[str, Any], out: str) -> str:
-  """Writes {'params', 'batch_stats'} as an Orbax checkpoint at `out` (a new dir)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  out = os.path.abspath(out)
-  if os.path.exists(out) and os.listdir(out):
-    raise UserError(f'{out} exists and is not empty', 'choose a new --out directory')
-  if os.path.exists(out):
-    os.rmdir(out)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(out, dict(variables))
-  checkpointer.wait_until_finished()
-  return out
-
-
 def convert_file(source: str, arch: str, out: str, num_classes: int | None = None,
                  width_multiplier: float = 1.0) -> str:
-  """Reads `source` (.pth), converts it for `arch` and writes the checkpoint to `out`."""
+  """Reads `source` (.pth), converts it for `arch` and writes a model checkpoint to `out`.
+
+  The checkpoint is `checkpoint.save_model`'s layout with the network's
+  architecture, classes and width as its meta (dropout and normalisation are
+  not in a PyTorch file; `checkpoint.load_model` supplies defaults).
+
+  Returns:
+    the absolute path of the new checkpoint directory.
+  """
+  from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
   variables = variables_from_torch(load_torch_file(source), arch, num_classes,
                                    width_multiplier=width_multiplier)
-  return write_checkpoint(variables, out)
+  out = os.path.abspath(out)
+  meta = {'arch': arch,
+          'num_classes': int(variables['params']['seg']['kernel'].shape[-1]),
+          'width_multiplier': float(width_multiplier),
+          'source': os.path.basename(source)}
+  checkpoint.save_model(out, variables, meta)
+  return out
