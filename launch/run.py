@@ -3,6 +3,9 @@
   python -m launch.run --flagfile=configs/quickstart.flags --workdir=/tmp/quickstart
 """
 
+import signal
+import threading
+
 from absl import flags
 
 from launch import _app
@@ -19,7 +22,10 @@ def main(argv):
   del argv
   config = _flags.config_from_flags()
   config_lib.validate(config)
-  records = experiment.run(config, _WORKDIR.value)
+  # Preemption (SIGTERM): finish the current epoch, checkpoint, exit; a rerun resumes.
+  stop = threading.Event()
+  signal.signal(signal.SIGTERM, lambda *_: stop.set())
+  records = experiment.run(config, _WORKDIR.value, should_stop=stop.is_set)
   print('\nvalidation mIoU per cycle (mean ± std over seeds):')
   print(export.format_table(records))
   print(f'\nwrote {_WORKDIR.value}/results.md, miou_vs_images.png, miou_vs_cost.png '

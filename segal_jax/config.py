@@ -60,8 +60,10 @@ class ExperimentConfig:
   mc_passes: int = _f(10, 'MC-dropout forward passes per image.')
   mc_chunk: int = _f(0, 'Process the MC passes in chunks of this size (0: all at once).')
 
-  # Outputs (not experiment-defining).
+  # Outputs and bookkeeping (not experiment-defining).
   progress: bool = _f(True, 'Show progress bars.', defining=False)
+  ckpt_every_epochs: int = _f(10, 'Save the training state every N epochs (0: only when stopped).',
+                              defining=False)
 
   def defining_dict(self) -> dict[str, Any]:
     """The fields that define the results (a resumed run must match them)."""
@@ -111,7 +113,7 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
     if getattr(config, name) < 1:
       raise UserError(f'--{name}={getattr(config, name)} must be at least 1',
                       f'set --{name} to a positive number')
-  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'mc_chunk'):
+  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'mc_chunk', 'ckpt_every_epochs'):
     if getattr(config, name) < 0:
       raise UserError(f'--{name}={getattr(config, name)} is negative', f'set --{name} >= 0')
   if config.train_lr <= 0:
@@ -134,7 +136,7 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
   if needs_mc and (config.dropout_placement == 'none' or config.dropout_rate == 0):
     raise UserError(f'strategy {needs_mc[0]} needs MC dropout but the network has none',
                     "set --dropout_placement=stages or head and --dropout_rate > 0")
-  if pool_size is not None:
+  if pool_size is not None and any(not selection.get(s).full for s in config.al_strategies):
     total = config.al_initial + (config.al_cycles - 1) * config.al_budget
     if total > pool_size:
       raise UserError(f'the experiment labels {total} images '

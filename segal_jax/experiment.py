@@ -39,8 +39,13 @@ def load_data(config: config_lib.ExperimentConfig):
 
 
 def run(config: config_lib.ExperimentConfig, workdir: str,
-        log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-  """Runs (or resumes) the experiment; returns every per-cycle record."""
+        log: Callable[[str], None] = print,
+        should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+  """Runs (or resumes) the experiment; returns every per-cycle record.
+
+  `should_stop` is polled after every training epoch: when it returns True the
+  run saves its training state and raises `loop.Preempted` (rerun to resume).
+  """
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
   train_split, val_split, costs = load_data(config)
@@ -53,7 +58,7 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
       records += loop.run(config, strategy, seed, train_split, val_split, costs,
-                          run_dir(workdir, strategy, seed), log=log)
+                          run_dir(workdir, strategy, seed), log=log, should_stop=should_stop)
   summarize(workdir, records)
   return records
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from segal_jax import checkpoint
 from segal_jax import export
 from segal_jax import models
 from segal_jax import selection
@@ -29,6 +32,8 @@ from segal_jax.errors import UserError
 _INIT, _INITIAL_SET, _TRAIN, _CANDIDATES, _SCORE, _SELECT = range(6)
 
 STATE_FILE = 'al_state.json'
+# Checkpoint step of (cycle, epoch): cycle * this + epoch, increasing within a run.
+_CKPT_STEPS_PER_CYCLE = 1_000_000
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -81,12 +86,85 @@ def train_schedule(config: ExperimentConfig, n_labeled: int) -> tuple[int, int]:
   return epochs, epochs * per_epoch
 
 
+class Preempted(UserError):
+  """Training stopped on request (e.g. SIGTERM) after saving a checkpoint."""
+
+
+def _train_cycle(config, model, init_key, train_key, train_split, labeled, run_dir, cycle, *,
+                 fingerprint: str, desc: str, should_stop: Callable[[], bool] | None, log):
+  """Trains one cycle from the initial variables, resuming from a mid-cycle checkpoint.
+
+  Every `ckpt_every_epochs` epochs (and when `should_stop()` turns true) the
+  training state is saved with the active-learning state that identifies the
+  cycle; a rerun restores it and continues at the next epoch, which gives
+  exactly the uninterrupted result (keys derive from the step and epoch).
+  """
+  epochs, steps = train_schedule(config, len(labeled))
+  tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+                            weight_decay=config.train_weight_decay,
+                            schedule=config.train_schedule, total_steps=steps,
+                            step_every=max(1, int(steps * config.train_step_fraction)))
+  ts = train.create_train_state(model, init_key, image_shape=train_split.images.shape[1:], tx=tx)
+  identity = {'fingerprint': fingerprint, 'cycle': cycle, 'labeled': [int(i) for i in labeled]}
+  ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, 'checkpoints'))
+  start_epoch = 0
+  restored = ckpt.restore_latest(ts) if ckpt.all_steps() else None
+  if restored is not None:
+    _, saved_ts, al = restored
+    if {k: al.get(k) for k in identity} == identity:
+      ts, start_epoch = saved_ts, int(al['epoch']) + 1
+      log(f'{desc}: resuming at epoch {start_epoch} of {epochs}')
+
+  def on_epoch_end(epoch, state):
+    stop = should_stop is not None and should_stop()
+    every = config.ckpt_every_epochs
+    if stop or (every and (epoch + 1) % every == 0 and epoch + 1 < epochs):
+      # A copy: the next train step donates (reuses) the state's buffers.
+      ckpt.save(cycle * _CKPT_STEPS_PER_CYCLE + epoch, jax.tree.map(jnp.copy, state),
+                {**identity, 'epoch': epoch})
+    if stop:
+      ckpt.close()
+      raise Preempted(f'stopped on request during cycle {cycle} after epoch {epoch}; '
+                      'the training state is saved',
+                      'rerun the same command to resume')
+
+  get_batch = lambda idx: {'image': train_split.images[idx], 'label': train_split.labels[idx]}
+  try:
+    ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs, batch_size=config.train_batch_size,
+                      key=train_key, mean=train_split.mean, std=train_split.std,
+                      crop=tuple(config.train_crop),
+                      scale_range=(config.train_scale_min, config.train_scale_max),
+                      progress=config.progress, desc=desc, start_epoch=start_epoch,
+                      on_epoch_end=on_epoch_end)
+  finally:
+    ckpt.close()
+  return ts, steps
+
+
+def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> None:
+  """The cycle's trained model, for `launch.score`; only the newest cycle is kept."""
+  models_dir = os.path.join(run_dir, 'models')
+  target = os.path.join(models_dir, f'cycle_{cycle:02d}')
+  shutil.rmtree(target, ignore_errors=True)  # left by an interrupted attempt
+  checkpoint.save_model(
+      target, {'params': ts.params, 'batch_stats': ts.batch_stats},
+      checkpoint.meta_for(model, mean=train_split.mean, std=train_split.std,
+                          image_size=list(train_split.images.shape[1:3]),
+                          dataset=config.dataset, cycle=cycle))
+  for old in os.listdir(models_dir):
+    if old != os.path.basename(target):
+      shutil.rmtree(os.path.join(models_dir, old), ignore_errors=True)
+
+
 def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, val_split,
-        costs: np.ndarray, run_dir: str, *, log=print) -> list[dict[str, Any]]:
+        costs: np.ndarray, run_dir: str, *, log=print,
+        should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
   """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
 
   Args:
     costs: [len(train_split)] annotation cost of each full image (instances).
+    should_stop: polled after every epoch; when it returns True the training
+      state is checkpointed and `Preempted` is raised.
   """
   strategy = selection.get(strategy_name)
   os.makedirs(run_dir, exist_ok=True)
@@ -108,21 +186,12 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   for cycle in range(state.next_cycle, cycles):
     t0 = time.time()
     labeled = np.asarray(state.labeled, np.int64)
-    epochs, steps = train_schedule(config, len(labeled))
-    tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
-                              weight_decay=config.train_weight_decay,
-                              schedule=config.train_schedule, total_steps=steps,
-                              step_every=max(1, int(steps * config.train_step_fraction)))
-    ts = train.create_train_state(model, init_key, image_shape=train_split.images.shape[1:],
-                                  tx=tx)
-    get_batch = lambda idx: {'image': train_split.images[idx], 'label': train_split.labels[idx]}
-    desc = f'{strategy_name} s{seed} c{cycle} train'
-    ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs, batch_size=config.train_batch_size,
-                      key=jax.random.fold_in(jax.random.fold_in(root, _TRAIN), cycle),
-                      mean=train_split.mean, std=train_split.std, crop=tuple(config.train_crop),
-                      scale_range=(config.train_scale_min, config.train_scale_max),
-                      progress=config.progress, desc=desc)
+    ts, steps = _train_cycle(
+        config, model, init_key, jax.random.fold_in(jax.random.fold_in(root, _TRAIN), cycle),
+        train_split, labeled, run_dir, cycle, fingerprint=state.fingerprint,
+        desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log)
     t_train = time.time() - t0
+    _save_model(run_dir, cycle, model, ts, train_split, config)
     val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}
     metrics = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
                              mean=val_split.mean, std=val_split.std,
@@ -132,7 +201,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         'labeled_images': int(len(labeled)),
         'cost_instances': int(costs[labeled].sum()),
         'miou': float(metrics['miou']),
-        'per_class_iou': [None if np.isnan(v) else float(v) for v in metrics['per_class_iou']],
+        'per_class_iou': export.nan_to_none(metrics['per_class_iou']),
         'pixel_acc': float(metrics['pixel_acc']),
         'train_steps': int(steps), 'train_seconds': round(t_train, 2),
     }

@@ -10,6 +10,13 @@ for equal arguments.
 
 Randomness is explicit: the epoch permutation and every step's augmentation and
 dropout are derived from one key with `fold_in`, so `fit` is deterministic.
+
+`fit` and `evaluate` run data-parallel over a `parallel` mesh (default: every
+device of every process): the state is replicated, each global batch is split
+along `data` and each process reads only its own rows of it. The steps are the
+same pure functions jitted with those shardings, so BatchNorm statistics and the
+loss are over the global batch and the result equals a one-device run up to
+float rounding.
 """
 
 import dataclasses
@@ -27,6 +34,7 @@ from flax.training import train_state
 
 from segal_jax import errors
 from segal_jax import metrics
+from segal_jax import parallel
 from segal_jax.data import augment
 
 IGNORE = 255
@@ -158,9 +166,7 @@ def _current_lr(opt_state) -> jax.Array:
 TRACE_COUNTS = {'train_step': 0, 'eval_step': 0}
 
 
-@functools.partial(jax.jit, static_argnames=('crop', 'scale_range', 'flip'),
-                   donate_argnames=('state',))
-def train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
+def _train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
                crop: tuple[int, int], scale_range: tuple[float, float],
                flip: bool) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on an augmented batch (pure; the input state is donated).
@@ -199,8 +205,11 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
   return state, {'loss': loss, 'lr': _current_lr(state.opt_state)}
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'num_classes'))
-def eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std,
+train_step = jax.jit(_train_step, static_argnames=('crop', 'scale_range', 'flip'),
+                     donate_argnames=('state',))
+
+
+def _eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std,
               num_classes: int) -> jax.Array:
   """Confusion matrix of one batch of full images (BatchNorm statistics, no dropout).
 
@@ -222,6 +231,42 @@ def eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std,
                                   num_classes)
 
 
+eval_step = jax.jit(_eval_step, static_argnames=('apply_fn', 'num_classes'))
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_train_step(mesh: jax.sharding.Mesh, crop: tuple[int, int],
+                        scale_range: tuple[float, float], flip: bool) -> Callable:
+  """`train_step` over `mesh`: (state, batch, step_key, mean, std) -> (state, metrics).
+
+  The state, `step_key`, `mean` and `std` are replicated and the batch split
+  along `data`. The step's key is fold_in(step_key, state.step), derived on the
+  device so no key crosses from the host each step.
+  """
+  rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+
+  def step(state, batch, step_key, mean, std):
+    key = jax.random.fold_in(step_key, state.step)
+    return _train_step(state, batch, key, mean=mean, std=std, crop=crop,
+                       scale_range=scale_range, flip=flip)
+
+  return jax.jit(step, in_shardings=(rep, split, rep, rep, rep),
+                 out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_eval_step(mesh: jax.sharding.Mesh, apply_fn: Callable,
+                       num_classes: int) -> Callable:
+  """`eval_step` over `mesh`: (variables, batch, mean, std) -> replicated [C, C]."""
+  rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+
+  def step(variables, batch, mean, std):
+    return _eval_step(variables, batch, apply_fn=apply_fn, mean=mean, std=std,
+                      num_classes=num_classes)
+
+  return jax.jit(step, in_shardings=(rep, split, rep, rep), out_shardings=rep)
+
+
 def _epoch_batches(indices: np.ndarray, batch_size: int, key: jax.Array) -> np.ndarray:
   """[steps, batch_size] indices of one epoch: a permutation, tiled if too short."""
   perm = indices[np.asarray(jax.random.permutation(key, len(indices)))]
@@ -234,7 +279,9 @@ def _epoch_batches(indices: np.ndarray, batch_size: int, key: jax.Array) -> np.n
 def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: int,
         key: jax.Array, mean, std, crop: Sequence[int],
         scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True,
-        progress: bool = True, desc: str = 'train') -> tuple[TrainState, dict]:
+        progress: bool = True, desc: str = 'train', start_epoch: int = 0,
+        on_epoch_end: Callable[[int, TrainState], None] | None = None
+        ) -> tuple[TrainState, dict]:
   """Trains for `epochs` passes over the images `indices` of `source`.
 
   Each epoch visits a permutation drawn from fold_in(fold_in(key, 0), epoch) in
@@ -255,9 +302,14 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
     crop, scale_range, flip: augmentation (see `augment.augment`).
     progress: show a tqdm bar with the running loss.
     desc: bar label.
+    start_epoch: resume at this epoch; `state` must then be the state saved
+      after epoch `start_epoch - 1` (its step selects the step keys, so the
+      result equals an uninterrupted run).
+    on_epoch_end: called with (epoch, state) after every epoch, e.g. to save
+      a checkpoint; it may raise to stop training.
 
   Returns:
-    (trained state, {'loss': [epochs] mean loss per epoch, 'lr': [epochs] last rate}).
+    (trained state, {'loss': [...] mean loss per epoch run, 'lr': [...] last rate}).
 
   Raises:
     UserError: no images to train on, or the loss became NaN/Inf (names epoch and step).
@@ -275,7 +327,8 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   state = jax.tree.map(jnp.copy, state)  # train_step donates its input buffers
   steps_per_epoch = max(1, len(indices) // batch_size)
   history = {'loss': [], 'lr': []}
-  bar = tqdm.tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress,
+  bar = tqdm.tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc,
+                  disable=not progress,
                   leave=False, dynamic_ncols=True)
 
   def check(loss, epoch, step):
@@ -287,7 +340,7 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
 
   global_step = first_step
   with bar:
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
       losses, pending = [], None
       for batch_ids in _epoch_batches(indices, batch_size,
                                       jax.random.fold_in(perm_key, epoch)):
@@ -310,6 +363,8 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
       bar.update()
       history['loss'].append(float(np.mean(losses)))
       history['lr'].append(float(pending[0]['lr']))
+      if on_epoch_end is not None:
+        on_epoch_end(epoch, state)
   return state, history
 
 

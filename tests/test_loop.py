@@ -94,3 +94,27 @@ def test_same_seed_same_selections(tiny_run, tmp_path):
     a = open(os.path.join(experiment.run_dir(workdir, 'mc_variance', 0), name)).read()
     b = open(os.path.join(experiment.run_dir(str(tmp_path), 'mc_variance', 0), name)).read()
     assert a == b
+
+
+def _strip(records):
+  return [{k: v for k, v in r.items() if 'seconds' not in k} for r in records]
+
+
+@pytest.mark.slow
+def test_preempted_run_resumes_to_identical_results(tiny_run, tmp_path):
+  config, workdir, records = tiny_run
+  config = dataclasses.replace(config, al_strategies=('mc_variance',), ckpt_every_epochs=1)
+  calls = []
+
+  def stop_on_third_epoch():  # cycle 1, mid-cycle (cycle 0 has 2 epochs)
+    calls.append(1)
+    return len(calls) == 3
+
+  with pytest.raises(loop.Preempted, match='rerun the same command'):
+    experiment.run(config, str(tmp_path), log=lambda *_: None, should_stop=stop_on_third_epoch)
+  ckpts = os.path.join(experiment.run_dir(str(tmp_path), 'mc_variance', 0), 'checkpoints')
+  assert os.listdir(ckpts)  # the training state was saved before stopping
+  logs = []
+  resumed = experiment.run(config, str(tmp_path), log=logs.append)
+  assert any('resuming at epoch 1' in line for line in logs), logs
+  assert _strip(resumed) == _strip([r for r in records if r['strategy'] == 'mc_variance'])
