@@ -56,7 +56,6 @@ from segal_jax.errors import UserError
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png')
 # Strategy names of the active-learning driver that name a measure differently.
-ALIASES = {'softmax_entropy': 'entropy', 'mc_entropy': 'mc_mean_entropy'}
 UNITS = ('image', 'superpixel')
 
 
@@ -65,7 +64,8 @@ class ScoreConfig:
   """How a folder is scored.
 
   Attributes:
-    strategy: a measure of `uncertainty.MEASURES` or a key of `ALIASES`.
+    strategy: a key of `selection.SCORING_NAMES` (a measure of
+      `uncertainty.MEASURES` or a driver strategy that scores with one).
     unit: 'image' (rank images) or 'superpixel' (choose superpixels).
     budget: images in ranking.csv (image mode; 0 = all) or superpixels chosen
       over the whole folder (superpixel mode; must be positive).
@@ -97,11 +97,10 @@ class ScoreConfig:
 
 
 def measure_of(strategy: str) -> str:
-  name = ALIASES.get(strategy, strategy)
-  if name not in uncertainty.MEASURES:
-    raise UserError(f'unknown strategy {strategy!r}', 'choose one of '
-                    + ', '.join(sorted(set(uncertainty.MEASURES) | set(ALIASES))))
-  return name
+  if strategy not in selection.SCORING_NAMES:
+    raise UserError(f'unknown strategy {strategy!r}',
+                    'choose one of ' + ', '.join(sorted(selection.SCORING_NAMES)))
+  return selection.SCORING_NAMES[strategy]
 
 
 def validate(config: ScoreConfig, model: Any) -> None:

@@ -40,7 +40,21 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     'random': Strategy(measure=None),
     'full': Strategy(measure=None, full=True),
+    # Single deterministic pass.
+    'softmax_entropy': Strategy(measure='entropy'),
+    'margin': Strategy(measure='margin'),
+    'least_confidence': Strategy(measure='least_confidence'),
+    # MC dropout.
+    'mc_entropy': Strategy(measure='mc_mean_entropy'),
     'mc_variance': Strategy(measure='mc_variance'),
+    'bald': Strategy(measure='bald'),
+}
+
+# Names of the uncertainty measures themselves, accepted wherever a scoring
+# strategy is (e.g. `launch.score --strategy=mc_mean_entropy`).
+SCORING_NAMES: dict[str, str] = {
+    **{name: s.measure for name, s in STRATEGIES.items() if s.measure is not None},
+    **{m: m for m in uncertainty.MEASURES},
 }
 
 
