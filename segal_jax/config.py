@@ -32,6 +32,9 @@ class ExperimentConfig:
   width_multiplier: float = _f(1.0, 'Scales every channel width of the network (0.25 for CPU runs).')
   dropout_placement: str = _f('stages', "Where dropout sits: 'stages' (after stages 3-6), 'head', 'none'.")
   dropout_rate: float = _f(0.5, 'Dropout rate.')
+  compute_dtype: str = _f('float32', "Activation dtype: 'float32' or 'bfloat16' (params stay float32).")
+  init_checkpoint: str = _f('', 'Start every cycle from this model (launch.convert or launch.run '
+                            'output) instead of a random initialisation.')
 
   # Training (each cycle).
   train_epochs: int = _f(250, 'Epochs over the labeled set per cycle.')
@@ -80,6 +83,7 @@ class ExperimentConfig:
 
 _CHOICES = {
     'dropout_placement': ('stages', 'head', 'none'),
+    'compute_dtype': ('float32', 'bfloat16'),
     'train_schedule': ('step', 'poly', 'constant'),
     'al_unit': ('image',),
 }

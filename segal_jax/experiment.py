@@ -54,11 +54,13 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   log(f'data: {config.dataset}/{config.dataset_config}: {len(train_split)} train, '
       f'{len(val_split)} val images of {train_split.images.shape[1]}x'
       f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')
+  init_variables = loop.initial_variables(config, train_split.num_classes)
   records = []
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
       records += loop.run(config, strategy, seed, train_split, val_split, costs,
-                          run_dir(workdir, strategy, seed), log=log, should_stop=should_stop)
+                          run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
+                          init_variables=init_variables)
   summarize(workdir, records)
   return records
 

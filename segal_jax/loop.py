@@ -53,7 +53,19 @@ def build_model(config: ExperimentConfig, num_classes: int):
   return models.DRNSeg(arch=config.arch, num_classes=num_classes,
                        width_multiplier=config.width_multiplier,
                        dropout_placement=config.dropout_placement,
-                       dropout_rate=config.dropout_rate)
+                       dropout_rate=config.dropout_rate,
+                       dtype=jnp.dtype(config.compute_dtype))
+
+
+def initial_variables(config: ExperimentConfig, num_classes: int) -> dict | None:
+  """The `--init_checkpoint` variables, checked against the configured network."""
+  if not config.init_checkpoint:
+    return None
+  _, variables, _ = checkpoint.load_model(
+      config.init_checkpoint, arch=config.arch, num_classes=num_classes,
+      width_multiplier=config.width_multiplier, dropout_placement=config.dropout_placement,
+      dropout_rate=config.dropout_rate)
+  return variables
 
 
 def _load_state(run_dir: str, config: ExperimentConfig) -> RunState | None:
@@ -91,7 +103,8 @@ class Preempted(UserError):
 
 
 def _train_cycle(config, model, init_key, train_key, train_split, labeled, run_dir, cycle, *,
-                 fingerprint: str, desc: str, should_stop: Callable[[], bool] | None, log):
+                 fingerprint: str, desc: str, should_stop: Callable[[], bool] | None, log,
+                 init_variables: dict | None = None):
   """Trains one cycle from the initial variables, resuming from a mid-cycle checkpoint.
 
   Every `ckpt_every_epochs` epochs (and when `should_stop()` turns true) the
@@ -105,6 +118,9 @@ def _train_cycle(config, model, init_key, train_key, train_split, labeled, run_d
                             schedule=config.train_schedule, total_steps=steps,
                             step_every=max(1, int(steps * config.train_step_fraction)))
   ts = train.create_train_state(model, init_key, image_shape=train_split.images.shape[1:], tx=tx)
+  if init_variables is not None:
+    ts = ts.replace(params=init_variables['params'],
+                    batch_stats=init_variables.get('batch_stats', ts.batch_stats))
   identity = {'fingerprint': fingerprint, 'cycle': cycle, 'labeled': [int(i) for i in labeled]}
   ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, 'checkpoints'))
   start_epoch = 0
@@ -158,13 +174,16 @@ def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> Non
 
 def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, val_split,
         costs: np.ndarray, run_dir: str, *, log=print,
-        should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+        should_stop: Callable[[], bool] | None = None,
+        init_variables: dict | None = None) -> list[dict[str, Any]]:
   """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
 
   Args:
     costs: [len(train_split)] annotation cost of each full image (instances).
     should_stop: polled after every epoch; when it returns True the training
       state is checkpointed and `Preempted` is raised.
+    init_variables: start every cycle from these (see `initial_variables`)
+      instead of the seed's random initialisation.
   """
   strategy = selection.get(strategy_name)
   os.makedirs(run_dir, exist_ok=True)
@@ -189,7 +208,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     ts, steps = _train_cycle(
         config, model, init_key, jax.random.fold_in(jax.random.fold_in(root, _TRAIN), cycle),
         train_split, labeled, run_dir, cycle, fingerprint=state.fingerprint,
-        desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log)
+        desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
+        init_variables=init_variables)
     t_train = time.time() - t0
     _save_model(run_dir, cycle, model, ts, train_split, config)
     val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}

@@ -118,3 +118,20 @@ def test_preempted_run_resumes_to_identical_results(tiny_run, tmp_path):
   resumed = experiment.run(config, str(tmp_path), log=logs.append)
   assert any('resuming at epoch 1' in line for line in logs), logs
   assert _strip(resumed) == _strip([r for r in records if r['strategy'] == 'mc_variance'])
+
+
+def test_init_checkpoint_loads_and_checks_arch(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, width_multiplier=0.125)
+  model = loop.build_model(config, 19)
+  variables = model.init(jax.random.key(7), np.zeros((1, 32, 64, 3), np.float32), train=False)
+  path = str(tmp_path / 'init')
+  checkpoint.save_model(path, variables, checkpoint.meta_for(model, mean=(0.5,) * 3,
+                                                             std=(0.2,) * 3))
+  got = loop.initial_variables(dataclasses.replace(config, init_checkpoint=path), 19)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert loop.initial_variables(config, 19) is None
+  with pytest.raises(UserError):
+    loop.initial_variables(dataclasses.replace(config, init_checkpoint=path, arch='drn_c_26'), 19)
