@@ -20,12 +20,15 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   @functools.wraps(main)
   def wrapped(argv):
+    if not flags.FLAGS['verbosity'].present:
+      # INFO is noise here (tfds and Orbax log every file); --verbosity=0 brings it back.
+      logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
       _fail(f'unexpected arguments {" ".join(argv[1:])}; flags are written --name=value.')
     try:
       return main(argv)
     except UserError as e:
-      if _DEBUG.value or logging.get_verbosity() >= logging.DEBUG:
+      if _DEBUG.value or flags.FLAGS.verbosity >= 1:
         raise
       _fail(str(e))
     except KeyboardInterrupt:

@@ -9,7 +9,6 @@ defaults to Cityscapes', dropout to --dropout_placement=stages, rate 0.5).
 """
 
 from absl import flags
-from absl import logging
 
 from launch import _app
 from segal_jax.models import convert
@@ -28,8 +27,6 @@ flags.mark_flags_as_required(['source', 'out'])
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:  # Orbax logs every step at INFO.
-    logging.set_verbosity(logging.WARNING)
   out = convert.convert_file(_SOURCE.value, _ARCH.value, _OUT.value,
                              _NUM_CLASSES.value, _WIDTH.value)
   print(f'wrote {out}')

@@ -11,7 +11,6 @@ superpixels.csv and masks/*.png; see `segal_jax.scoring` for the layout.
 """
 
 from absl import flags
-from absl import logging
 
 from launch import _app
 from segal_jax import checkpoint
@@ -70,8 +69,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:  # Orbax logs every step at INFO.
-    logging.set_verbosity(logging.WARNING)
   scoring.list_images(_IMAGES.value)  # An empty folder fails before the model loads.
   model, variables, meta = checkpoint.load_model(
       _CHECKPOINT.value, arch=_ARCH.value, num_classes=_NUM_CLASSES.value,

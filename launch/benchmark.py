@@ -1,0 +1,60 @@
+"""Measures this product's hot paths beside the reference algorithms (DESIGN §5).
+
+  python -m launch.benchmark --size=small --out=/tmp/bench_small.json
+  python -m launch.benchmark --size=cityscapes --out=bench_gpu.json   # on a GPU
+  python -m launch.benchmark --size=small --only=mc,memory --repeats=3
+
+Prints a table (name, this product, reference, ratio) and writes the full
+report as JSON (medians, min, max, every run, and the machine description).
+"""
+
+import json
+import os
+import tempfile
+
+from absl import flags
+
+from launch import _app
+from segal_jax import benchmark
+
+_SIZE = flags.DEFINE_enum('size', 'small', list(benchmark.SIZES),
+                          'tiny: seconds (tests); small: CPU-sized; '
+                          'cityscapes: 1024x2048 and the full network (GPU).')
+_OUT = flags.DEFINE_string('out', None, 'Write the JSON report to this file.')
+_REPEATS = flags.DEFINE_integer('repeats', None,
+                                'Timed runs per measurement (default: per size).',
+                                lower_bound=1)
+_ONLY = flags.DEFINE_list('only', [], 'Run only these groups: '
+                          + ','.join(benchmark.GROUPS) + '.')
+
+
+def _write(path: str, report: dict) -> None:
+  """Writes atomically: an existing report is replaced only by a complete one."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      json.dump(report, f, indent=1)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def main(argv):
+  del argv
+  report = benchmark.run(_SIZE.value, repeats=_REPEATS.value, only=_ONLY.value or None)
+  machine = report['machine']
+  print(f"\n{machine['cpu']}, {machine['cores']} cores, load {machine['load_average']}, "
+        f"jax {machine['jax']} ({machine['backend']}), {machine['date']}, "
+        f"size={report['size']}\n")
+  print(benchmark.format_table(report))
+  if _OUT.value:
+    _write(_OUT.value, report)
+    print(f'\nwrote {_OUT.value}')
+
+
+if __name__ == '__main__':
+  _app.run(main)
