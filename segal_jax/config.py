@@ -53,11 +53,17 @@ class ExperimentConfig:
   # Active learning.
   al_strategies: tuple[str, ...] = _f(('random', 'mc_variance'), 'Selection strategies to compare.')
   al_seeds: tuple[int, ...] = _f((0,), 'Seeds; each seed gives every strategy the same initial set.')
-  al_unit: str = _f('image', "What is annotated: 'image'.")
+  al_unit: str = _f('image', "What is annotated: 'image' (whole images) or 'superpixel'.")
   al_initial: int = _f(150, 'Images labeled at random before the first cycle.')
-  al_budget: int = _f(150, 'Units selected per cycle.')
+  al_budget: int = _f(150, 'Units (images or superpixels) selected per cycle.')
   al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).')
   al_candidate_factor: float = _f(3.0, 'Score a random subset of this many x budget unlabeled images (0: all).')
+
+  # Superpixels (al_unit=superpixel).
+  sp_segments: int = _f(100, 'Watershed markers (superpixels) per image.')
+  sp_compactness: float = _f(0.001, 'Watershed compactness.')
+  sp_workers: int = _f(0, 'Worker processes computing superpixels (0: one per core).',
+                       defining=False)
 
   # MC dropout.
   mc_passes: int = _f(10, 'MC-dropout forward passes per image.')
@@ -85,7 +91,7 @@ _CHOICES = {
     'dropout_placement': ('stages', 'head', 'none'),
     'compute_dtype': ('float32', 'bfloat16'),
     'train_schedule': ('step', 'poly', 'constant'),
-    'al_unit': ('image',),
+    'al_unit': ('image', 'superpixel'),
 }
 
 
@@ -112,14 +118,19 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
     selection.get(s)
   if not config.al_seeds:
     raise UserError('--al_seeds is empty', 'name at least one seed, e.g. --al_seeds=0')
-  positive = ('train_batch_size', 'eval_batch_size', 'al_initial', 'al_cycles', 'mc_passes')
+  positive = ('train_batch_size', 'eval_batch_size', 'al_initial', 'al_cycles', 'mc_passes',
+              'sp_segments')
   for name in positive:
     if getattr(config, name) < 1:
       raise UserError(f'--{name}={getattr(config, name)} must be at least 1',
                       f'set --{name} to a positive number')
-  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'mc_chunk', 'ckpt_every_epochs'):
+  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'mc_chunk', 'ckpt_every_epochs',
+               'sp_workers'):
     if getattr(config, name) < 0:
       raise UserError(f'--{name}={getattr(config, name)} is negative', f'set --{name} >= 0')
+  if config.train_epochs == 0 and config.train_min_steps == 0:
+    raise UserError('--train_epochs and --train_min_steps are both 0, so nothing would train',
+                    'set --train_epochs (e.g. 250) or --train_min_steps')
   if config.train_lr <= 0:
     raise UserError(f'--train_lr={config.train_lr} must be positive', 'set e.g. --train_lr=0.01')
   if config.width_multiplier <= 0:
@@ -140,7 +151,8 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
   if needs_mc and (config.dropout_placement == 'none' or config.dropout_rate == 0):
     raise UserError(f'strategy {needs_mc[0]} needs MC dropout but the network has none',
                     "set --dropout_placement=stages or head and --dropout_rate > 0")
-  if pool_size is not None and any(not selection.get(s).full for s in config.al_strategies):
+  if (pool_size is not None and config.al_unit == 'image'
+      and any(not selection.get(s).full for s in config.al_strategies)):
     total = config.al_initial + (config.al_cycles - 1) * config.al_budget
     if total > pool_size:
       raise UserError(f'the experiment labels {total} images '

@@ -17,12 +17,14 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+from tensorflow_datasets.core import constants as tfds_constants
 
 from segal_jax import config as config_lib
 from segal_jax import data
 from segal_jax import export
 from segal_jax import loop
 from segal_jax import oracle
+from segal_jax import superpixels
 
 
 def run_dir(workdir: str, strategy: str, seed: int) -> str:
@@ -55,14 +57,25 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
       f'{len(val_split)} val images of {train_split.images.shape[1]}x'
       f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')
   init_variables = loop.initial_variables(config, train_split.num_classes)
+  segments = pool_superpixels(config, train_split) if config.al_unit == 'superpixel' else None
   records = []
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
       records += loop.run(config, strategy, seed, train_split, val_split, costs,
                           run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
-                          init_variables=init_variables)
+                          init_variables=init_variables, segments=segments)
   summarize(workdir, records)
   return records
+
+
+def pool_superpixels(config: config_lib.ExperimentConfig, split) -> np.ndarray:
+  """[N, H, W] int32 superpixels of the pool, computed once and cached beside the data."""
+  root = os.path.join(config.data_dir or tfds_constants.DATA_DIR, 'superpixels')
+  cache = superpixels.SuperpixelCache(root)
+  return cache.get_or_compute(f'{config.dataset}/{config.dataset_config}', split.ids,
+                              split.images, n_segments=config.sp_segments,
+                              compactness=config.sp_compactness,
+                              workers=config.sp_workers or None, progress=config.progress)
 
 
 def collect(workdir: str) -> list[dict[str, Any]]:

@@ -2,9 +2,9 @@
 
 One run is one (strategy, seed) pair in its own directory. Every cycle trains
 from the same initial variables (the reference protocol), so the
-active-learning state between cycles is just the labeled set: it is saved
-atomically after each cycle and a rerun with the same configuration resumes
-after the last finished cycle.
+active-learning state between cycles is what has been labeled (`pool.PoolLabels`):
+it is saved atomically after each cycle, the training state every few epochs,
+and a rerun with the same configuration resumes where the run stopped.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import numpy as np
 from segal_jax import checkpoint
 from segal_jax import export
 from segal_jax import models
+from segal_jax import pool as pool_lib
 from segal_jax import selection
 from segal_jax import train
+from segal_jax import units
 from segal_jax.config import ExperimentConfig
 from segal_jax.errors import UserError
 
@@ -39,9 +41,12 @@ METRICS_FILE = 'metrics.jsonl'
 
 @dataclasses.dataclass
 class RunState:
-  """What a run has done so far; enough to resume after any finished cycle."""
+  """What a run has done so far; enough to resume after any finished cycle.
+
+  pool: `pool.PoolLabels.to_json()`, what the annotator has labeled.
+  """
   fingerprint: str
-  labeled: list[int]
+  pool: dict[str, Any]
   records: list[dict[str, Any]]
 
   @property
@@ -75,7 +80,7 @@ def _load_state(run_dir: str, config: ExperimentConfig) -> RunState | None:
   try:
     with open(path) as f:
       raw = json.load(f)
-    state = RunState(raw['fingerprint'], list(raw['labeled']), list(raw['records']))
+    state = RunState(raw['fingerprint'], dict(raw['pool']), list(raw['records']))
   except (OSError, ValueError, KeyError) as e:
     raise UserError(f'the run state {path} is unreadable ({e})',
                     'delete that run directory to start it again') from e
@@ -102,9 +107,9 @@ class Preempted(UserError):
   """Training stopped on request (e.g. SIGTERM) after saving a checkpoint."""
 
 
-def _train_cycle(config, model, init_key, train_key, train_split, labeled, run_dir, cycle, *,
-                 fingerprint: str, desc: str, should_stop: Callable[[], bool] | None, log,
-                 init_variables: dict | None = None):
+def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_lib.PoolLabels,
+                 run_dir, cycle, *, fingerprint: str, desc: str,
+                 should_stop: Callable[[], bool] | None, log, init_variables: dict | None = None):
   """Trains one cycle from the initial variables, resuming from a mid-cycle checkpoint.
 
   Every `ckpt_every_epochs` epochs (and when `should_stop()` turns true) the
@@ -112,6 +117,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labeled, run_d
   cycle; a rerun restores it and continues at the next epoch, which gives
   exactly the uninterrupted result (keys derive from the step and epoch).
   """
+  labeled = labels.images()
   epochs, steps = train_schedule(config, len(labeled))
   tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
@@ -121,7 +127,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labeled, run_d
   if init_variables is not None:
     ts = ts.replace(params=init_variables['params'],
                     batch_stats=init_variables.get('batch_stats', ts.batch_stats))
-  identity = {'fingerprint': fingerprint, 'cycle': cycle, 'labeled': [int(i) for i in labeled]}
+  identity = {'fingerprint': fingerprint, 'cycle': cycle, 'pool': labels.to_json()}
   ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, 'checkpoints'))
   start_epoch = 0
   restored = ckpt.restore_latest(ts) if ckpt.all_steps() else None
@@ -144,7 +150,8 @@ def _train_cycle(config, model, init_key, train_key, train_split, labeled, run_d
                       'the training state is saved',
                       'rerun the same command to resume')
 
-  get_batch = lambda idx: {'image': train_split.images[idx], 'label': train_split.labels[idx]}
+  get_batch = lambda idx: {'image': train_split.images[idx],
+                           'label': labels.label_batch(train_split, idx)}
   try:
     ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs, batch_size=config.train_batch_size,
                       key=train_key, mean=train_split.mean, std=train_split.std,
@@ -175,7 +182,8 @@ def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> Non
 def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, val_split,
         costs: np.ndarray, run_dir: str, *, log=print,
         should_stop: Callable[[], bool] | None = None,
-        init_variables: dict | None = None) -> list[dict[str, Any]]:
+        init_variables: dict | None = None,
+        segments: np.ndarray | None = None) -> list[dict[str, Any]]:
   """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
 
   Args:
@@ -184,6 +192,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
       state is checkpointed and `Preempted` is raised.
     init_variables: start every cycle from these (see `initial_variables`)
       instead of the seed's random initialisation.
+    segments: [N, H, W] superpixels of the pool (superpixel unit only).
   """
   strategy = selection.get(strategy_name)
   os.makedirs(run_dir, exist_ok=True)
@@ -195,7 +204,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   if state is None:
     initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _INITIAL_SET), n_pool))
     n_initial = n_pool if strategy.full else config.al_initial
-    state = RunState(config.fingerprint(), sorted(initial[:n_initial].tolist()), [])
+    state = RunState(config.fingerprint(),
+                     pool_lib.PoolLabels(full=sorted(initial[:n_initial].tolist())).to_json(), [])
   elif state.next_cycle >= cycles:
     return state.records
   else:
@@ -204,10 +214,10 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   init_key = jax.random.fold_in(root, _INIT)
   for cycle in range(state.next_cycle, cycles):
     t0 = time.time()
-    labeled = np.asarray(state.labeled, np.int64)
+    labels = pool_lib.PoolLabels.from_json(state.pool)
     ts, steps = _train_cycle(
         config, model, init_key, jax.random.fold_in(jax.random.fold_in(root, _TRAIN), cycle),
-        train_split, labeled, run_dir, cycle, fingerprint=state.fingerprint,
+        train_split, labels, run_dir, cycle, fingerprint=state.fingerprint,
         desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
         init_variables=init_variables)
     t_train = time.time() - t0
@@ -216,48 +226,46 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     metrics = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
                              mean=val_split.mean, std=val_split.std,
                              num_classes=val_split.num_classes, progress=config.progress)
+    cost = labels.cost(costs)
     record = {
-        'strategy': strategy_name, 'seed': seed, 'cycle': cycle,
-        'labeled_images': int(len(labeled)),
-        'cost_instances': int(costs[labeled].sum()),
+        'strategy': strategy_name, 'seed': seed, 'cycle': cycle, 'unit': config.al_unit,
+        'labeled_images': int(len(labels.images())),
+        'full_images': len(labels.full),
+        'superpixels': labels.num_superpixels(),
+        'cost_instances': cost,
+        'cost_images': round(cost / max(float(np.mean(costs)), 1e-9), 2),
         'miou': float(metrics['miou']),
         'per_class_iou': export.nan_to_none(metrics['per_class_iou']),
         'pixel_acc': float(metrics['pixel_acc']),
         'train_steps': int(steps), 'train_seconds': round(t_train, 2),
     }
     t1 = time.time()
-    selected: list[int] = []
     if cycle + 1 < cycles:
-      selected, scores = _select(config, strategy, ts, train_split, labeled, root, cycle)
-      export.write_selection_csv(os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv'),
-                                 [train_split.ids[i] for i in selected], scores)
+      keys = {name: jax.random.fold_in(jax.random.fold_in(root, stream), cycle)
+              for name, stream in (('candidates', _CANDIDATES), ('score', _SCORE),
+                                   ('select', _SELECT))}
+      scoring = units.Scoring(ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats},
+                              config.mc_passes, config.mc_chunk, train_split.mean,
+                              train_split.std, config.eval_batch_size, config.progress)
+      csv_path = os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv')
+      if config.al_unit == 'image':
+        chosen, scores = units.select_images(strategy, labels, n_pool, train_split.images,
+                                             config.al_budget, config.al_candidate_factor,
+                                             keys, scoring)
+        labels.add_images(chosen)
+        names = [train_split.ids[i] for i in chosen]
+      else:
+        picks, ranked, scores = units.select_superpixels(
+            strategy, labels, n_pool, train_split.images, segments, config.al_budget,
+            config.al_candidate_factor, keys, scoring)
+        labels.add_superpixels(train_split, segments, picks)
+        names = [f'{train_split.ids[i]}/{sp}' for i, sp in ranked]
+      export.write_selection_csv(csv_path, names, scores)
     record['select_seconds'] = round(time.time() - t1, 2)
     record['wall_seconds'] = round(time.time() - t0, 2)
     state.records.append(record)
-    state.labeled = sorted(set(state.labeled) | set(selected))
+    state.pool = labels.to_json()
     _save_state(run_dir, state)
     log(f'[{strategy_name} seed {seed}] cycle {cycle}: {record["labeled_images"]} images, '
-        f'mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s)')
+        f'{cost} instances, mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s)')
   return state.records
-
-
-def _select(config, strategy, ts, train_split, labeled, root, cycle):
-  """Chooses `al_budget` new images; returns (indices, their scores)."""
-  unlabeled = np.setdiff1d(np.arange(len(train_split)), labeled)
-  k = min(config.al_budget, len(unlabeled))
-  if strategy.measure is None:
-    perm = np.asarray(jax.random.permutation(
-        jax.random.fold_in(jax.random.fold_in(root, _SELECT), cycle), len(unlabeled)))
-    chosen = np.sort(unlabeled[perm[:k]])
-    return chosen.tolist(), np.zeros(len(chosen), np.float32)
-  count = int(round(config.al_candidate_factor * config.al_budget))
-  cand = selection.candidates(jax.random.fold_in(jax.random.fold_in(root, _CANDIDATES), cycle),
-                              unlabeled, count)
-  variables = {'params': ts.params, 'batch_stats': ts.batch_stats}
-  scores = selection.score_images(
-      ts.apply_fn, variables, train_split.images, cand,
-      jax.random.fold_in(jax.random.fold_in(root, _SCORE), cycle), strategy=strategy,
-      passes=config.mc_passes, chunk=config.mc_chunk, mean=train_split.mean, std=train_split.std,
-      batch_size=config.eval_batch_size, progress=config.progress)
-  order = selection.top_k(scores, k)
-  return cand[order].tolist(), scores[order]

@@ -176,3 +176,19 @@ def annotate_batch(
                               annotated[i]) for i in range(n)]
   partial = np.stack([o[0] for o in out]) if out else np.zeros((0,), np.uint8)
   return partial, [o[1] for o in out], np.array([o[2] for o in out], np.int64)
+
+
+def partial_label(label: np.ndarray, instance: np.ndarray, annotated: np.ndarray) -> np.ndarray:
+  """The ground truth on the pixels of the `annotated` instances, 255 elsewhere.
+
+  Args:
+    label: [H, W] uint8 train ids.
+    instance: [H, W] int Cityscapes instance ids.
+    annotated: 1-D int instance ids (as returned by `annotate_superpixels`).
+
+  Returns:
+    [H, W] uint8.
+  """
+  ids = instance_ids(instance, label)
+  keep = np.isin(ids, np.asarray(annotated, np.int64)) & (ids > 0)
+  return np.where(keep, label, IGNORE).astype(np.uint8)

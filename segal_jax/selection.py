@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import auto as tqdm
 
+from segal_jax import parallel
+from segal_jax import superpixels
 from segal_jax import uncertainty
 from segal_jax.data import augment
 
@@ -98,40 +100,74 @@ def candidates(key: jax.Array, unlabeled: np.ndarray, count: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _score_fn(apply_fn: Callable[..., Any], measure: str, passes: int, chunk: int | None,
-              mean: tuple[float, ...], std: tuple[float, ...]):
-  """One jitted scorer per static configuration (never rebuilt in a loop)."""
+              mean: tuple[float, ...], std: tuple[float, ...], mesh: jax.sharding.Mesh,
+              num_segments: int = 0):
+  """One jitted scorer per static configuration and mesh (never rebuilt in a loop).
 
-  def score(variables, images, ids, key):
+  (variables, images [B, H, W, 3] uint8, ids [B] int32, key[, segments [B, H, W]
+  int32]) -> [B] float32 image scores, or [B, num_segments] superpixel mean
+  scores when `num_segments` > 0 (the maps never leave the device): variables
+  and key replicated, images, ids and segments split over the mesh's `data`
+  axis, the scores gathered (replicated) so every process gets all of them.
+  """
+  rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+
+  def score(variables, images, ids, key, segments=None):
     x = augment.normalize(augment.to_float(images), mean, std)
     maps = uncertainty.mc_forward(apply_fn, variables, x, key, image_ids=ids, passes=passes,
                                   measures=(measure,), chunk_size=chunk)
+    if num_segments:
+      return superpixels.segment_means(maps[measure], segments, num_segments)[0]
     return uncertainty.image_scores(maps[measure])
 
-  return jax.jit(score)
+  shardings = (rep, split, split, rep) + ((split,) if num_segments else ())
+  return jax.jit(score, in_shardings=shardings, out_shardings=rep)
 
 
 def score_images(apply_fn, variables, images: np.ndarray, indices: np.ndarray, key: jax.Array, *,
                  strategy: Strategy, passes: int, chunk: int | None, mean, std,
-                 batch_size: int, progress: bool = True) -> np.ndarray:
-  """Per-image uncertainty scores of `images[indices]`.
+                 batch_size: int, progress: bool = True,
+                 mesh: jax.sharding.Mesh | None = None, segments=None,
+                 num_segments: int = 0) -> np.ndarray:
+  """Per-image uncertainty scores of `images[indices]`, on every device of `mesh`.
 
   Dropout keys belong to images (`fold_in(fold_in(key, index), pass)`), so a
-  score does not depend on the batch it was computed in. The last batch is
-  padded to a full one so the scorer compiles once.
+  score does not depend on the batch it was computed in nor on the number of
+  devices. Each global batch of `batch_size` images is split over the devices;
+  each process reads only its rows of it and receives every score, so all
+  processes return the same array. The last batch is padded (repeating its
+  last image) to a full one so the scorer compiles once.
+
+  Args:
+    batch_size: global batch size, a multiple of the mesh's device count.
+    mesh: devices to score on (default: `parallel.default_mesh()`, all).
+    segments: [N, H, W] int superpixels of `images`; with `num_segments` > 0
+      the result is each superpixel's mean score instead of the image's.
 
   Returns:
-    [len(indices)] float32 scores (higher = more uncertain).
+    [len(indices)] float32 scores (higher = more uncertain), in `indices` order,
+    or [len(indices), num_segments] superpixel means (0 for absent ids).
   """
-  fn = _score_fn(apply_fn, strategy.measure, passes, chunk or None, tuple(mean), tuple(std))
-  out = np.zeros(len(indices), np.float32)
-  bar = tqdm.tqdm(total=len(indices), desc='score pool', unit='img', disable=not progress,
-                  leave=False)
+  mesh = parallel.default_mesh() if mesh is None else mesh
+  parallel.check_batch_size(batch_size, '--eval_batch_size', mesh.size)
+  rows = parallel.local_rows(batch_size, mesh)
+  fn = _score_fn(apply_fn, strategy.measure, passes, chunk or None, tuple(mean), tuple(std),
+                 mesh, num_segments)
+  variables, key = parallel.replicate((variables, key), mesh)
+  out = np.zeros((len(indices), num_segments) if num_segments else len(indices), np.float32)
+  bar = tqdm.tqdm(total=len(indices), desc='score pool', unit='img',
+                  disable=not (progress and parallel.is_writer()), leave=False)
   for start in range(0, len(indices), batch_size):
     idx = indices[start:start + batch_size]
     pad = batch_size - len(idx)
     padded = np.concatenate([idx, np.repeat(idx[-1:], pad)]) if pad else idx
-    s = fn(variables, images[padded], jnp.asarray(padded, jnp.int32), key)
-    out[start:start + len(idx)] = np.asarray(s)[:len(idx)]
+    local = np.asarray(padded[rows])
+    arrays = (np.asarray(images[local]), local.astype(np.int32))
+    if num_segments:
+      arrays += (np.asarray(segments[local], np.int32),)
+    batch = parallel.shard_batch(arrays, mesh, batch_size)
+    s = parallel.fetch(fn(variables, *batch[:2], key, *batch[2:]))
+    out[start:start + len(idx)] = s[:len(idx)]
     bar.update(len(idx))
   bar.close()
   return out

@@ -280,55 +280,65 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
         key: jax.Array, mean, std, crop: Sequence[int],
         scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True,
         progress: bool = True, desc: str = 'train', start_epoch: int = 0,
-        on_epoch_end: Callable[[int, TrainState], None] | None = None
-        ) -> tuple[TrainState, dict]:
+        on_epoch_end: Callable[[int, TrainState], None] | None = None,
+        mesh: jax.sharding.Mesh | None = None) -> tuple[TrainState, dict]:
   """Trains for `epochs` passes over the images `indices` of `source`.
 
   Each epoch visits a permutation drawn from fold_in(fold_in(key, 0), epoch) in
   len(indices) // batch_size steps (the remainder is dropped; with fewer images
   than `batch_size`, one step on the images repeated). Step t (counted from the
   state's step) uses the key fold_in(fold_in(key, 1), t). The same inputs give
-  identical parameters.
+  identical parameters, and the same up to float rounding on any number of
+  devices.
 
   Args:
     state: initial TrainState; left intact (fit trains a copy, so the same
-      initial state can start every cycle).
+      initial state can start every cycle). Every process passes the same one.
     source: get_batch(indices [b] int) -> {'image': [b, H, W, 3] uint8,
-      'label': [b, H, W] uint8} as host arrays.
-    indices: [N] int, the labeled images.
-    epochs, batch_size: loop sizes.
+      'label': [b, H, W] uint8} as host arrays. Each process asks only for its
+      rows of every global batch.
+    indices: [N] int, the labeled images (the same on every process).
+    epochs: passes over `indices`.
+    batch_size: global batch size, a multiple of the mesh's device count.
     key: PRNG key of the whole run.
     mean, std: [3] normalisation in [0, 1] units.
     crop, scale_range, flip: augmentation (see `augment.augment`).
-    progress: show a tqdm bar with the running loss.
+    progress: show a tqdm bar with the running loss (on process 0).
     desc: bar label.
     start_epoch: resume at this epoch; `state` must then be the state saved
       after epoch `start_epoch - 1` (its step selects the step keys, so the
       result equals an uninterrupted run).
     on_epoch_end: called with (epoch, state) after every epoch, e.g. to save
       a checkpoint; it may raise to stop training.
+    mesh: devices to train on (default: `parallel.default_mesh()`, all).
 
   Returns:
-    (trained state, {'loss': [...] mean loss per epoch run, 'lr': [...] last rate}).
+    (trained state, replicated over the mesh; {'loss': [...] mean loss per
+    epoch run, 'lr': [...] last rate}).
 
   Raises:
-    UserError: no images to train on, or the loss became NaN/Inf (names epoch and step).
+    UserError: no images to train on, a batch size that does not split over
+      the devices, or the loss became NaN/Inf (names epoch and step).
   """
   indices = np.asarray(indices, dtype=np.int64).reshape(-1)
   if len(indices) == 0:
     raise errors.UserError('there are no labeled images to train on',
                            'label at least one image before training')
-  static = dict(crop=tuple(int(c) for c in crop),
-                scale_range=tuple(float(s) for s in scale_range), flip=bool(flip))
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
+  mesh = parallel.default_mesh() if mesh is None else mesh
+  parallel.check_batch_size(batch_size, '--train_batch_size', mesh.size)
+  rows = parallel.local_rows(batch_size, mesh)
+  step_fn = _sharded_train_step(mesh, tuple(int(c) for c in crop),
+                                tuple(float(s) for s in scale_range), bool(flip))
+  mean, std = parallel.replicate((np.asarray(mean, np.float32),
+                                  np.asarray(std, np.float32)), mesh)
   perm_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-  first_step = int(state.step)
-  state = jax.tree.map(jnp.copy, state)  # train_step donates its input buffers
+  step_key = parallel.replicate(step_key, mesh)
+  first_step = int(parallel.fetch(state.step))
+  state = parallel.replicate(state, mesh, copy=True)  # the step donates its input buffers
   steps_per_epoch = max(1, len(indices) // batch_size)
   history = {'loss': [], 'lr': []}
   bar = tqdm.tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc,
-                  disable=not progress,
+                  disable=not (progress and parallel.is_writer()),
                   leave=False, dynamic_ncols=True)
 
   def check(loss, epoch, step):
@@ -344,62 +354,75 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
       losses, pending = [], None
       for batch_ids in _epoch_batches(indices, batch_size,
                                       jax.random.fold_in(perm_key, epoch)):
-        batch = source(batch_ids)
-        batch = {'image': np.asarray(batch['image']), 'label': np.asarray(batch['label'])}
-        state, step_metrics = train_step(state, batch,
-                                         jax.random.fold_in(step_key, global_step),
-                                         mean=mean, std=std, **static)
+        batch = source(batch_ids[rows])
+        batch = parallel.shard_batch({'image': batch['image'], 'label': batch['label']},
+                                     mesh, batch_size)
+        state, step_metrics = step_fn(state, batch, step_key, mean, std)
         # Read the previous step's loss while this one runs: keeps one step in flight.
         if pending is not None:
-          losses.append(float(pending[0]['loss']))
+          losses.append(float(parallel.fetch(pending[0]['loss'])))
           check(losses[-1], epoch, pending[1])
           bar.set_postfix(epoch=epoch, loss=f'{losses[-1]:.4f}')
           bar.update()
         pending = (step_metrics, global_step)
         global_step += 1
-      losses.append(float(pending[0]['loss']))
+      losses.append(float(parallel.fetch(pending[0]['loss'])))
       check(losses[-1], epoch, pending[1])
       bar.set_postfix(epoch=epoch, loss=f'{losses[-1]:.4f}')
       bar.update()
       history['loss'].append(float(np.mean(losses)))
-      history['lr'].append(float(pending[0]['lr']))
+      history['lr'].append(float(parallel.fetch(pending[0]['lr'])))
       if on_epoch_end is not None:
         on_epoch_end(epoch, state)
   return state, history
 
 
 def evaluate(state: TrainState, source: Source, n: int, *, batch_size: int, mean, std,
-             num_classes: int, progress: bool = True, desc: str = 'eval') -> dict:
+             num_classes: int, progress: bool = True, desc: str = 'eval',
+             mesh: jax.sharding.Mesh | None = None) -> dict:
   """mIoU, per-class IoU and pixel accuracy over images 0..n-1 of `source`.
 
-  Full images, BatchNorm running statistics, dropout off. The last batch is padded
-  to `batch_size` with images whose labels are all 255, so every image counts once
-  and the step compiles once.
+  Full images, BatchNorm running statistics, dropout off. The last batch is
+  padded to `batch_size` with images whose labels are all 255, so every image
+  counts once and the step compiles once. Each process reads only its rows of
+  every global batch (a process whose rows are all padding asks `source` for
+  an empty array of indices); the confusion matrix is summed over all.
+
+  Args:
+    batch_size: global batch size, a multiple of the mesh's device count.
+    mesh: devices to run on (default: `parallel.default_mesh()`, all).
 
   Returns:
     {'miou': float, 'per_class_iou': [C] list (NaN where a class is absent from
     both ground truth and prediction), 'pixel_acc': float, 'confusion': [C, C]
-    int64 list of lists}.
+    int64 list of lists}, the same on every process.
   """
   if n < 1:
     raise errors.UserError('there are no images to evaluate', 'pass n >= 1')
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
+  mesh = parallel.default_mesh() if mesh is None else mesh
+  parallel.check_batch_size(batch_size, '--eval_batch_size', mesh.size)
+  rows = parallel.local_rows(batch_size, mesh)
+  step_fn = _sharded_eval_step(mesh, state.apply_fn, num_classes)
+  variables = parallel.replicate({'params': state.params, 'batch_stats': state.batch_stats},
+                                 mesh)
+  mean, std = parallel.replicate((np.asarray(mean, np.float32),
+                                  np.asarray(std, np.float32)), mesh)
   confs = []
-  for start in tqdm.trange(0, n, batch_size, desc=desc, disable=not progress,
+  for start in tqdm.trange(0, n, batch_size, desc=desc,
+                           disable=not (progress and parallel.is_writer()),
                            leave=False, dynamic_ncols=True):
-    ids = np.arange(start, min(start + batch_size, n))
-    batch = source(ids)
+    # This process's rows of the global batch, of which the first `real` exist.
+    local = np.arange(start, start + batch_size)[rows]
+    real = int(np.sum(local < n))
+    batch = source(local[:real])
     image, label = np.asarray(batch['image']), np.asarray(batch['label'])
-    if len(ids) < batch_size:
-      pad = batch_size - len(ids)
+    if real < len(local):
+      pad = len(local) - real
       image = np.concatenate([image, np.zeros((pad, *image.shape[1:]), image.dtype)])
       label = np.concatenate([label, np.full((pad, *label.shape[1:]), IGNORE, label.dtype)])
-    confs.append(eval_step(variables, {'image': image, 'label': label},
-                           apply_fn=state.apply_fn, mean=mean, std=std,
-                           num_classes=num_classes))
-  conf = np.sum(np.stack(jax.device_get(confs)).astype(np.int64), axis=0)
+    batch = parallel.shard_batch({'image': image, 'label': label}, mesh, batch_size)
+    confs.append(step_fn(variables, batch, mean, std))
+  conf = np.sum(np.stack([parallel.fetch(c) for c in confs]).astype(np.int64), axis=0)
   miou, per_class = metrics.iou_from_confusion(conf)
   return {'miou': miou, 'per_class_iou': per_class.tolist(),
           'pixel_acc': metrics.pixel_accuracy(conf), 'confusion': conf.tolist()}

@@ -62,8 +62,8 @@ def test_experiment_outputs_and_budgets(tiny_run):
       labeled |= set(chosen)
       scores = [float(r[1]) for r in rows[1:]]
       assert scores == sorted(scores, reverse=True)
-    assert len(state['labeled']) == 16
-    final = {ids[i] for i in state['labeled']}
+    final = {ids[i] for i in state['pool']['full']}
+    assert len(final) == 16
     assert labeled <= final
     initial_sets.append(final - labeled)
   # The same seed gives every strategy the same initial set.
@@ -135,3 +135,42 @@ def test_init_checkpoint_loads_and_checks_arch(tmp_path):
   assert loop.initial_variables(config, 19) is None
   with pytest.raises(UserError):
     loop.initial_variables(dataclasses.replace(config, init_checkpoint=path, arch='drn_c_26'), 19)
+
+
+@pytest.mark.slow
+def test_superpixel_experiment_budgets_costs_and_disjointness(tmp_path):
+  from segal_jax import oracle  # pylint: disable=g-import-not-at-top
+  from segal_jax import pool as pool_lib  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_unit='superpixel',
+                               al_initial=4, al_budget=30, al_cycles=3, sp_segments=20,
+                               sp_workers=1)
+  workdir = str(tmp_path / 'run')
+  records = experiment.run(config, workdir, log=lambda *_: None)
+  train_split, _, costs = experiment.load_data(config)
+  segments = experiment.pool_superpixels(config, train_split)
+  for strategy in config.al_strategies:
+    rs = [r for r in records if r['strategy'] == strategy]
+    assert [r['superpixels'] for r in rs] == [0, 30, 60]
+    assert [r['full_images'] for r in rs] == [4, 4, 4]
+    run_dir = experiment.run_dir(workdir, strategy, 0)
+    with open(os.path.join(run_dir, loop.STATE_FILE)) as f:
+      labels = pool_lib.PoolLabels.from_json(json.load(f)['pool'])
+    # Chosen superpixels: exactly the budget, never twice, never in a full image.
+    units = set()
+    for cycle in (1, 2):
+      with open(os.path.join(run_dir, f'selection_cycle{cycle:02d}.csv')) as f:
+        rows = list(csv.reader(f))[1:]
+      chosen = {r[0] for r in rows}
+      assert len(rows) == len(chosen) == 30 and not units & chosen
+      units |= chosen
+    assert sum(len(v) for v in labels.chosen.values()) == 60
+    assert not set(labels.chosen) & set(labels.full)
+    # Cost: full images' instances plus, per partial image, the instances
+    # touching its chosen superpixels (recomputed with the annotator).
+    expected = int(costs[labels.full].sum())
+    for i, sps in labels.chosen.items():
+      _, ids, cost = oracle.annotate_superpixels(train_split.labels[i], train_split.instances[i],
+                                                 segments[i], sps)
+      assert ids.tolist() == labels.annotated[i]
+      expected += cost
+    assert rs[-1]['cost_instances'] == expected
