@@ -56,6 +56,8 @@ class ExperimentConfig:
   al_unit: str = _f('image', "What is annotated: 'image' (whole images) or 'superpixel'.")
   al_initial: int = _f(150, 'Images labeled at random before the first cycle.')
   al_budget: int = _f(150, 'Units (images or superpixels) selected per cycle.')
+  al_budget_cost: int = _f(0, 'If > 0, select per cycle until this many instances are newly '
+                           'annotated instead of al_budget units (compares units at equal cost).')
   al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).')
   al_candidate_factor: float = _f(3.0, 'Score a random subset of this many x budget unlabeled images (0: all).')
 
@@ -124,7 +126,8 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
     if getattr(config, name) < 1:
       raise UserError(f'--{name}={getattr(config, name)} must be at least 1',
                       f'set --{name} to a positive number')
-  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'mc_chunk', 'ckpt_every_epochs',
+  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'al_budget_cost', 'mc_chunk',
+               'ckpt_every_epochs',
                'sp_workers'):
     if getattr(config, name) < 0:
       raise UserError(f'--{name}={getattr(config, name)} is negative', f'set --{name} >= 0')
@@ -151,7 +154,7 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
   if needs_mc and (config.dropout_placement == 'none' or config.dropout_rate == 0):
     raise UserError(f'strategy {needs_mc[0]} needs MC dropout but the network has none',
                     "set --dropout_placement=stages or head and --dropout_rate > 0")
-  if (pool_size is not None and config.al_unit == 'image'
+  if (pool_size is not None and config.al_unit == 'image' and not config.al_budget_cost
       and any(not selection.get(s).full for s in config.al_strategies)):
     total = config.al_initial + (config.al_cycles - 1) * config.al_budget
     if total > pool_size:

@@ -251,13 +251,15 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
       if config.al_unit == 'image':
         chosen, scores = units.select_images(strategy, labels, n_pool, train_split.images,
                                              config.al_budget, config.al_candidate_factor,
-                                             keys, scoring)
+                                             keys, scoring, costs=costs,
+                                             budget_cost=config.al_budget_cost)
         labels.add_images(chosen)
         names = [train_split.ids[i] for i in chosen]
       else:
         picks, ranked, scores = units.select_superpixels(
             strategy, labels, n_pool, train_split.images, segments, config.al_budget,
-            config.al_candidate_factor, keys, scoring)
+            config.al_candidate_factor, keys, scoring, split=train_split,
+            budget_cost=config.al_budget_cost)
         labels.add_superpixels(train_split, segments, picks)
         names = [f'{train_split.ids[i]}/{sp}' for i, sp in ranked]
       export.write_selection_csv(csv_path, names, scores)

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from segal_jax import oracle
 from segal_jax import pool as pool_lib
 from segal_jax import selection
 
@@ -37,33 +38,55 @@ def _candidates(key, eligible: np.ndarray, factor: float, needed: int) -> np.nda
   return selection.candidates(key, eligible, count)
 
 
+def _within_cost(unit_costs: np.ndarray, budget_cost: int) -> int:
+  """How many of the ranked units to take: until their cost reaches the budget."""
+  reached = np.flatnonzero(np.cumsum(unit_costs) >= budget_cost)
+  return int(reached[0]) + 1 if len(reached) else len(unit_costs)
+
+
 def select_images(strategy: selection.Strategy, pool: pool_lib.PoolLabels, n_pool: int,
                   images, budget: int, factor: float, keys: dict[str, jax.Array],
-                  scoring: Scoring) -> tuple[np.ndarray, np.ndarray]:
-  """(chosen image indices [k], their scores [k]), highest score first."""
+                  scoring: Scoring, *, costs: np.ndarray | None = None,
+                  budget_cost: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """(chosen image indices [k], their scores [k]), highest score first.
+
+  `budget` images, or with `budget_cost` > 0 images in rank order until their
+  annotation cost (`costs` [N], instances) reaches `budget_cost`.
+  """
   unlabeled = np.setdiff1d(np.arange(n_pool), pool.images())
-  k = min(budget, len(unlabeled))
+  needed = budget
+  if budget_cost:
+    needed = max(1, math.ceil(budget_cost / max(float(np.mean(costs)), 1.0)))
   if strategy.measure is None:
     perm = np.asarray(jax.random.permutation(keys['select'], len(unlabeled)))
-    chosen = np.sort(unlabeled[perm[:k]])
-    return chosen, np.zeros(len(chosen), np.float32)
-  cand = _candidates(keys['candidates'], unlabeled, factor, budget)
-  scores = selection.score_images(
-      scoring.apply_fn, scoring.variables, images, cand, keys['score'], strategy=strategy,
-      passes=scoring.passes, chunk=scoring.chunk, mean=scoring.mean, std=scoring.std,
-      batch_size=scoring.batch_size, progress=scoring.progress)
-  order = selection.top_k(scores, k)
-  return cand[order], scores[order]
+    chosen = unlabeled[perm]
+    scores = np.zeros(len(chosen), np.float32)
+  else:
+    cand = _candidates(keys['candidates'], unlabeled, factor, needed)
+    all_scores = selection.score_images(
+        scoring.apply_fn, scoring.variables, images, cand, keys['score'], strategy=strategy,
+        passes=scoring.passes, chunk=scoring.chunk, mean=scoring.mean, std=scoring.std,
+        batch_size=scoring.batch_size, progress=scoring.progress)
+    order = selection.top_k(all_scores, len(cand))
+    chosen, scores = cand[order], all_scores[order]
+  k = _within_cost(costs[chosen], budget_cost) if budget_cost else min(budget, len(chosen))
+  return chosen[:k], scores[:k]
 
 
 def select_superpixels(strategy: selection.Strategy, pool: pool_lib.PoolLabels, n_pool: int,
                        images, segments, budget: int, factor: float,
-                       keys: dict[str, jax.Array], scoring: Scoring
+                       keys: dict[str, jax.Array], scoring: Scoring, *, split=None,
+                       budget_cost: int = 0
                        ) -> tuple[dict[int, list[int]], list[tuple[int, int]], np.ndarray]:
   """Chooses `budget` superpixels over the pool.
 
+  With `budget_cost` > 0, superpixels are taken in rank order until the
+  instances they newly annotate (the simulated annotator's cost, counting an
+  instance once however many chosen superpixels touch it) reach `budget_cost`.
+
   Args:
     segments: [N, H, W] int32 superpixel ids of the pool (0..S_i-1 per image).
+    split: the pool's labels and instances (needed for `budget_cost`).
 
   Returns:
     picks: image index -> chosen superpixel ids;
@@ -72,8 +95,9 @@ def select_superpixels(strategy: selection.Strategy, pool: pool_lib.PoolLabels, 
   """
   num_segments = int(np.max([segments[i].max() for i in range(n_pool)])) + 1
   eligible = np.setdiff1d(np.arange(n_pool), pool.full)
+  needed = budget if not budget_cost else budget_cost  # >= 1 instance per superpixel
   cand = _candidates(keys['candidates'], eligible, factor,
-                     max(1, math.ceil(budget / num_segments)))
+                     max(1, math.ceil(needed / num_segments)))
   present = np.arange(num_segments)[None, :] <= np.array(
       [segments[i].max() for i in cand])[:, None]
   exclude = ~present | pool.chosen_mask(cand, num_segments)
@@ -85,8 +109,11 @@ def select_superpixels(strategy: selection.Strategy, pool: pool_lib.PoolLabels, 
         passes=scoring.passes, chunk=scoring.chunk, mean=scoring.mean, std=scoring.std,
         batch_size=scoring.batch_size, progress=scoring.progress, segments=segments,
         num_segments=num_segments)
-  flat = selection.top_k(scores, budget, exclude=exclude)
+  flat = selection.top_k(scores, scores.size if budget_cost else budget, exclude=exclude)
   rows, sps = np.divmod(flat, num_segments)
+  if budget_cost:
+    k = _within_cost(_marginal_costs(pool, split, segments, cand[rows], sps), budget_cost)
+    flat, rows, sps = flat[:k], rows[:k], sps[:k]
   picks: dict[int, list[int]] = {}
   ranked = []
   for r, s in zip(rows, sps):
@@ -94,3 +121,19 @@ def select_superpixels(strategy: selection.Strategy, pool: pool_lib.PoolLabels, 
     ranked.append((int(cand[r]), int(s)))
   out_scores = np.asarray(scores).ravel()[flat] if strategy.measure else np.zeros(len(flat))
   return picks, ranked, out_scores.astype(np.float32)
+
+
+def _marginal_costs(pool: pool_lib.PoolLabels, split, segments, images: np.ndarray,
+                    sps: np.ndarray) -> np.ndarray:
+  """[k] new instances each ranked superpixel adds, taking them in order."""
+  seen: dict[int, set[int]] = {}
+  out = np.zeros(len(images), np.int64)
+  for n, (i, sp) in enumerate(zip(images.tolist(), sps.tolist())):
+    if i not in seen:
+      seen[i] = set(pool.annotated.get(i, []))
+    inside = segments[i] == sp
+    ids = np.unique(oracle.instance_ids(split.instances[i], split.labels[i])[inside])
+    new = {int(v) for v in ids if v > 0} - seen[i]
+    seen[i] |= new
+    out[n] = len(new)
+  return out

@@ -174,3 +174,17 @@ def test_superpixel_experiment_budgets_costs_and_disjointness(tmp_path):
       assert ids.tolist() == labels.annotated[i]
       expected += cost
     assert rs[-1]['cost_instances'] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('unit', ['image', 'superpixel'])
+def test_cost_budget_stops_at_the_budget(tmp_path, unit):
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_unit=unit,
+                               al_initial=4, al_budget_cost=60, al_cycles=3, sp_segments=20,
+                               sp_workers=1, al_strategies=('mc_variance',))
+  records = experiment.run(config, str(tmp_path / 'run'), log=lambda *_: None)
+  spent = np.diff([r['cost_instances'] for r in records])
+  # Each cycle buys units until the new instances reach the budget: at least
+  # the budget, and less than the budget plus what one unit can add.
+  _, _, costs = experiment.load_data(config)
+  assert all(60 <= s < 60 + costs.max() for s in spent), spent
