@@ -9,10 +9,12 @@ import threading
 from absl import flags
 
 from launch import _app
+from launch import _distributed
 from launch import _flags
 from segal_jax import config as config_lib
 from segal_jax import experiment
 from segal_jax import export
+from segal_jax import parallel
 
 _WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Where results and state are written.')
 _flags.define_config_flags()
@@ -20,12 +22,15 @@ _flags.define_config_flags()
 
 def main(argv):
   del argv
+  _distributed.initialize()  # before anything touches the devices
   config = _flags.config_from_flags()
   config_lib.validate(config)
   # Preemption (SIGTERM): finish the current epoch, checkpoint, exit; a rerun resumes.
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())
   records = experiment.run(config, _WORKDIR.value, should_stop=stop.is_set)
+  if not parallel.is_writer():
+    return
   print('\nvalidation mIoU per cycle (mean ± std over seeds):')
   print(export.format_table(records))
   print(f'\nwrote {_WORKDIR.value}/results.md, miou_vs_images.png, miou_vs_cost.png '

@@ -100,10 +100,15 @@ _CHOICES = {
 def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
   """Checks ranges and combinations before any expensive work.
 
+  Also reads `--init_checkpoint` (a fraction of a second) to check that it fits
+  the configured network; `pool_size`, once the data is loaded, adds the checks
+  against the pool.
+
   Raises:
     UserError: naming the first problem found and its fix.
   """
   from segal_jax import models  # pylint: disable=g-import-not-at-top
+  from segal_jax import parallel  # pylint: disable=g-import-not-at-top
   from segal_jax import selection  # pylint: disable=g-import-not-at-top
   from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
@@ -150,14 +155,30 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
                     'use e.g. 0.5 and 2.0')
   if config.al_candidate_factor < 0:
     raise UserError('--al_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')
+  parallel.check_batch_size(config.train_batch_size, '--train_batch_size')
+  parallel.check_batch_size(config.eval_batch_size, '--eval_batch_size')
   needs_mc = [s for s in config.al_strategies if selection.get(s).mc]
   if needs_mc and (config.dropout_placement == 'none' or config.dropout_rate == 0):
     raise UserError(f'strategy {needs_mc[0]} needs MC dropout but the network has none',
                     "set --dropout_placement=stages or head and --dropout_rate > 0")
+  selects = any(not selection.get(s).full for s in config.al_strategies)
+  if selects and config.al_cycles > 1 and config.al_budget == 0 and not config.al_budget_cost:
+    raise UserError('--al_budget=0 selects nothing, so every cycle would train on the same images',
+                    'set --al_budget (or --al_budget_cost) to at least 1, or --al_cycles=1')
+  if pool_size is not None and selects and config.al_initial > pool_size:
+    raise UserError(f'--al_initial={config.al_initial} is more than the {pool_size} images '
+                    'of the pool', f'set --al_initial to at most {pool_size}')
   if (pool_size is not None and config.al_unit == 'image' and not config.al_budget_cost
-      and any(not selection.get(s).full for s in config.al_strategies)):
+      and selects):
     total = config.al_initial + (config.al_cycles - 1) * config.al_budget
     if total > pool_size:
       raise UserError(f'the experiment labels {total} images '
                       f'(al_initial + (al_cycles-1) x al_budget) but the pool has only {pool_size}',
                       'lower --al_budget, --al_cycles or --al_initial')
+  if config.init_checkpoint:
+    from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
+    from segal_jax.data import labels  # pylint: disable=g-import-not-at-top
+    # Every data set is in the Cityscapes label space: the classifier's size is known now.
+    checkpoint.load_model(config.init_checkpoint, arch=config.arch,
+                          num_classes=labels.NUM_CLASSES,
+                          width_multiplier=config.width_multiplier)

@@ -24,6 +24,7 @@ from segal_jax import data
 from segal_jax import export
 from segal_jax import loop
 from segal_jax import oracle
+from segal_jax import parallel
 from segal_jax import superpixels
 
 
@@ -52,7 +53,9 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   t0 = time.time()
   train_split, val_split, costs = load_data(config)
   config_lib.validate(config, pool_size=len(train_split))
-  export.write_json(os.path.join(workdir, 'config.json'), config.to_json())
+  log = log if parallel.is_writer() else (lambda *_: None)
+  if parallel.is_writer():
+    export.write_json(os.path.join(workdir, 'config.json'), config.to_json())
   log(f'data: {config.dataset}/{config.dataset_config}: {len(train_split)} train, '
       f'{len(val_split)} val images of {train_split.images.shape[1]}x'
       f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')
@@ -64,7 +67,8 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
       records += loop.run(config, strategy, seed, train_split, val_split, costs,
                           run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
                           init_variables=init_variables, segments=segments)
-  summarize(workdir, records)
+  if parallel.is_writer():
+    summarize(workdir, records)
   return records
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from segal_jax import checkpoint
 from segal_jax import export
 from segal_jax import models
+from segal_jax import parallel
 from segal_jax import pool as pool_lib
 from segal_jax import selection
 from segal_jax import train
@@ -91,6 +92,8 @@ def _load_state(run_dir: str, config: ExperimentConfig) -> RunState | None:
 
 
 def _save_state(run_dir: str, state: RunState) -> None:
+  if not parallel.is_writer():
+    return
   export.write_json(os.path.join(run_dir, STATE_FILE), dataclasses.asdict(state))
   export.write_jsonl(os.path.join(run_dir, METRICS_FILE), state.records)
 
@@ -168,13 +171,15 @@ def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> Non
   """The cycle's trained model, for `launch.score`; only the newest cycle is kept."""
   models_dir = os.path.join(run_dir, 'models')
   target = os.path.join(models_dir, f'cycle_{cycle:02d}')
-  shutil.rmtree(target, ignore_errors=True)  # left by an interrupted attempt
+  if parallel.is_writer():
+    shutil.rmtree(target, ignore_errors=True)  # left by an interrupted attempt
+  parallel.sync('save_model')  # every process takes part in the Orbax save
   checkpoint.save_model(
       target, {'params': ts.params, 'batch_stats': ts.batch_stats},
       checkpoint.meta_for(model, mean=train_split.mean, std=train_split.std,
                           image_size=list(train_split.images.shape[1:3]),
                           dataset=config.dataset, cycle=cycle))
-  for old in os.listdir(models_dir):
+  for old in os.listdir(models_dir) if parallel.is_writer() else ():
     if old != os.path.basename(target):
       shutil.rmtree(os.path.join(models_dir, old), ignore_errors=True)
 
@@ -196,6 +201,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   """
   strategy = selection.get(strategy_name)
   os.makedirs(run_dir, exist_ok=True)
+  log = log if parallel.is_writer() else (lambda *_: None)
   root = jax.random.key(seed)
   model = build_model(config, train_split.num_classes)
   n_pool = len(train_split)
@@ -246,7 +252,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
                                    ('select', _SELECT))}
       scoring = units.Scoring(ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats},
                               config.mc_passes, config.mc_chunk, train_split.mean,
-                              train_split.std, config.eval_batch_size, config.progress)
+                              train_split.std, config.eval_batch_size, config.progress,
+                              labels=train_split.labels)
       csv_path = os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv')
       if config.al_unit == 'image':
         chosen, scores = units.select_images(strategy, labels, n_pool, train_split.images,
@@ -262,7 +269,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
             budget_cost=config.al_budget_cost)
         labels.add_superpixels(train_split, segments, picks)
         names = [f'{train_split.ids[i]}/{sp}' for i, sp in ranked]
-      export.write_selection_csv(csv_path, names, scores)
+      if parallel.is_writer():
+        export.write_selection_csv(csv_path, names, scores)
     record['select_seconds'] = round(time.time() - t1, 2)
     record['wall_seconds'] = round(time.time() - t0, 2)
     state.records.append(record)

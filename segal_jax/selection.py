@@ -22,6 +22,9 @@ from segal_jax import uncertainty
 from segal_jax.data import augment
 
 
+TRUE_LOSS = 'true_loss'
+
+
 @dataclasses.dataclass(frozen=True)
 class Strategy:
   """How a strategy scores a unit.
@@ -36,7 +39,7 @@ class Strategy:
   @property
   def mc(self) -> bool:
     """Whether scoring needs MC-dropout passes (else one deterministic pass)."""
-    return self.measure is not None and uncertainty.MEASURES[self.measure].needs_mc
+    return self.measure in uncertainty.MEASURES and uncertainty.MEASURES[self.measure].needs_mc
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -50,12 +53,15 @@ STRATEGIES: dict[str, Strategy] = {
     'mc_entropy': Strategy(measure='mc_mean_entropy'),
     'mc_variance': Strategy(measure='mc_variance'),
     'bald': Strategy(measure='bald'),
+    # The oracle upper bound of the study: rank by the real loss against the
+    # ground truth, which a real selector never has.
+    'true_loss': Strategy(measure=TRUE_LOSS),
 }
 
 # Names of the uncertainty measures themselves, accepted wherever a scoring
 # strategy is (e.g. `launch.score --strategy=mc_mean_entropy`).
 SCORING_NAMES: dict[str, str] = {
-    **{name: s.measure for name, s in STRATEGIES.items() if s.measure is not None},
+    **{name: s.measure for name, s in STRATEGIES.items() if s.measure in uncertainty.MEASURES},
     **{m: m for m in uncertainty.MEASURES},
 }
 
@@ -98,37 +104,53 @@ def candidates(key: jax.Array, unlabeled: np.ndarray, count: int) -> np.ndarray:
   return np.sort(unlabeled[perm[:count]])
 
 
+def _true_loss_map(apply_fn, variables, x, labels):
+  """[B, H, W] per-pixel cross-entropy of the deterministic prediction, 0 where
+  the label is 255, and the [B, H, W] mask of labeled pixels."""
+  logits = apply_fn(variables, x, train=False).astype(jnp.float32)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  valid = labels != 255
+  safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+  ce = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+  return jnp.where(valid, ce, 0.0), valid
+
+
 @functools.lru_cache(maxsize=16)
 def _score_fn(apply_fn: Callable[..., Any], measure: str, passes: int, chunk: int | None,
               mean: tuple[float, ...], std: tuple[float, ...], mesh: jax.sharding.Mesh,
               num_segments: int = 0):
   """One jitted scorer per static configuration and mesh (never rebuilt in a loop).
 
-  (variables, images [B, H, W, 3] uint8, ids [B] int32, key[, segments [B, H, W]
-  int32]) -> [B] float32 image scores, or [B, num_segments] superpixel mean
-  scores when `num_segments` > 0 (the maps never leave the device): variables
-  and key replicated, images, ids and segments split over the mesh's `data`
-  axis, the scores gathered (replicated) so every process gets all of them.
+  (variables, images [B, H, W, 3] uint8, ids [B] int32, key, extras) -> [B]
+  float32 image scores, or [B, num_segments] superpixel mean scores when
+  `num_segments` > 0 (the maps never leave the device). `extras` holds
+  `segments` [B, H, W] int32 (superpixel scores) and `labels` [B, H, W] uint8
+  (the `true_loss` oracle). Variables and key are replicated, the batch split
+  over the mesh's `data` axis, the scores gathered (replicated) so every
+  process gets all of them.
   """
   rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
-  def score(variables, images, ids, key, segments=None):
+  def score(variables, images, ids, key, extras):
     x = augment.normalize(augment.to_float(images), mean, std)
-    maps = uncertainty.mc_forward(apply_fn, variables, x, key, image_ids=ids, passes=passes,
-                                  measures=(measure,), chunk_size=chunk)
+    if measure == TRUE_LOSS:
+      m, valid = _true_loss_map(apply_fn, variables, x, extras['labels'])
+    else:
+      m = uncertainty.mc_forward(apply_fn, variables, x, key, image_ids=ids, passes=passes,
+                                 measures=(measure,), chunk_size=chunk)[measure]
+      valid = None
     if num_segments:
-      return superpixels.segment_means(maps[measure], segments, num_segments)[0]
-    return uncertainty.image_scores(maps[measure])
+      return superpixels.segment_means(m, extras['segments'], num_segments)[0]
+    return uncertainty.image_scores(m, valid)
 
-  shardings = (rep, split, split, rep) + ((split,) if num_segments else ())
-  return jax.jit(score, in_shardings=shardings, out_shardings=rep)
+  return jax.jit(score, in_shardings=(rep, split, split, rep, split), out_shardings=rep)
 
 
 def score_images(apply_fn, variables, images: np.ndarray, indices: np.ndarray, key: jax.Array, *,
                  strategy: Strategy, passes: int, chunk: int | None, mean, std,
                  batch_size: int, progress: bool = True,
                  mesh: jax.sharding.Mesh | None = None, segments=None,
-                 num_segments: int = 0) -> np.ndarray:
+                 num_segments: int = 0, labels=None) -> np.ndarray:
   """Per-image uncertainty scores of `images[indices]`, on every device of `mesh`.
 
   Dropout keys belong to images (`fold_in(fold_in(key, index), pass)`), so a
@@ -143,6 +165,7 @@ def score_images(apply_fn, variables, images: np.ndarray, indices: np.ndarray, k
     mesh: devices to score on (default: `parallel.default_mesh()`, all).
     segments: [N, H, W] int superpixels of `images`; with `num_segments` > 0
       the result is each superpixel's mean score instead of the image's.
+    labels: [N, H, W] uint8 ground truth, for the `true_loss` strategy only.
 
   Returns:
     [len(indices)] float32 scores (higher = more uncertain), in `indices` order,
@@ -162,11 +185,14 @@ def score_images(apply_fn, variables, images: np.ndarray, indices: np.ndarray, k
     pad = batch_size - len(idx)
     padded = np.concatenate([idx, np.repeat(idx[-1:], pad)]) if pad else idx
     local = np.asarray(padded[rows])
-    arrays = (np.asarray(images[local]), local.astype(np.int32))
+    extras = {}
     if num_segments:
-      arrays += (np.asarray(segments[local], np.int32),)
-    batch = parallel.shard_batch(arrays, mesh, batch_size)
-    s = parallel.fetch(fn(variables, *batch[:2], key, *batch[2:]))
+      extras['segments'] = np.asarray(segments[local], np.int32)
+    if strategy.measure == TRUE_LOSS:
+      extras['labels'] = np.asarray(labels[local])
+    batch = parallel.shard_batch((np.asarray(images[local]), local.astype(np.int32), extras),
+                                 mesh, batch_size)
+    s = parallel.fetch(fn(variables, batch[0], batch[1], key, batch[2]))
     out[start:start + len(idx)] = s[:len(idx)]
     bar.update(len(idx))
   bar.close()

@@ -31,6 +31,7 @@ class Scoring:
   std: tuple[float, ...]
   batch_size: int
   progress: bool
+  labels: Any = None  # [N, H, W] ground truth, read only by the true_loss oracle
 
 
 def _candidates(key, eligible: np.ndarray, factor: float, needed: int) -> np.ndarray:
@@ -66,7 +67,7 @@ def select_images(strategy: selection.Strategy, pool: pool_lib.PoolLabels, n_poo
     all_scores = selection.score_images(
         scoring.apply_fn, scoring.variables, images, cand, keys['score'], strategy=strategy,
         passes=scoring.passes, chunk=scoring.chunk, mean=scoring.mean, std=scoring.std,
-        batch_size=scoring.batch_size, progress=scoring.progress)
+        batch_size=scoring.batch_size, progress=scoring.progress, labels=scoring.labels)
     order = selection.top_k(all_scores, len(cand))
     chosen, scores = cand[order], all_scores[order]
   k = _within_cost(costs[chosen], budget_cost) if budget_cost else min(budget, len(chosen))
@@ -108,7 +109,7 @@ def select_superpixels(strategy: selection.Strategy, pool: pool_lib.PoolLabels, 
         scoring.apply_fn, scoring.variables, images, cand, keys['score'], strategy=strategy,
         passes=scoring.passes, chunk=scoring.chunk, mean=scoring.mean, std=scoring.std,
         batch_size=scoring.batch_size, progress=scoring.progress, segments=segments,
-        num_segments=num_segments)
+        num_segments=num_segments, labels=scoring.labels)
   flat = selection.top_k(scores, scores.size if budget_cost else budget, exclude=exclude)
   rows, sps = np.divmod(flat, num_segments)
   if budget_cost:

@@ -31,7 +31,7 @@ def test_invalid_values(change, pattern):
 
 
 def test_budget_larger_than_pool():
-  with pytest.raises(UserError, match='pool has only 100'):
+  with pytest.raises(UserError, match='100 images of the pool'):
     config_lib.validate(BASE, pool_size=100)
   config_lib.validate(BASE, pool_size=150 + 9 * 150)
 

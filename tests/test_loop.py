@@ -188,3 +188,16 @@ def test_cost_budget_stops_at_the_budget(tmp_path, unit):
   # the budget, and less than the budget plus what one unit can add.
   _, _, costs = experiment.load_data(config)
   assert all(60 <= s < 60 + costs.max() for s in spent), spent
+
+
+@pytest.mark.slow
+def test_every_strategy_runs_and_respects_the_budget(tmp_path):
+  from segal_jax import selection  # pylint: disable=g-import-not-at-top
+  strategies = tuple(s for s in selection.STRATEGIES if s not in ('full', 'random'))
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_cycles=2,
+                               al_strategies=strategies)
+  records = experiment.run(config, str(tmp_path / 'run'), log=lambda *_: None)
+  assert {r['strategy'] for r in records} == set(strategies)
+  for r in records:
+    assert r['labeled_images'] == config.al_initial + r['cycle'] * config.al_budget
+    assert 0.0 <= r['miou'] <= 1.0
