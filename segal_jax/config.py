@@ -73,6 +73,8 @@ class ExperimentConfig:
 
   # Outputs and bookkeeping (not experiment-defining).
   progress: bool = _f(True, 'Show progress bars.', defining=False)
+  out_figures: int = _f(4, 'Draw the uncertainty maps of this many top-ranked images per cycle.',
+                        defining=False)
   ckpt_every_epochs: int = _f(10, 'Save the training state every N epochs (0: only when stopped).',
                               defining=False)
 
@@ -133,7 +135,7 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
                       f'set --{name} to a positive number')
   for name in ('train_epochs', 'train_min_steps', 'al_budget', 'al_budget_cost', 'mc_chunk',
                'ckpt_every_epochs',
-               'sp_workers'):
+               'sp_workers', 'out_figures'):
     if getattr(config, name) < 0:
       raise UserError(f'--{name}={getattr(config, name)} is negative', f'set --{name} >= 0')
   if config.train_epochs == 0 and config.train_min_steps == 0:

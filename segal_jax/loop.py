@@ -22,11 +22,13 @@ import numpy as np
 
 from segal_jax import checkpoint
 from segal_jax import export
+from segal_jax import figures
 from segal_jax import models
 from segal_jax import parallel
 from segal_jax import pool as pool_lib
 from segal_jax import selection
 from segal_jax import train
+from segal_jax import uncertainty
 from segal_jax import units
 from segal_jax.config import ExperimentConfig
 from segal_jax.errors import UserError
@@ -271,6 +273,10 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         names = [f'{train_split.ids[i]}/{sp}' for i, sp in ranked]
       if parallel.is_writer():
         export.write_selection_csv(csv_path, names, scores)
+        top = chosen[:config.out_figures] if config.al_unit == 'image' else (
+            np.array(list(dict.fromkeys(i for i, _ in ranked)))[:config.out_figures])
+        _draw_figures(config, strategy, run_dir, cycle + 1, train_split, segments, top, picks
+                      if config.al_unit == 'superpixel' else None, scoring, keys['score'])
     record['select_seconds'] = round(time.time() - t1, 2)
     record['wall_seconds'] = round(time.time() - t0, 2)
     state.records.append(record)
@@ -279,3 +285,21 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     log(f'[{strategy_name} seed {seed}] cycle {cycle}: {record["labeled_images"]} images, '
         f'{cost} instances, mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s)')
   return state.records
+
+
+def _draw_figures(config, strategy, run_dir, cycle, split, segments, top, picks, scoring,
+                  score_key) -> None:
+  """The top-ranked images' uncertainty maps (and chosen superpixels) as PNGs."""
+  if not config.out_figures or len(top) == 0:
+    return
+  top = np.sort(np.asarray(top, np.int64))
+  directory = os.path.join(run_dir, 'figures')
+  if strategy.measure in uncertainty.MEASURES:
+    maps = figures.uncertainty_maps(scoring.apply_fn, scoring.variables, split.images[top], top,
+                                    score_key, measure=strategy.measure,
+                                    passes=config.mc_passes, mean=split.mean, std=split.std)
+    figures.selection_figure(os.path.join(directory, f'cycle{cycle:02d}_uncertainty.png'),
+                             split.images[top], maps, split.labels[top])
+  if picks is not None:
+    figures.superpixel_figure(os.path.join(directory, f'cycle{cycle:02d}_superpixels.png'),
+                              split.images[top], segments[top], [picks[int(i)] for i in top])

@@ -164,6 +164,9 @@ def test_superpixel_experiment_budgets_costs_and_disjointness(tmp_path):
       assert len(rows) == len(chosen) == 30 and not units & chosen
       units |= chosen
     assert sum(len(v) for v in labels.chosen.values()) == 60
+    figures = os.listdir(os.path.join(run_dir, 'figures'))
+    assert 'cycle01_superpixels.png' in figures
+    assert ('cycle01_uncertainty.png' in figures) == (strategy != 'random')
     assert not set(labels.chosen) & set(labels.full)
     # Cost: full images' instances plus, per partial image, the instances
     # touching its chosen superpixels (recomputed with the annotator).
