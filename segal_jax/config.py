@@ -48,6 +48,9 @@ class ExperimentConfig:
   train_crop: tuple[int, ...] = _f((128, 256), 'Training crop height,width.')
   train_scale_min: float = _f(0.5, 'Smallest random scale of training augmentation.')
   train_scale_max: float = _f(2.0, 'Largest random scale of training augmentation.')
+  warm_start: bool = _f(False, 'Start each cycle from the previous cycle\'s model instead of the '
+                        'initial variables, training warm_start_fraction of the epochs.')
+  warm_start_fraction: float = _f(0.3, 'Fraction of the epochs a warm-started cycle trains.')
   eval_batch_size: int = _f(16, 'Batch size for evaluation and pool scoring.')
 
   # Active learning.
@@ -155,6 +158,9 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
   if not 0 < config.train_scale_min <= config.train_scale_max:
     raise UserError('--train_scale_min must be positive and at most --train_scale_max',
                     'use e.g. 0.5 and 2.0')
+  if not 0 < config.warm_start_fraction <= 1:
+    raise UserError(f'--warm_start_fraction={config.warm_start_fraction} is outside (0, 1]',
+                    'use e.g. 0.3')
   if config.al_candidate_factor < 0:
     raise UserError('--al_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')
   parallel.check_batch_size(config.train_batch_size, '--train_batch_size')

@@ -100,11 +100,15 @@ def _save_state(run_dir: str, state: RunState) -> None:
   export.write_jsonl(os.path.join(run_dir, METRICS_FILE), state.records)
 
 
-def train_schedule(config: ExperimentConfig, n_labeled: int) -> tuple[int, int]:
+def train_schedule(config: ExperimentConfig, n_labeled: int,
+                   warm: bool = False) -> tuple[int, int]:
   """(epochs, total steps) for a labeled set: `train_epochs`, or more epochs when
-  the set is so small that `train_min_steps` asks for them."""
+  the set is so small that `train_min_steps` asks for them. A warm-started
+  cycle trains `warm_start_fraction` of that."""
   per_epoch = max(1, n_labeled // config.train_batch_size)
   epochs = max(config.train_epochs, -(-config.train_min_steps // per_epoch))
+  if warm:
+    epochs = max(1, round(epochs * config.warm_start_fraction))
   return epochs, epochs * per_epoch
 
 
@@ -115,7 +119,11 @@ class Preempted(UserError):
 def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_lib.PoolLabels,
                  run_dir, cycle, *, fingerprint: str, desc: str,
                  should_stop: Callable[[], bool] | None, log, init_variables: dict | None = None):
-  """Trains one cycle from the initial variables, resuming from a mid-cycle checkpoint.
+  """Trains one cycle, resuming from a mid-cycle checkpoint.
+
+  Every cycle starts from the same initial variables (the seed's, or
+  `init_variables`), or with `warm_start` from the previous cycle's model for
+  a fraction of the epochs.
 
   Every `ckpt_every_epochs` epochs (and when `should_stop()` turns true) the
   training state is saved with the active-learning state that identifies the
@@ -123,7 +131,13 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
   exactly the uninterrupted result (keys derive from the step and epoch).
   """
   labeled = labels.images()
-  epochs, steps = train_schedule(config, len(labeled))
+  warm = config.warm_start and cycle > 0
+  if warm:  # start from the previous cycle's model (kept by _save_model)
+    _, init_variables, _ = checkpoint.load_model(
+        os.path.join(run_dir, 'models', f'cycle_{cycle - 1:02d}'), arch=config.arch,
+        num_classes=train_split.num_classes, width_multiplier=config.width_multiplier,
+        dropout_placement=config.dropout_placement, dropout_rate=config.dropout_rate)
+  epochs, steps = train_schedule(config, len(labeled), warm)
   tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule=config.train_schedule, total_steps=steps,

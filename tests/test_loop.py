@@ -204,3 +204,16 @@ def test_every_strategy_runs_and_respects_the_budget(tmp_path):
   for r in records:
     assert r['labeled_images'] == config.al_initial + r['cycle'] * config.al_budget
     assert 0.0 <= r['miou'] <= 1.0
+
+
+@pytest.mark.slow
+def test_warm_start_trains_fewer_steps_from_the_previous_model(tmp_path):
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), warm_start=True,
+                               warm_start_fraction=0.5, train_min_steps=8,
+                               al_strategies=('random',))
+  records = experiment.run(config, str(tmp_path / 'run'), log=lambda *_: None)
+  cold = [loop.train_schedule(config, r['labeled_images'])[1] for r in records]
+  assert records[0]['train_steps'] == cold[0]
+  assert [r['train_steps'] for r in records[1:]] == [
+      loop.train_schedule(config, r['labeled_images'], warm=True)[1] for r in records[1:]]
+  assert all(r['train_steps'] < c for r, c in zip(records[1:], cold[1:]))
