@@ -19,6 +19,7 @@ loss are over the global batch and the result equals a one-device run up to
 float rounding.
 """
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from segal_jax import errors
 from segal_jax import metrics
 from segal_jax import parallel
 from segal_jax.data import augment
+from segal_jax.data import pipeline
 
 IGNORE = 255
 Batch = dict[str, Any]
@@ -281,7 +283,8 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
         scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True,
         progress: bool = True, desc: str = 'train', start_epoch: int = 0,
         on_epoch_end: Callable[[int, TrainState], None] | None = None,
-        mesh: jax.sharding.Mesh | None = None) -> tuple[TrainState, dict]:
+        mesh: jax.sharding.Mesh | None = None,
+        prefetch: int = 2) -> tuple[TrainState, dict]:
   """Trains for `epochs` passes over the images `indices` of `source`.
 
   Each epoch visits a permutation drawn from fold_in(fold_in(key, 0), epoch) in
@@ -290,6 +293,10 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   state's step) uses the key fold_in(fold_in(key, 1), t). The same inputs give
   identical parameters, and the same up to float rounding on any number of
   devices.
+
+  Batches are read ahead on background threads (`data.pipeline`), across epoch
+  boundaries, while the devices train; they are the same batches in the same
+  order as without read-ahead, so the result does not depend on `prefetch`.
 
   Args:
     state: initial TrainState; left intact (fit trains a copy, so the same
@@ -311,6 +318,9 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
     on_epoch_end: called with (epoch, state) after every epoch, e.g. to save
       a checkpoint; it may raise to stop training.
     mesh: devices to train on (default: `parallel.default_mesh()`, all).
+    prefetch: batches read (and sent to the devices) ahead of the step that
+      trains on them; 0 reads each batch when it is needed. `source` is then
+      called from reader threads and must be safe to call concurrently.
 
   Returns:
     (trained state, replicated over the mesh; {'loss': [...] mean loss per
@@ -319,6 +329,7 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   Raises:
     UserError: no images to train on, a batch size that does not split over
       the devices, or the loss became NaN/Inf (names epoch and step).
+    Whatever `source` raises, as it raised it.
   """
   indices = np.asarray(indices, dtype=np.int64).reshape(-1)
   if len(indices) == 0:
@@ -348,16 +359,19 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
           f'the training loss became {loss} at epoch {epoch}, step {step}',
           'lower the learning rate or check the labels and normalisation')
 
+  # The whole schedule up front, so reading runs ahead across epoch boundaries.
+  schedule = [_epoch_batches(indices, batch_size, jax.random.fold_in(perm_key, epoch))
+              for epoch in range(start_epoch, epochs)]
+  schedule = (np.concatenate(schedule) if schedule
+              else np.zeros((0, batch_size), np.int64))
+  place = lambda b: parallel.shard_batch(b, mesh, batch_size)
+  stream = pipeline.batches(source, schedule, rows=rows, prefetch=prefetch, place=place)
   global_step = first_step
-  with bar:
+  with bar, contextlib.closing(stream):
     for epoch in range(start_epoch, epochs):
       losses, pending = [], None
-      for batch_ids in _epoch_batches(indices, batch_size,
-                                      jax.random.fold_in(perm_key, epoch)):
-        batch = source(batch_ids[rows])
-        batch = parallel.shard_batch({'image': batch['image'], 'label': batch['label']},
-                                     mesh, batch_size)
-        state, step_metrics = step_fn(state, batch, step_key, mean, std)
+      for _ in range(steps_per_epoch):
+        state, step_metrics = step_fn(state, next(stream), step_key, mean, std)
         # Read the previous step's loss while this one runs: keeps one step in flight.
         if pending is not None:
           losses.append(float(parallel.fetch(pending[0]['loss'])))
