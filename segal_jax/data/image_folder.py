@@ -324,7 +324,12 @@ def load(path: str, split: str, *, data_dir: str | None = None, val_fraction: fl
 
 
 def parse_options(config: str | None) -> dict:
-  """'label_mapping=cityscapes_ids,val_fraction=0.1,seed=3,image_size=256x512' -> kwargs."""
+  """'label_mapping=cityscapes_ids,val_fraction=0.1,seed=3,image_size=256x512' -> kwargs.
+
+  'default' (the value configs/base.flags gives every data set) means no options.
+  """
+  if config == 'default':
+    config = ''
   casts = {'label_mapping': str, 'val_fraction': float, 'seed': int,
            'image_size': lambda v: tuple(int(x) for x in v.lower().split('x'))}
   options = {}
