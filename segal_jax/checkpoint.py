@@ -91,6 +91,12 @@ def save_model(directory: str, variables: dict, meta: dict) -> None:
   checkpointer.close()
 
 
+def _reason(e: Exception) -> str:
+  """One short line for an Orbax/tensorstore error (their messages quote whole specs)."""
+  first = str(e).splitlines()[0] if str(e) else ''
+  return f'{type(e).__name__}: {first.split(" [tensorstore_spec=")[0][:200]}'
+
+
 def _read(directory: str) -> tuple[dict, dict]:
   """(variables as NumPy trees, stored meta) of a model directory."""
   if not os.path.isdir(directory):
@@ -104,7 +110,7 @@ def _read(directory: str) -> tuple[dict, dict]:
     variables = checkpointer.restore(directory)
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f'the checkpoint at {directory} is unreadable or incomplete '
-                    f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})',
+                    f'({_reason(e)})',
                     'write it again (launch.convert, or rerun training)') from e
   if not isinstance(variables, dict) or 'params' not in variables:
     raise UserError(f'the checkpoint at {directory} holds no network parameters', _HINT)
@@ -282,7 +288,7 @@ class RunCheckpointer:
             _AL: ocp.args.JsonRestore()}))
         return step, out[_TRAIN], dict(out[_AL])
       except Exception as e:  # pylint: disable=broad-except
-        reason = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+        reason = _reason(e)
         logging.warning('checkpoint step %d in %s cannot be restored (%s); '
                         'falling back to the previous step', step, self.directory, reason)
         errors.append(f'step {step}: {reason}')

@@ -49,8 +49,20 @@ def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The records of a JSON-lines file; a damaged line is a UserError naming it."""
+  from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except ValueError as e:
+        raise UserError(f'{path} line {n} is not valid JSON ({getattr(e, "msg", e)})',
+                        'restore the file, or delete that run directory and rerun '
+                        'launch.run to recompute it') from e
+  return records
 
 
 def write_selection_csv(path: str, names: Sequence[str], scores: Sequence[float]) -> None:

@@ -76,7 +76,12 @@ def initial_variables(config: ExperimentConfig, num_classes: int) -> dict | None
   return variables
 
 
-def _load_state(run_dir: str, config: ExperimentConfig) -> RunState | None:
+def load_state(run_dir: str, config: ExperimentConfig) -> RunState | None:
+  """The saved state of a run; None if it has not started.
+
+  Raises:
+    UserError: unreadable, or made with other experiment-defining flags.
+  """
   path = os.path.join(run_dir, STATE_FILE)
   if not os.path.exists(path):
     return None
@@ -221,7 +226,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   root = jax.random.key(seed)
   model = build_model(config, train_split.num_classes)
   n_pool = len(train_split)
-  state = _load_state(run_dir, config)
+  state = load_state(run_dir, config)
   cycles = 1 if strategy.full else config.al_cycles
   if state is None:
     initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _INITIAL_SET), n_pool))
@@ -237,11 +242,16 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   for cycle in range(state.next_cycle, cycles):
     t0 = time.time()
     labels = pool_lib.PoolLabels.from_json(state.pool)
-    ts, steps = _train_cycle(
-        config, model, init_key, jax.random.fold_in(jax.random.fold_in(root, _TRAIN), cycle),
-        train_split, labels, run_dir, cycle, fingerprint=state.fingerprint,
-        desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
-        init_variables=init_variables)
+    try:
+      ts, steps = _train_cycle(
+          config, model, init_key, jax.random.fold_in(jax.random.fold_in(root, _TRAIN), cycle),
+          train_split, labels, run_dir, cycle, fingerprint=state.fingerprint,
+          desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
+          init_variables=init_variables)
+    except Preempted:
+      raise
+    except UserError as e:  # e.g. a diverging loss: say which run and cycle
+      raise UserError(f'[{strategy_name} seed {seed}] cycle {cycle}: {e.problem}', e.fix) from e
     t_train = time.time() - t0
     _save_model(run_dir, cycle, model, ts, train_split, config)
     val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}
