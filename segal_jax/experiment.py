@@ -50,12 +50,12 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   run saves its training state and raises `loop.Preempted` (rerun to resume).
   """
   os.makedirs(workdir, exist_ok=True)
-  for seed in config.al_seeds:  # refuse changed flags before anything is written
-    for strategy in config.al_strategies:
-      loop.load_state(run_dir(workdir, strategy, seed), config)
   t0 = time.time()
   train_split, val_split, costs = load_data(config)
   config_lib.validate(config, pool_size=len(train_split))
+  for seed in config.al_seeds:  # refuse changed flags before anything is written
+    for strategy in config.al_strategies:
+      loop.load_state(run_dir(workdir, strategy, seed), config)
   log = log if parallel.is_writer() else (lambda *_: None)
   if parallel.is_writer():
     export.write_json(os.path.join(workdir, 'config.json'), config.to_json())
