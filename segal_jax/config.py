@@ -70,6 +70,13 @@ class ExperimentConfig:
   sp_workers: int = _f(0, 'Worker processes computing superpixels (0: one per core).',
                        defining=False)
 
+  # Loss prediction (strategy loss_prediction).
+  lp_weight: float = _f(0.01, 'Weight (lambda) of the loss-prediction ranking loss in the training loss.')
+  lp_margin: float = _f(1.0, 'Margin of the loss-prediction ranking loss.')
+  lp_warmup_epochs: int = _f(1, 'Epochs at the start of each cycle without the ranking loss.')
+  lp_detach_epoch: int = _f(120, 'From this epoch on the features are detached from the '
+                            'loss-prediction head (its loss no longer trains the network).')
+
   # MC dropout.
   mc_passes: int = _f(10, 'MC-dropout forward passes per image.')
   mc_chunk: int = _f(0, 'Process the MC passes in chunks of this size (0: all at once).')
@@ -137,7 +144,8 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
       raise UserError(f'--{name}={getattr(config, name)} must be at least 1',
                       f'set --{name} to a positive number')
   for name in ('train_epochs', 'train_min_steps', 'al_budget', 'al_budget_cost', 'mc_chunk',
-               'ckpt_every_epochs',
+               'ckpt_every_epochs', 'lp_weight', 'lp_margin', 'lp_warmup_epochs',
+               'lp_detach_epoch',
                'sp_workers', 'out_figures'):
     if getattr(config, name) < 0:
       raise UserError(f'--{name}={getattr(config, name)} is negative', f'set --{name} >= 0')
@@ -169,6 +177,10 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
   if needs_mc and (config.dropout_placement == 'none' or config.dropout_rate == 0):
     raise UserError(f'strategy {needs_mc[0]} needs MC dropout but the network has none',
                     "set --dropout_placement=stages or head and --dropout_rate > 0")
+  if config.al_unit == 'superpixel' and selection.LOSS_PREDICTION in config.al_strategies:
+    raise UserError('strategy loss_prediction predicts the loss of whole images, so it cannot '
+                    'rank superpixels',
+                    'use --al_unit=image for loss_prediction, or another strategy for superpixels')
   selects = any(not selection.get(s).full for s in config.al_strategies)
   if selects and config.al_cycles > 1 and config.al_budget == 0 and not config.al_budget_cost:
     raise UserError('--al_budget=0 selects nothing, so every cycle would train on the same images',

@@ -23,6 +23,7 @@ import numpy as np
 from segal_jax import checkpoint
 from segal_jax import export
 from segal_jax import figures
+from segal_jax import loss_prediction_train
 from segal_jax import models
 from segal_jax import parallel
 from segal_jax import pool as pool_lib
@@ -57,12 +58,15 @@ class RunState:
     return len(self.records)
 
 
-def build_model(config: ExperimentConfig, num_classes: int):
-  return models.DRNSeg(arch=config.arch, num_classes=num_classes,
-                       width_multiplier=config.width_multiplier,
-                       dropout_placement=config.dropout_placement,
-                       dropout_rate=config.dropout_rate,
-                       dtype=jnp.dtype(config.compute_dtype))
+def build_model(config: ExperimentConfig, num_classes: int, strategy_name: str | None = None):
+  """The configured DRNSeg; with a loss-prediction head for `loss_prediction`."""
+  cls = (loss_prediction_train.DRNSegWithLossHead
+         if strategy_name == selection.LOSS_PREDICTION else models.DRNSeg)
+  return cls(arch=config.arch, num_classes=num_classes,
+             width_multiplier=config.width_multiplier,
+             dropout_placement=config.dropout_placement,
+             dropout_rate=config.dropout_rate,
+             dtype=jnp.dtype(config.compute_dtype))
 
 
 def initial_variables(config: ExperimentConfig, num_classes: int) -> dict | None:
@@ -149,8 +153,12 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
                             step_every=max(1, int(steps * config.train_step_fraction)))
   ts = train.create_train_state(model, init_key, image_shape=train_split.images.shape[1:], tx=tx)
   if init_variables is not None:
-    ts = ts.replace(params=init_variables['params'],
+    # Saved models hold the segmentation network only: a loss-prediction head
+    # keeps its fresh initialisation.
+    ts = ts.replace(params={**ts.params, **init_variables['params']},
                     batch_stats=init_variables.get('batch_stats', ts.batch_stats))
+  lp_schedule = (loss_prediction_train.schedule_from_config(config)
+                 if isinstance(model, loss_prediction_train.DRNSegWithLossHead) else None)
   identity = {'fingerprint': fingerprint, 'cycle': cycle, 'pool': labels.to_json()}
   ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, 'checkpoints'))
   start_epoch = 0
@@ -182,7 +190,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
                       crop=tuple(config.train_crop),
                       scale_range=(config.train_scale_min, config.train_scale_max),
                       progress=config.progress, desc=desc, start_epoch=start_epoch,
-                      on_epoch_end=on_epoch_end)
+                      on_epoch_end=on_epoch_end, loss_prediction=lp_schedule)
   finally:
     ckpt.close()
   return ts, steps
@@ -196,7 +204,8 @@ def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> Non
     shutil.rmtree(target, ignore_errors=True)  # left by an interrupted attempt
   parallel.sync('save_model')  # every process takes part in the Orbax save
   checkpoint.save_model(
-      target, {'params': ts.params, 'batch_stats': ts.batch_stats},
+      target, loss_prediction_train.segmentation_variables(
+          {'params': ts.params, 'batch_stats': ts.batch_stats}),
       checkpoint.meta_for(model, mean=train_split.mean, std=train_split.std,
                           image_size=list(train_split.images.shape[1:3]),
                           dataset=config.dataset, cycle=cycle))
@@ -224,7 +233,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   os.makedirs(run_dir, exist_ok=True)
   log = log if parallel.is_writer() else (lambda *_: None)
   root = jax.random.key(seed)
-  model = build_model(config, train_split.num_classes)
+  model = build_model(config, train_split.num_classes, strategy_name)
   n_pool = len(train_split)
   state = load_state(run_dir, config)
   cycles = 1 if strategy.full else config.al_cycles
@@ -271,6 +280,11 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         'pixel_acc': float(metrics['pixel_acc']),
         'train_steps': int(steps), 'train_seconds': round(t_train, 2),
     }
+    if strategy.measure == selection.LOSS_PREDICTION:
+      record['ranking_accuracy'] = export.nan_to_none([
+          loss_prediction_train.validation_ranking_accuracy(
+              ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats}, val_split,
+              batch_size=config.eval_batch_size, progress=config.progress)])[0]
     t1 = time.time()
     if cycle + 1 < cycles:
       keys = {name: jax.random.fold_in(jax.random.fold_in(root, stream), cycle)

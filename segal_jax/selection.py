@@ -23,6 +23,7 @@ from segal_jax.data import augment
 
 
 TRUE_LOSS = 'true_loss'
+LOSS_PREDICTION = 'loss_prediction'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,9 @@ STRATEGIES: dict[str, Strategy] = {
     # The oracle upper bound of the study: rank by the real loss against the
     # ground truth, which a real selector never has.
     'true_loss': Strategy(measure=TRUE_LOSS),
+    # Learning loss (Yoo & Kweon 2019): rank by the loss the jointly trained
+    # head predicts (`loss_prediction_train`); images only.
+    'loss_prediction': Strategy(measure=LOSS_PREDICTION),
 }
 
 # Names of the uncertainty measures themselves, accepted wherever a scoring
@@ -125,7 +129,8 @@ def _score_fn(apply_fn: Callable[..., Any], measure: str, passes: int, chunk: in
   float32 image scores, or [B, num_segments] superpixel mean scores when
   `num_segments` > 0 (the maps never leave the device). `extras` holds
   `segments` [B, H, W] int32 (superpixel scores) and `labels` [B, H, W] uint8
-  (the `true_loss` oracle). Variables and key are replicated, the batch split
+  (the `true_loss` oracle). `loss_prediction` scores an image by the predicted
+  loss of a model with a loss-prediction head (image units only). Variables and key are replicated, the batch split
   over the mesh's `data` axis, the scores gathered (replicated) so every
   process gets all of them.
   """
@@ -133,6 +138,11 @@ def _score_fn(apply_fn: Callable[..., Any], measure: str, passes: int, chunk: in
 
   def score(variables, images, ids, key, extras):
     x = augment.normalize(augment.to_float(images), mean, std)
+    if measure == LOSS_PREDICTION:
+      if num_segments:
+        raise ValueError('loss_prediction scores whole images, not superpixels')
+      # The head's predicted loss of each image (a deterministic pass).
+      return apply_fn(variables, x, train=False, predict_loss=True)[1].astype(jnp.float32)
     if measure == TRUE_LOSS:
       m, valid = _true_loss_map(apply_fn, variables, x, extras['labels'])
     else:

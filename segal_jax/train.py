@@ -34,6 +34,7 @@ import tqdm
 from flax.training import train_state
 
 from segal_jax import errors
+from segal_jax import loss_prediction_train
 from segal_jax import metrics
 from segal_jax import parallel
 from segal_jax.data import augment
@@ -170,7 +171,9 @@ TRACE_COUNTS = {'train_step': 0, 'eval_step': 0}
 
 def _train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
                crop: tuple[int, int], scale_range: tuple[float, float],
-               flip: bool) -> tuple[TrainState, dict[str, jax.Array]]:
+               flip: bool, lp_margin: float | None = None,
+               lp_controls: jax.Array | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on an augmented batch (pure; the input state is donated).
 
   Args:
@@ -182,9 +185,15 @@ def _train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
     crop: (h, w) training crop (static).
     scale_range: (low, high) random scale (static).
     flip: random horizontal flip (static).
+    lp_margin: None for plain cross-entropy; else the model has a loss-prediction
+      head (`loss_prediction_train.DRNSegWithLossHead`) trained jointly with
+      this ranking margin (static).
+    lp_controls: with `lp_margin`, [2] float32 (ranking-loss weight, detach) of
+      this epoch (`loss_prediction_train.Schedule.controls`).
 
   Returns:
-    (new state, {'loss': [] float32, 'lr': [] float32 rate used for this step}).
+    (new state, {'loss': [] float32, 'lr': [] float32 rate used for this step};
+    with `lp_margin` also 'ce' and 'rank_loss'), 'loss' being the total.
   """
   TRACE_COUNTS['train_step'] += 1
   aug_key, dropout_key = jax.random.split(key)
@@ -196,18 +205,22 @@ def _train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
   images = augment.normalize(images, mean, std)
 
   def loss_fn(params):
+    if lp_margin is not None:
+      return loss_prediction_train.joint_loss(
+          state.apply_fn, params, state.batch_stats, images, labels, dropout_key,
+          lp_controls, margin=lp_margin, cross_entropy=cross_entropy)
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
         rngs={'dropout': dropout_key}, mutable=['batch_stats'])
-    return cross_entropy(logits, labels), updates
+    return cross_entropy(logits, labels), (updates, {})
 
-  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (updates, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads,
                                 batch_stats=updates.get('batch_stats', state.batch_stats))
-  return state, {'loss': loss, 'lr': _current_lr(state.opt_state)}
+  return state, {'loss': loss, 'lr': _current_lr(state.opt_state), **extra}
 
 
-train_step = jax.jit(_train_step, static_argnames=('crop', 'scale_range', 'flip'),
+train_step = jax.jit(_train_step, static_argnames=('crop', 'scale_range', 'flip', 'lp_margin'),
                      donate_argnames=('state',))
 
 
@@ -238,22 +251,25 @@ eval_step = jax.jit(_eval_step, static_argnames=('apply_fn', 'num_classes'))
 
 @functools.lru_cache(maxsize=32)
 def _sharded_train_step(mesh: jax.sharding.Mesh, crop: tuple[int, int],
-                        scale_range: tuple[float, float], flip: bool) -> Callable:
+                        scale_range: tuple[float, float], flip: bool,
+                        lp_margin: float | None = None) -> Callable:
   """`train_step` over `mesh`: (state, batch, step_key, mean, std) -> (state, metrics).
 
   The state, `step_key`, `mean` and `std` are replicated and the batch split
   along `data`. The step's key is fold_in(step_key, state.step), derived on the
-  device so no key crosses from the host each step.
+  device so no key crosses from the host each step. With `lp_margin` the step
+  takes a sixth, replicated argument: the epoch's `lp_controls`.
   """
   rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
-  def step(state, batch, step_key, mean, std):
+  def step(state, batch, step_key, mean, std, lp_controls=None):
     key = jax.random.fold_in(step_key, state.step)
     return _train_step(state, batch, key, mean=mean, std=std, crop=crop,
-                       scale_range=scale_range, flip=flip)
+                       scale_range=scale_range, flip=flip, lp_margin=lp_margin,
+                       lp_controls=lp_controls)
 
-  return jax.jit(step, in_shardings=(rep, split, rep, rep, rep),
-                 out_shardings=(rep, rep), donate_argnums=(0,))
+  shardings = (rep, split, rep, rep, rep) + ((rep,) if lp_margin is not None else ())
+  return jax.jit(step, in_shardings=shardings, out_shardings=(rep, rep), donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=32)
@@ -284,7 +300,9 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
         progress: bool = True, desc: str = 'train', start_epoch: int = 0,
         on_epoch_end: Callable[[int, TrainState], None] | None = None,
         mesh: jax.sharding.Mesh | None = None,
-        prefetch: int = 2) -> tuple[TrainState, dict]:
+        prefetch: int = 2,
+        loss_prediction: loss_prediction_train.Schedule | None = None
+        ) -> tuple[TrainState, dict]:
   """Trains for `epochs` passes over the images `indices` of `source`.
 
   Each epoch visits a permutation drawn from fold_in(fold_in(key, 0), epoch) in
@@ -321,6 +339,9 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
     prefetch: batches read (and sent to the devices) ahead of the step that
       trains on them; 0 reads each batch when it is needed. `source` is then
       called from reader threads and must be safe to call concurrently.
+    loss_prediction: train the model's loss-prediction head jointly (the model
+      must be a `loss_prediction_train.DRNSegWithLossHead`) on this schedule;
+      the epoch's warm-up and detaching follow from the epoch number.
 
   Returns:
     (trained state, replicated over the mesh; {'loss': [...] mean loss per
@@ -338,8 +359,9 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   mesh = parallel.default_mesh() if mesh is None else mesh
   parallel.check_batch_size(batch_size, '--train_batch_size', mesh.size)
   rows = parallel.local_rows(batch_size, mesh)
+  lp_margin = None if loss_prediction is None else float(loss_prediction.margin)
   step_fn = _sharded_train_step(mesh, tuple(int(c) for c in crop),
-                                tuple(float(s) for s in scale_range), bool(flip))
+                                tuple(float(s) for s in scale_range), bool(flip), lp_margin)
   mean, std = parallel.replicate((np.asarray(mean, np.float32),
                                   np.asarray(std, np.float32)), mesh)
   perm_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
@@ -370,8 +392,10 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   with bar, contextlib.closing(stream):
     for epoch in range(start_epoch, epochs):
       losses, pending = [], None
+      extra = () if loss_prediction is None else (
+          parallel.replicate(loss_prediction.controls(epoch), mesh),)
       for _ in range(steps_per_epoch):
-        state, step_metrics = step_fn(state, next(stream), step_key, mean, std)
+        state, step_metrics = step_fn(state, next(stream), step_key, mean, std, *extra)
         # Read the previous step's loss while this one runs: keeps one step in flight.
         if pending is not None:
           losses.append(float(parallel.fetch(pending[0]['loss'])))
