@@ -75,10 +75,17 @@ def write_selection_csv(path: str, names: Sequence[str], scores: Sequence[float]
 
 
 def _by_strategy(records: Iterable[dict[str, Any]], x_key: str):
-  """{strategy: (xs, mean mIoU, std mIoU, n seeds)} over seeds, per cycle."""
+  """{strategy: (xs, mean mIoU, std mIoU, n seeds)} over seeds, per cycle.
+
+  When the records mix units (image and superpixel runs), each line is named
+  `strategy/unit` so the two are not averaged together.
+  """
+  records = list(records)
+  mixed = len({r.get('unit', 'image') for r in records}) > 1
   grouped = collections.defaultdict(lambda: collections.defaultdict(list))
   for r in records:
-    grouped[r['strategy']][r['cycle']].append((r[x_key], r['miou']))
+    name = f"{r['strategy']}/{r.get('unit', 'image')}" if mixed else r['strategy']
+    grouped[name][r['cycle']].append((r[x_key], r['miou']))
   out = {}
   for strategy, cycles in grouped.items():
     cs = sorted(cycles)

@@ -58,3 +58,11 @@ def test_plot_is_png(tmp_path):
   path = tmp_path / 'p.png'
   export.plot_curves(str(path), _records())
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_mixed_units_are_separate_lines():
+  records = [dict(r, unit='image') for r in _records()]
+  records += [dict(r, unit='superpixel', miou=r['miou'] + 0.05) for r in _records()]
+  header = export.format_table(records).splitlines()[0].split()
+  assert header == ['cycle', 'labeled', 'mc_variance/image', 'mc_variance/superpixel',
+                    'random/image', 'random/superpixel']
