@@ -306,7 +306,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         picks, ranked, scores = units.select_superpixels(
             strategy, labels, n_pool, train_split.images, segments, config.al_budget,
             config.al_candidate_factor, keys, scoring, split=train_split,
-            budget_cost=config.al_budget_cost)
+            budget_cost=config.al_budget_cost, costs=costs)
         labels.add_superpixels(train_split, segments, picks)
         names = [f'{train_split.ids[i]}/{sp}' for i, sp in ranked]
       if parallel.is_writer():

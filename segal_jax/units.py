@@ -77,7 +77,7 @@ def select_images(strategy: selection.Strategy, pool: pool_lib.PoolLabels, n_poo
 def select_superpixels(strategy: selection.Strategy, pool: pool_lib.PoolLabels, n_pool: int,
                        images, segments, budget: int, factor: float,
                        keys: dict[str, jax.Array], scoring: Scoring, *, split=None,
-                       budget_cost: int = 0
+                       budget_cost: int = 0, costs: np.ndarray | None = None
                        ) -> tuple[dict[int, list[int]], list[tuple[int, int]], np.ndarray]:
   """Chooses `budget` superpixels over the pool.
 
@@ -88,6 +88,8 @@ def select_superpixels(strategy: selection.Strategy, pool: pool_lib.PoolLabels, 
   Args:
     segments: [N, H, W] int32 superpixel ids of the pool (0..S_i-1 per image).
     split: the pool's labels and instances (needed for `budget_cost`).
+    costs: [N] instances of each whole image (needed for `budget_cost`: an
+      image's superpixels can add at most that many, which sizes the candidates).
 
   Returns:
     picks: image index -> chosen superpixel ids;
@@ -96,9 +98,11 @@ def select_superpixels(strategy: selection.Strategy, pool: pool_lib.PoolLabels, 
   """
   num_segments = int(np.max([segments[i].max() for i in range(n_pool)])) + 1
   eligible = np.setdiff1d(np.arange(n_pool), pool.full)
-  needed = budget if not budget_cost else budget_cost  # >= 1 instance per superpixel
-  cand = _candidates(keys['candidates'], eligible, factor,
-                     max(1, math.ceil(needed / num_segments)))
+  if budget_cost:  # images whose instances could pay the budget
+    needed = math.ceil(budget_cost / max(float(np.mean(costs)), 1.0))
+  else:  # images whose superpixels could fill the budget
+    needed = math.ceil(budget / num_segments)
+  cand = _candidates(keys['candidates'], eligible, factor, max(1, needed))
   present = np.arange(num_segments)[None, :] <= np.array(
       [segments[i].max() for i in cand])[:, None]
   exclude = ~present | pool.chosen_mask(cand, num_segments)

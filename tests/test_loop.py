@@ -217,3 +217,18 @@ def test_warm_start_trains_fewer_steps_from_the_previous_model(tmp_path):
   assert [r['train_steps'] for r in records[1:]] == [
       loop.train_schedule(config, r['labeled_images'], warm=True)[1] for r in records[1:]]
   assert all(r['train_steps'] < c for r, c in zip(records[1:], cold[1:]))
+
+
+@pytest.mark.slow
+def test_superpixel_cost_budget_differs_between_strategies(tmp_path):
+  # The candidate images must hold more than the budget, or every strategy
+  # ends up buying all their superpixels and the runs coincide.
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_unit='superpixel',
+                               al_initial=4, al_budget_cost=40, al_cycles=2, sp_segments=20,
+                               sp_workers=1, al_strategies=('random', 'mc_variance'))
+  records = experiment.run(config, str(tmp_path / 'run'), log=lambda *_: None)
+  last = {r['strategy']: r for r in records if r['cycle'] == 1}
+  assert last['random']['superpixels'] != last['mc_variance']['superpixels'] or (
+      last['random']['cost_instances'] != last['mc_variance']['cost_instances'])
+  for r in last.values():
+    assert r['cost_instances'] - records[0]['cost_instances'] >= 40
