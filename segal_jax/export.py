@@ -76,30 +76,9 @@ def write_selection_csv(path: str, names: Sequence[str], scores: Sequence[float]
       w.writerow([n, f'{float(s):.6g}'])
 
 
-def _by_strategy(records: Iterable[dict[str, Any]], x_key: str):
-  """{strategy: (xs, mean mIoU, std mIoU, n seeds)} over seeds, per cycle.
-
-  When the records mix units (image and superpixel runs), each line is named
-  `strategy/unit` so the two are not averaged together.
-  """
-  records = list(records)
-  mixed = len({r.get('unit', 'image') for r in records}) > 1
-  grouped = collections.defaultdict(lambda: collections.defaultdict(list))
-  for r in records:
-    name = f"{r['strategy']}/{r.get('unit', 'image')}" if mixed else r['strategy']
-    grouped[name][r['cycle']].append((r[x_key], r['miou']))
-  out = {}
-  for strategy, cycles in grouped.items():
-    cs = sorted(cycles)
-    xs = np.array([np.mean([x for x, _ in cycles[c]]) for c in cs])
-    ys = [np.array([y for _, y in cycles[c]]) for c in cs]
-    out[strategy] = (cs, xs, np.array([y.mean() for y in ys]), np.array([y.std() for y in ys]),
-                     [len(y) for y in ys])
-  return out
-
-
-def runs_by_strategy(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Any]:
-  """{(strategy, unit): statistics.Runs} of every strategy except `full`.
+def runs_by_strategy(records: Iterable[dict[str, Any]], *,
+                     include_full: bool = False) -> dict[tuple[str, str], statistics.Runs]:
+  """{(strategy, unit): statistics.Runs}; the `full` reference only if `include_full`.
 
   A run is identified by strategy, unit and seed; two runs with the same three
   (e.g. two experiments of one unit under one directory) cannot be paired by
@@ -107,7 +86,7 @@ def runs_by_strategy(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str],
   """
   grouped = collections.defaultdict(dict)
   for r in records:
-    if r['strategy'] == 'full':
+    if r['strategy'] == 'full' and not include_full:
       continue
     key = (r['strategy'], r.get('unit', 'image'))
     cell = (r['seed'], r['cycle'])
@@ -131,15 +110,23 @@ def runs_by_strategy(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str],
   return out
 
 
+def _names(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+  """Display names: `strategy`, or `strategy/unit` when the units mix."""
+  keys = list(keys)
+  mixed = len({unit for _, unit in keys}) > 1
+  return {(s, u): f'{s}/{u}' if mixed else s for s, u in keys}
+
+
 def full_reference(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
-  """The `full` strategy's mIoU over its seeds ({'miou', 'low', 'high', 'n'}), or None."""
+  """The `full` strategy's mIoU over its seeds ({'mean', 'low', 'high', 'n'}), or None."""
   values = [r['miou'] for r in records if r['strategy'] == 'full']
   return _interval_json(statistics.interval(values)) if values else None
 
 
-def _interval_json(iv) -> dict[str, Any]:
-  low, high = nan_to_none([iv.low, iv.high])
-  return {'mean': iv.mean, 'low': low, 'high': high, 'n': iv.n}
+def _interval_json(iv: statistics.Interval) -> dict[str, Any]:
+  """{'mean', 'low', 'high', 'n'}, None for NaN (strict JSON)."""
+  mean, low, high = nan_to_none([iv.mean, iv.low, iv.high])
+  return {'mean': mean, 'low': low, 'high': high, 'n': iv.n}
 
 
 def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = None) -> dict:
@@ -154,12 +141,12 @@ def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = Non
       full = dict(full, source='the full strategy\'s runs')
   runs = runs_by_strategy(records)
   stats = statistics.compare(runs, None if full is None else full['mean'])
-  mixed = len({unit for _, unit in runs}) > 1
+  names = _names(runs)
   opt = lambda iv: None if iv is None else _interval_json(iv)
   strategies = []
   for (strategy, unit), entry in stats['curves'].items():
     strategies.append({
-        'name': f'{strategy}/{unit}' if mixed else strategy, 'strategy': strategy,
+        'name': names[strategy, unit], 'strategy': strategy,
         'unit': unit, 'seeds': [int(s) for s in runs[strategy, unit].seeds],
         'cycles': [{'cycle': c['cycle'], 'n': c['n'], 'labeled_images': c['images'],
                     'cost_instances': c['cost'], 'miou': _interval_json(c['miou']),
@@ -242,22 +229,25 @@ def _line_with_band(ax, xs: Sequence[float], intervals: Sequence[dict | None], s
 
 
 def format_table(records: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
-  """Cycle-by-cycle mIoU of every strategy (mean +- std over seeds)."""
-  curves = _by_strategy(records, 'labeled_images')
-  strategies = sorted(curves)
-  cycles = sorted({c for s in strategies for c in curves[s][0]})
-  header = ['cycle', 'labeled'] + strategies
+  """Cycle-by-cycle mIoU of every strategy (mean +- std over seeds), `full` included."""
+  runs = runs_by_strategy(records, include_full=True)
+  names = _names(runs)
+  order = sorted(runs, key=names.get)
+  cycles = sorted({int(c) for r in runs.values() for c in r.cycles})
+  header = ['cycle', 'labeled'] + [names[k] for k in order]
   rows = []
   for c in cycles:
     row, labeled = [str(c)], ''
-    for s in strategies:
-      cs, xs, mean, std, n = curves[s]
-      if c in cs:
-        i = cs.index(c)
-        labeled = str(int(xs[i]))
-        row.append(f'{mean[i]:.4f}' + (f' ± {std[i]:.4f}' if n[i] > 1 else ''))
-      else:
+    for key in order:
+      r = runs[key]
+      if c not in r.cycles:
         row.append('-')
+        continue
+      miou = r.miou[:, list(r.cycles).index(c)]
+      miou = miou[np.isfinite(miou)]
+      if key[0] != 'full':  # the full run's pool size is no cycle's label count
+        labeled = str(int(np.nanmean(r.images[:, list(r.cycles).index(c)])))
+      row.append(f'{miou.mean():.4f}' + (f' ± {miou.std():.4f}' if len(miou) > 1 else ''))
     rows.append([row[0], labeled] + row[1:])
   if markdown:
     return _markdown(header, rows)
@@ -269,7 +259,7 @@ def format_table(records: Sequence[dict[str, Any]], *, markdown: bool = False) -
 
 def _fmt_interval(iv: dict[str, Any] | None, digits: int = 4, signed: bool = False) -> str:
   """'mean [low, high]'; one value without an interval says so."""
-  if iv is None or iv['n'] == 0:
+  if iv is None or iv['mean'] is None:
     return '-'
   f = (lambda v: f'{v:+.{digits}f}') if signed else (lambda v: f'{v:.{digits}f}')
   if iv['low'] is None:

@@ -21,6 +21,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+from scipy import integrate
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -97,7 +98,7 @@ def normalized_auc(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
   inside = (x > lo) & (x < hi)
   xs = np.concatenate([[lo], x[inside], [hi]])
   ys = np.concatenate([[np.interp(lo, x, y)], y[inside], [np.interp(hi, x, y)]])
-  return float(np.trapezoid(ys, xs) / (hi - lo))
+  return float(integrate.trapezoid(ys, xs) / (hi - lo))
 
 
 def budget_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float:
@@ -133,7 +134,7 @@ def compare(runs: dict[tuple[str, str], Runs], full_miou: float | None = None,
             targets: Sequence[float] = TARGETS) -> dict:
   """Every statistic of a report, keyed like `runs` by (strategy, unit).
 
-  Returns {'auc_range': (lo, hi) | None over every run's cost curve, 'curves':
+  Returns {'auc_range': (lo, hi) | None (no common range of non-zero width), 'curves':
   {key: {'cycles': [{'cycle', 'n', 'cost', 'images', 'miou': Interval,
   'diff': Interval | None}], 'auc': Interval, 'auc_diff': Interval | None,
   'budgets': {target: {'miou', 'cost', 'saving_pct', 'saving_is_lower_bound'}}}}}.
@@ -141,13 +142,12 @@ def compare(runs: dict[tuple[str, str], Runs], full_miou: float | None = None,
   `full_miou`. A saving is a lower bound when random never reaches the target
   (it would need more than its last cost); NaN when that bound is below zero.
   """
-  all_curves = [r.cost[i] for r in runs.values() for i in range(len(r.seeds))]
-  auc_range = common_range(all_curves)
+  auc_range = common_range([cost for r in runs.values() for cost in r.cost])
+  if auc_range is not None and auc_range[0] == auc_range[1]:
+    auc_range = None  # the runs share a single cost: no area
+  aucs = {key: np.array([normalized_auc(cost, miou, *auc_range) if auc_range else math.nan
+                         for cost, miou in zip(r.cost, r.miou)]) for key, r in runs.items()}
   out = {}
-  aucs = {}
-  for key, r in runs.items():
-    aucs[key] = np.array([normalized_auc(r.cost[i], r.miou[i], *auc_range) if auc_range
-                          else math.nan for i in range(len(r.seeds))])
   for key, r in runs.items():
     ref = runs.get((REFERENCE, key[1]))
     ref = None if ref is None or key[0] == REFERENCE else ref

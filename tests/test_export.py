@@ -174,3 +174,11 @@ def test_launch_report_reference_workdir(tmp_path):
   assert proc.returncode == 1 and 'pass only one of them' in proc.stderr
   proc = run(f'--reference_workdir={work}')
   assert proc.returncode == 1 and 'no finished run of the full strategy' in proc.stderr
+
+
+def test_summary_single_cost_has_no_auc():
+  # Only the first cycle: every run sits at cost 55, a range of zero width.
+  s = export.summary([r for r in _records() if r['cycle'] == 0])
+  assert s['auc_range'] is None and s['strategies'][0]['auc']['mean'] is None
+  json.dumps(s, allow_nan=False)
+  assert 'no cost range common to all runs' in export.format_summary(s)
