@@ -1,6 +1,11 @@
-"""Turns finished runs into learning-curve plots and a markdown table.
+"""Turns finished runs into the comparison: results.md, summary.json, plots.
 
   python -m launch.report --workdir=/tmp/quickstart
+  python -m launch.report --workdir=workdir --reference_workdir=workdir_full
+
+The full-data mIoU (the dashed line, and the target of the budgets to 90% and
+95% of it) comes from, in order: `--full_miou`, the `full` runs under
+`--reference_workdir`, the `full` runs under `--workdir`.
 """
 
 import os
@@ -9,21 +14,50 @@ from absl import flags
 
 from launch import _app
 from segal_jax import experiment
+from segal_jax import export
 from segal_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The work directory of an experiment.')
 flags.mark_flag_as_required('workdir')
+_FULL_MIOU = flags.DEFINE_float(
+    'full_miou', None, 'The full-data mIoU to compare with, when --workdir holds no full run.')
+_REFERENCE_WORKDIR = flags.DEFINE_string(
+    'reference_workdir', None,
+    'A work directory holding a run of the `full` strategy (configs/*/full.flags); its mIoU '
+    'is the full-data line.')
+
+
+def _full_reference() -> dict | None:
+  """The full-data mIoU the flags name, or None (then --workdir's own full runs)."""
+  if _FULL_MIOU.value is not None and _REFERENCE_WORKDIR.value:
+    raise UserError('--full_miou and --reference_workdir both give the full-data mIoU',
+                    'pass only one of them')
+  if _FULL_MIOU.value is not None:
+    if not 0 < _FULL_MIOU.value <= 1:
+      raise UserError(f'--full_miou={_FULL_MIOU.value} is not an mIoU',
+                      'pass a value in (0, 1], e.g. --full_miou=0.5')
+    return {'mean': _FULL_MIOU.value, 'low': None, 'high': None, 'n': 1,
+            'source': '--full_miou'}
+  if _REFERENCE_WORKDIR.value:
+    full = export.full_reference(experiment.collect(_REFERENCE_WORKDIR.value))
+    if full is None:
+      raise UserError(f'no finished run of the full strategy under {_REFERENCE_WORKDIR.value}',
+                      'run launch.run with --flagfile=configs/synthetic/full.flags there, or '
+                      'pass --full_miou')
+    return dict(full, source=f'the full strategy\'s runs in {_REFERENCE_WORKDIR.value}')
+  return None
 
 
 def main(argv):
   del argv
+  full = _full_reference()
   records = experiment.collect(_WORKDIR.value)
   if not records:
     raise UserError(f'no finished cycle under {_WORKDIR.value}',
                     'point --workdir at the directory given to launch.run')
-  print(experiment.summarize(_WORKDIR.value, records))
-  print(f'\nwrote {os.path.join(_WORKDIR.value, "results.md")}, miou_vs_images.png, '
-        'miou_vs_cost.png')
+  print(experiment.summarize(_WORKDIR.value, records, full))
+  print(f'wrote {os.path.join(_WORKDIR.value, "results.md")}, summary.json, '
+        'miou_vs_images.png, miou_vs_cost.png')
 
 
 if __name__ == '__main__':

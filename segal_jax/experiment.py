@@ -6,7 +6,8 @@ Layout of the work directory:
   <strategy>/seed_<s>/metrics.jsonl per-cycle records (labeled images, cost, mIoU, ...)
   <strategy>/seed_<s>/selection_cycleNN.csv  the images chosen for cycle NN
   <strategy>/seed_<s>/al_state.json the active-learning state (for resume)
-  results.md                        the cycle-by-cycle table
+  results.md                        the comparison and the cycle-by-cycle table
+  summary.json                      the same, for other tools (schema in the README)
   miou_vs_images.png, miou_vs_cost.png  the learning curves
 """
 
@@ -94,13 +95,20 @@ def collect(workdir: str) -> list[dict[str, Any]]:
   return records
 
 
-def summarize(workdir: str, records: list[dict[str, Any]]) -> str:
-  """Writes the table and the plots; returns the plain-text table."""
-  table = export.format_table(records)
-  export.plot_curves(os.path.join(workdir, 'miou_vs_images.png'), records)
+def summarize(workdir: str, records: list[dict[str, Any]],
+              full: dict[str, Any] | None = None) -> str:
+  """Writes summary.json, results.md and the plots; returns the results as markdown.
+
+  `full` is the full-data mIoU ({'mean', 'low', 'high', 'n', 'source'}); by
+  default the `full` strategy's records, when there are any.
+  """
+  comparison = export.summary(records, full)
+  export.write_json(os.path.join(workdir, 'summary.json'), comparison)
+  export.plot_curves(os.path.join(workdir, 'miou_vs_images.png'), records,
+                     comparison=comparison)
   export.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
-                     x_label='annotation cost (instances)')
+                     x_label='annotation cost (instances)', comparison=comparison)
+  text = export.format_summary(comparison)
   with export.atomic_open(os.path.join(workdir, 'results.md')) as f:
-    f.write('# Validation mIoU per cycle (mean ± std over seeds)\n\n')
-    f.write(export.format_table(records, markdown=True) + '\n')
-  return table
+    f.write(text)
+  return text

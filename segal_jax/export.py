@@ -18,6 +18,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from segal_jax import statistics
+from segal_jax.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = 'w'):
@@ -50,7 +53,6 @@ def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   """The records of a JSON-lines file; a damaged line is a UserError naming it."""
-  from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   records = []
   with open(path) as f:
     for n, line in enumerate(f, 1):
@@ -74,49 +76,141 @@ def write_selection_csv(path: str, names: Sequence[str], scores: Sequence[float]
       w.writerow([n, f'{float(s):.6g}'])
 
 
-def _by_strategy(records: Iterable[dict[str, Any]], x_key: str):
-  """{strategy: (xs, mean mIoU, std mIoU, n seeds)} over seeds, per cycle.
+def runs_by_strategy(records: Iterable[dict[str, Any]], *,
+                     include_full: bool = False) -> dict[tuple[str, str], statistics.Runs]:
+  """{(strategy, unit): statistics.Runs}; the `full` reference only if `include_full`.
 
-  When the records mix units (image and superpixel runs), each line is named
-  `strategy/unit` so the two are not averaged together.
+  A run is identified by strategy, unit and seed; two runs with the same three
+  (e.g. two experiments of one unit under one directory) cannot be paired by
+  seed, so they are refused.
   """
-  records = list(records)
-  mixed = len({r.get('unit', 'image') for r in records}) > 1
-  grouped = collections.defaultdict(lambda: collections.defaultdict(list))
+  grouped = collections.defaultdict(dict)
   for r in records:
-    name = f"{r['strategy']}/{r.get('unit', 'image')}" if mixed else r['strategy']
-    grouped[name][r['cycle']].append((r[x_key], r['miou']))
+    if r['strategy'] == 'full' and not include_full:
+      continue
+    key = (r['strategy'], r.get('unit', 'image'))
+    cell = (r['seed'], r['cycle'])
+    if cell in grouped[key]:
+      raise UserError(f'two runs of {key[0]} ({key[1]}) seed {cell[0]} both have a cycle '
+                      f'{cell[1]}', 'report each experiment\'s work directory on its own')
+    grouped[key][cell] = r
   out = {}
-  for strategy, cycles in grouped.items():
-    cs = sorted(cycles)
-    xs = np.array([np.mean([x for x, _ in cycles[c]]) for c in cs])
-    ys = [np.array([y for _, y in cycles[c]]) for c in cs]
-    out[strategy] = (cs, xs, np.array([y.mean() for y in ys]), np.array([y.std() for y in ys]),
-                     [len(y) for y in ys])
+  # Unit by unit, the reference (random) first.
+  for key, cells in sorted(grouped.items(),
+                           key=lambda kv: (kv[0][1], kv[0][0] != statistics.REFERENCE, kv[0][0])):
+    seeds = sorted({s for s, _ in cells})
+    cycles = sorted({c for _, c in cells})
+    arrays = {f: np.full((len(seeds), len(cycles)), np.nan)
+              for f in ('cost_instances', 'labeled_images', 'miou')}
+    for (s, c), r in cells.items():
+      for f, a in arrays.items():
+        a[seeds.index(s), cycles.index(c)] = r[f]
+    out[key] = statistics.Runs(np.array(seeds), np.array(cycles), arrays['cost_instances'],
+                               arrays['labeled_images'], arrays['miou'])
   return out
 
 
+def _names(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+  """Display names: `strategy`, or `strategy/unit` when the units mix."""
+  keys = list(keys)
+  mixed = len({unit for _, unit in keys}) > 1
+  return {(s, u): f'{s}/{u}' if mixed else s for s, u in keys}
+
+
+def full_reference(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+  """The `full` strategy's mIoU over its seeds ({'mean', 'low', 'high', 'n'}), or None."""
+  values = [r['miou'] for r in records if r['strategy'] == 'full']
+  return _interval_json(statistics.interval(values)) if values else None
+
+
+def _interval_json(iv: statistics.Interval) -> dict[str, Any]:
+  """{'mean', 'low', 'high', 'n'}, None for NaN (strict JSON)."""
+  mean, low, high = nan_to_none([iv.mean, iv.low, iv.high])
+  return {'mean': mean, 'low': low, 'high': high, 'n': iv.n}
+
+
+def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = None) -> dict:
+  """The JSON-able comparison written to summary.json (schema in the README).
+
+  `full` ({'mean', 'low', 'high', 'n', 'source'}) is the full-data mIoU; by
+  default the `full` strategy's records, when there are any.
+  """
+  if full is None:
+    full = full_reference(records)
+    if full is not None:
+      full = dict(full, source='the full strategy\'s runs')
+  runs = runs_by_strategy(records)
+  stats = statistics.compare(runs, None if full is None else full['mean'])
+  names = _names(runs)
+  opt = lambda iv: None if iv is None else _interval_json(iv)
+  strategies = []
+  for (strategy, unit), entry in stats['curves'].items():
+    strategies.append({
+        'name': names[strategy, unit], 'strategy': strategy,
+        'unit': unit, 'seeds': [int(s) for s in runs[strategy, unit].seeds],
+        'cycles': [{'cycle': c['cycle'], 'n': c['n'], 'labeled_images': c['images'],
+                    'cost_instances': c['cost'], 'miou': _interval_json(c['miou']),
+                    'diff_vs_random': opt(c['diff'])} for c in entry['cycles']],
+        'auc': _interval_json(entry['auc']), 'auc_diff_vs_random': opt(entry['auc_diff']),
+        'budgets': [{'fraction': t, 'miou': b['miou'],
+                     'cost_instances': nan_to_none([b['cost']])[0],
+                     'saving_vs_random_pct': nan_to_none([b['saving_pct']])[0],
+                     'saving_is_lower_bound': b['saving_is_lower_bound']}
+                    for t, b in entry['budgets'].items()]})
+  auc_range = stats['auc_range']
+  return {'schema': 1, 'confidence': statistics.CONFIDENCE,
+          'reference_strategy': statistics.REFERENCE, 'full_data': full,
+          'auc_range': None if auc_range is None else {'cost_instances': list(auc_range)},
+          'strategies': strategies}
+
+
 def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'labeled_images',
-                x_label: str = 'labeled images', title: str = '') -> None:
-  """mIoU against `x_key`, one line per strategy, mean +- std over seeds."""
+                x_label: str = 'labeled images', title: str = '',
+                comparison: dict | None = None) -> None:
+  """mIoU against `x_key`: mean over seeds per strategy, band = 95% t-interval.
+
+  The full-data mIoU is a dashed horizontal line. When there is a random
+  baseline, a second panel shows each strategy's paired difference to it.
+  `comparison` is `summary(records)` when the caller already has it.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-  for strategy, (_, xs, mean, std, _) in sorted(_by_strategy(records, x_key).items()):
-    if strategy == 'full':  # the full-data reference: a level, not a curve
-      ax.axhline(mean[0], color='k', ls='--', lw=1, label=f'full data ({int(xs[0])})')
-      ax.axhspan(mean[0] - std[0], mean[0] + std[0], color='k', alpha=0.08)
-      continue
-    line, = ax.plot(xs, mean, marker='o', label=strategy)
-    ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-  ax.set_xlabel(x_label)
+  s = summary(records) if comparison is None else comparison
+  with_diff = any(c['diff_vs_random'] for e in s['strategies'] for c in e['cycles'])
+  fig, axes = plt.subplots(1, 2 if with_diff else 1, figsize=(12 if with_diff else 7, 4.8),
+                           dpi=120, squeeze=False)
+  ax, colours = axes[0, 0], {statistics.REFERENCE: '0.35'}
+  for e in s['strategies']:
+    colour = colours.setdefault(e['strategy'], f'C{len(colours) - 1}')
+    n = max(c['n'] for c in e['cycles'])
+    style = dict(color=colour, marker='s' if e['unit'] == 'superpixel' else 'o', ms=4, lw=1.6,
+                 ls=':' if e['unit'] == 'superpixel' else '-',
+                 label=f"{e['name']} ({n} seed{'s' if n > 1 else ', no interval'})")
+    xs = [c[x_key] for c in e['cycles']]
+    _line_with_band(ax, xs, [c['miou'] for c in e['cycles']], style)
+    if with_diff and any(c['diff_vs_random'] for c in e['cycles']):
+      _line_with_band(axes[0, 1], xs, [c['diff_vs_random'] for c in e['cycles']],
+                      dict(style, label=None))
+  full = s['full_data']
+  if full is not None:
+    ax.axhline(full['mean'], color='k', ls='--', lw=1.2, label=f"full data ({full['mean']:.3f})")
+    if full['low'] is not None:
+      ax.axhspan(full['low'], full['high'], color='k', alpha=0.07, lw=0)
   ax.set_ylabel('validation mIoU')
-  ax.grid(alpha=0.3)
-  ax.legend()
-  if title:
-    ax.set_title(title)
-  fig.tight_layout()
+  ax.set_title(title or 'mean over seeds; band: 95% t-interval', fontsize='medium')
+  if with_diff:
+    axes[0, 1].axhline(0, color='0.35', lw=1)
+    axes[0, 1].set_ylabel(f'mIoU - {statistics.REFERENCE} (same seed)')
+    axes[0, 1].set_title(f'paired difference to {statistics.REFERENCE}; band: 95% t-interval',
+                         fontsize='medium')
+  for a in axes[0]:
+    a.set_xlabel(x_label)
+    a.grid(alpha=0.3)
+  handles, labels = ax.get_legend_handles_labels()
+  fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 4), fontsize='small',
+             frameon=False)
+  fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 4), 1, 1))
   buf = io.BytesIO()
   fig.savefig(buf, format='png')
   plt.close(fig)
@@ -124,32 +218,113 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
     f.write(buf.getvalue())
 
 
+def _line_with_band(ax, xs: Sequence[float], intervals: Sequence[dict | None], style) -> None:
+  """A mean line and, where there are intervals, the band between them."""
+  points = [(x, iv) for x, iv in zip(xs, intervals) if iv is not None]
+  ax.plot([x for x, _ in points], [iv['mean'] for _, iv in points], **style)
+  banded = [(x, iv['low'], iv['high']) for x, iv in points if iv['low'] is not None]
+  if len(banded) > 1:
+    bx, lo, hi = zip(*banded)
+    ax.fill_between(bx, lo, hi, color=style['color'], alpha=0.12, lw=0)
+
+
 def format_table(records: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
-  """Cycle-by-cycle mIoU of every strategy (mean +- std over seeds)."""
-  curves = _by_strategy(records, 'labeled_images')
-  strategies = sorted(curves)
-  cycles = sorted({c for s in strategies for c in curves[s][0]})
-  header = ['cycle', 'labeled'] + strategies
+  """Cycle-by-cycle mIoU of every strategy (mean +- std over seeds), `full` included."""
+  runs = runs_by_strategy(records, include_full=True)
+  names = _names(runs)
+  order = sorted(runs, key=names.get)
+  cycles = sorted({int(c) for r in runs.values() for c in r.cycles})
+  header = ['cycle', 'labeled'] + [names[k] for k in order]
   rows = []
   for c in cycles:
     row, labeled = [str(c)], ''
-    for s in strategies:
-      cs, xs, mean, std, n = curves[s]
-      if c in cs:
-        i = cs.index(c)
-        labeled = str(int(xs[i]))
-        row.append(f'{mean[i]:.4f}' + (f' ± {std[i]:.4f}' if n[i] > 1 else ''))
-      else:
+    for key in order:
+      r = runs[key]
+      if c not in r.cycles:
         row.append('-')
+        continue
+      miou = r.miou[:, list(r.cycles).index(c)]
+      miou = miou[np.isfinite(miou)]
+      if key[0] != 'full':  # the full run's pool size is no cycle's label count
+        labeled = str(int(np.nanmean(r.images[:, list(r.cycles).index(c)])))
+      row.append(f'{miou.mean():.4f}' + (f' ± {miou.std():.4f}' if len(miou) > 1 else ''))
     rows.append([row[0], labeled] + row[1:])
   if markdown:
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
-    return '\n'.join(lines)
+    return _markdown(header, rows)
   widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
             for i, h in enumerate(header)]
   fmt = lambda r: '  '.join(v.rjust(w) for v, w in zip(r, widths))
   return '\n'.join([fmt(header), fmt(['-' * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def _fmt_interval(iv: dict[str, Any] | None, digits: int = 4, signed: bool = False) -> str:
+  """'mean [low, high]'; one value without an interval says so."""
+  if iv is None or iv['mean'] is None:
+    return '-'
+  f = (lambda v: f'{v:+.{digits}f}') if signed else (lambda v: f'{v:.{digits}f}')
+  if iv['low'] is None:
+    return f"{f(iv['mean'])} (n={iv['n']}, no interval)"
+  return f"{f(iv['mean'])} [{f(iv['low'])}, {f(iv['high'])}]"
+
+
+def _fmt_budget(b: dict[str, Any]) -> tuple[str, str]:
+  """('cost to reach', 'saving vs random') cells of one budget."""
+  if b['cost_instances'] is None:
+    return 'not reached', '-'
+  saving = b['saving_vs_random_pct']
+  if saving is None:
+    return f"{b['cost_instances']:.0f}", '-'
+  return f"{b['cost_instances']:.0f}", (
+      f"{'≥ ' if b['saving_is_lower_bound'] else ''}{saving:.1f}%")
+
+
+def format_summary(s: dict[str, Any]) -> str:
+  """`summary(records)` as markdown: the comparison, then mIoU per cycle."""
+  pct = f"{100 * s['confidence']:.0f}%"
+  ref = s['reference_strategy']
+  lines = [
+      '# Results', '',
+      f'Means over seeds with {pct} Student t-intervals (n - 1 degrees of freedom; '
+      'one seed gives no interval). Seeds are paired: the same seed gives every strategy '
+      f'the same initial set, so differences to {ref} (same unit) are taken seed by seed.', '']
+  full = s['full_data']
+  if full is None:
+    lines += ['Full-data mIoU: unknown (no `full` runs here; pass `--full_miou` or '
+              '`--reference_workdir` to launch.report), so no budgets.', '']
+  else:
+    lines += [f"Full-data mIoU: {_fmt_interval(full)}, from {full['source']}.", '']
+  auc_range = s['auc_range']
+  auc_head = ('normalised AUC (no cost range common to all runs)' if auc_range is None else
+              'normalised AUC, cost {:.0f}-{:.0f}'.format(*auc_range['cost_instances']))
+  head = ['strategy', 'seeds', auc_head, f'AUC - {ref}']
+  fractions = [b['fraction'] for b in (s['strategies'][0]['budgets'] if s['strategies'] else [])]
+  for t in fractions:
+    head += [f'cost to {100 * t:.0f}% of full', f'saving vs {ref}']
+  rows = []
+  for e in s['strategies']:
+    row = [e['name'], ','.join(map(str, e['seeds'])), _fmt_interval(e['auc']),
+           _fmt_interval(e['auc_diff_vs_random'], signed=True)]
+    for b in e['budgets']:
+      row += _fmt_budget(b)
+    rows.append(row)
+  lines += ['## Comparison', '', _markdown(head, rows), '',
+            'AUC: the area under mIoU against annotation cost (instances) over the cost range '
+            'every run covers, divided by that range (a mean mIoU over it). Cost to reach: '
+            'linear interpolation on the mean curve; ≥ marks a saving where '
+            f'{ref} never reached the target (it would need more than its last cost).', '']
+  head = ['strategy', 'cycle', 'seeds', 'labeled images', 'cost (instances)', 'mIoU',
+          f'mIoU - {ref}']
+  rows = [[e['name'], str(c['cycle']), str(c['n']), f"{c['labeled_images']:.1f}",
+           f"{c['cost_instances']:.0f}", _fmt_interval(c['miou']),
+           _fmt_interval(c['diff_vs_random'], signed=True)]
+          for e in s['strategies'] for c in e['cycles']]
+  lines += ['## Validation mIoU per cycle', '', _markdown(head, rows), '']
+  return '\n'.join(lines)
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  return '\n'.join(lines + ['| ' + ' | '.join(r) + ' |' for r in rows])
 
 
 def nan_to_none(values: Iterable[float]) -> list[float | None]:

@@ -1,11 +1,16 @@
 """Outputs: atomic writes, the SuperAnnotate CSV, the comparison table and plot."""
 
 import csv
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
+from segal_jax import experiment
 from segal_jax import export
+from segal_jax.errors import UserError
 
 
 def _records():
@@ -66,3 +71,114 @@ def test_mixed_units_are_separate_lines():
   header = export.format_table(records).splitlines()[0].split()
   assert header == ['cycle', 'labeled', 'mc_variance/image', 'mc_variance/superpixel',
                     'random/image', 'random/superpixel']
+
+
+# --- the comparison: summary.json, results.md, plots -------------------------
+# _records(): random gives 0.30 + 0.1 c (seed 0) and 0.32 + 0.1 c (seed 1) at cost 55 (c + 1);
+# mc_variance the same plus 0.02. Hand-computed, t(0.975, 1 dof) = 12.7062.
+
+
+def test_summary_by_hand():
+  s = export.summary(_records(), {'mean': 0.5, 'low': None, 'high': None, 'n': 1,
+                                  'source': '--full_miou'})
+  assert [e['name'] for e in s['strategies']] == ['random', 'mc_variance']
+  random, mc = s['strategies']
+  c1 = random['cycles'][1]  # 0.40 and 0.42: mean 0.41, sem 0.01
+  assert (c1['n'], c1['cost_instances'], c1['labeled_images']) == (2, 110, 20)
+  assert c1['miou']['mean'] == pytest.approx(0.41)
+  assert c1['miou']['high'] == pytest.approx(0.41 + 12.7062 * 0.01, abs=1e-4)
+  # Every seed of mc_variance is 0.02 above random's same seed: a zero-width difference.
+  d = mc['cycles'][2]['diff_vs_random']
+  assert (d['mean'], d['low'], d['high'], d['n']) == (pytest.approx(0.02), pytest.approx(0.02),
+                                                      pytest.approx(0.02), 2)
+  # Straight lines from cost 55 to 165: the normalised AUC is the mid value, 0.40 / 0.42.
+  assert s['auc_range'] == {'cost_instances': [55, 165]}
+  assert random['auc']['mean'] == pytest.approx(0.41)
+  assert mc['auc_diff_vs_random']['mean'] == pytest.approx(0.02)
+  # 90% of 0.5 = 0.45. random (mean 0.31, 0.41, 0.51): 110 + 0.04 / 0.1 * 55 = 132;
+  # mc_variance (0.33, 0.43, 0.53): 110 + 0.02 / 0.1 * 55 = 121; saving 11 / 132 = 8.33%.
+  b = mc['budgets'][0]
+  assert b['fraction'] == 0.9 and b['cost_instances'] == pytest.approx(121)
+  assert b['saving_vs_random_pct'] == pytest.approx(100 * 11 / 132)
+  # 95% = 0.475: random 110 + 0.065 / 0.1 * 55 = 145.75, mc 110 + 0.045 / 0.1 * 55 = 134.75.
+  assert mc['budgets'][1]['saving_vs_random_pct'] == pytest.approx(100 * 11 / 145.75)
+  json.dumps(s, allow_nan=False)  # strict JSON: no NaN
+
+
+def test_summary_full_from_records_never_reached_and_one_seed():
+  records = [r for r in _records() if r['seed'] == 0]
+  records.append({'strategy': 'full', 'seed': 0, 'cycle': 0, 'labeled_images': 1000,
+                  'cost_instances': 5000, 'miou': 0.9})
+  s = export.summary(records)
+  assert s['full_data']['mean'] == 0.9 and 'full' in s['full_data']['source']
+  assert [e['name'] for e in s['strategies']] == ['random', 'mc_variance']  # full: a level
+  random = s['strategies'][0]
+  assert random['cycles'][0]['miou']['low'] is None  # one seed: no interval
+  assert random['budgets'][0]['cost_instances'] is None  # 0.81 is never reached
+  md = export.format_summary(s)
+  assert 'not reached' in md and '0.3000 (n=1, no interval)' in md
+  assert 'Full-data mIoU: 0.9000' in md
+
+
+def test_summary_missing_seed_pairs_common_seeds():
+  # mc_variance lacks seed 1: its differences pair seed 0 only.
+  records = [r for r in _records() if not (r['strategy'] == 'mc_variance' and r['seed'] == 1)]
+  mc = export.summary(records)['strategies'][1]
+  assert mc['seeds'] == [0] and mc['cycles'][1]['diff_vs_random']['n'] == 1
+  assert mc['cycles'][1]['diff_vs_random']['mean'] == pytest.approx(0.02)
+  assert mc['cycles'][1]['diff_vs_random']['low'] is None
+
+
+def test_summary_refuses_two_runs_of_one_seed():
+  with pytest.raises(UserError, match='two runs of random'):
+    export.summary(_records() + _records()[:1])
+
+
+def test_report_files_from_a_workdir(tmp_path):
+  # What launch.report does: collect metrics.jsonl files, then summarize.
+  for r in _records():
+    path = tmp_path / r['strategy'] / f"seed_{r['seed']}" / 'metrics.jsonl'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open('a') as f:
+      f.write(json.dumps(r) + '\n')
+  text = experiment.summarize(str(tmp_path), experiment.collect(str(tmp_path)))
+  s = json.loads((tmp_path / 'summary.json').read_text())
+  assert s['schema'] == 1 and s['full_data'] is None
+  assert s['strategies'][1]['auc']['mean'] == pytest.approx(0.43)
+  assert (tmp_path / 'results.md').read_text() == text
+  assert '| mc_variance | 2 | 2 | 30.0 | 165 | 0.5300 [' in text
+  for png in ('miou_vs_images.png', 'miou_vs_cost.png'):
+    assert (tmp_path / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.slow
+def test_launch_report_reference_workdir(tmp_path):
+  work, ref = tmp_path / 'work', tmp_path / 'ref'
+  export.write_jsonl(str(work / 'random' / 'seed_0' / 'metrics.jsonl'), _records()[:3])
+  export.write_jsonl(str(ref / 'full' / 'seed_0' / 'metrics.jsonl'),
+                     [{'strategy': 'full', 'seed': 0, 'cycle': 0, 'labeled_images': 100,
+                       'cost_instances': 600, 'miou': 0.4}])
+  run = lambda *a: subprocess.run([sys.executable, '-m', 'launch.report', f'--workdir={work}',
+                                   *a], capture_output=True, text=True, check=False,
+                                  cwd=os.path.dirname(os.path.dirname(__file__)))
+  proc = run(f'--reference_workdir={ref}')
+  assert proc.returncode == 0, proc.stderr
+  s = json.loads((work / 'summary.json').read_text())
+  assert s['full_data']['mean'] == 0.4 and str(ref) in s['full_data']['source']
+  # 90% of 0.4 = 0.36 on 0.30, 0.40, 0.50 at 55, 110, 165: 55 + 0.06 / 0.1 * 55 = 88.
+  assert s['strategies'][0]['budgets'][0]['cost_instances'] == pytest.approx(88)
+  assert '| random | 0 |' in (work / 'results.md').read_text()
+  assert run('--full_miou=0.45').returncode == 0
+  assert json.loads((work / 'summary.json').read_text())['full_data']['source'] == '--full_miou'
+  proc = run('--full_miou=0.45', f'--reference_workdir={ref}')
+  assert proc.returncode == 1 and 'pass only one of them' in proc.stderr
+  proc = run(f'--reference_workdir={work}')
+  assert proc.returncode == 1 and 'no finished run of the full strategy' in proc.stderr
+
+
+def test_summary_single_cost_has_no_auc():
+  # Only the first cycle: every run sits at cost 55, a range of zero width.
+  s = export.summary([r for r in _records() if r['cycle'] == 0])
+  assert s['auc_range'] is None and s['strategies'][0]['auc']['mean'] is None
+  json.dumps(s, allow_nan=False)
+  assert 'no cost range common to all runs' in export.format_summary(s)
