@@ -8,14 +8,11 @@ Prints a table (name, this product, reference, ratio) and writes the full
 report as JSON (medians, min, max, every run, and the machine description).
 """
 
-import json
-import os
-import tempfile
-
 from absl import flags
 
+from benchmarks import hot_paths as benchmark
 from launch import _app
-from segal_jax import benchmark
+from segal_jax import export
 
 _SIZE = flags.DEFINE_enum('size', 'small', list(benchmark.SIZES),
                           'tiny: seconds (tests); small: CPU-sized; '
@@ -28,21 +25,6 @@ _ONLY = flags.DEFINE_list('only', [], 'Run only these groups: '
                           + ','.join(benchmark.GROUPS) + '.')
 
 
-def _write(path: str, report: dict) -> None:
-  """Writes atomically: an existing report is replaced only by a complete one."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(report, f, indent=1)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def main(argv):
   del argv
   report = benchmark.run(_SIZE.value, repeats=_REPEATS.value, only=_ONLY.value or None)
@@ -52,7 +34,7 @@ def main(argv):
         f"size={report['size']}\n")
   print(benchmark.format_table(report))
   if _OUT.value:
-    _write(_OUT.value, report)
+    export.write_json(_OUT.value, report)  # atomic: a complete report or the old one
     print(f'\nwrote {_OUT.value}')
 
 

@@ -11,7 +11,7 @@ defaults to Cityscapes', dropout to --dropout_placement=stages, rate 0.5).
 from absl import flags
 
 from launch import _app
-from segal_jax.models import convert
+from segal_jax import checkpoint
 
 _SOURCE = flags.DEFINE_string('source', None, 'PyTorch .pth file (a state dict).')
 _ARCH = flags.DEFINE_string('arch', 'drn_d_22', 'DRN architecture of the checkpoint.')
@@ -27,7 +27,7 @@ flags.mark_flags_as_required(['source', 'out'])
 
 def main(argv):
   del argv
-  out = convert.convert_file(_SOURCE.value, _ARCH.value, _OUT.value,
+  out = checkpoint.convert_torch(_SOURCE.value, _ARCH.value, _OUT.value,
                              _NUM_CLASSES.value, _WIDTH.value)
   print(f'wrote {out}')
 

@@ -11,7 +11,6 @@ from absl import flags
 from launch import _app
 from launch import _distributed
 from launch import _flags
-from segal_jax import config as config_lib
 from segal_jax import experiment
 from segal_jax import export
 from segal_jax import parallel
@@ -24,7 +23,7 @@ def main(argv):
   del argv
   _distributed.initialize()  # before anything touches the devices
   config = _flags.config_from_flags()
-  config_lib.validate(config)
+  experiment.validate(config)
   # Preemption (SIGTERM): finish the current epoch, checkpoint, exit; a rerun resumes.
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())

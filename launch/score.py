@@ -5,7 +5,7 @@
 
 Writes ranking.csv (SuperAnnotate's name,entropy_value upload format), scores.csv,
 maps/*.png and, with --unit=superpixel, annotations.json (COCO polygons),
-superpixels.csv and masks/*.png; see `segal_jax.scoring` for the layout.
+superpixels.csv and masks/*.png; see `segal_jax.folder_scoring` for the layout.
 --checkpoint is a model directory from training or from `launch.convert`
 (for a converted one without metadata, also pass --arch).
 """
@@ -14,10 +14,10 @@ from absl import flags
 
 from launch import _app
 from segal_jax import checkpoint
-from segal_jax import scoring
+from segal_jax import folder_scoring
 from segal_jax.errors import UserError
 
-_D = scoring.ScoreConfig()
+_D = folder_scoring.ScoreConfig()
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Model checkpoint directory.')
 _IMAGES = flags.DEFINE_string('images', None, 'Folder of JPEG/PNG images to score.')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (created if missing).')
@@ -25,7 +25,7 @@ _STRATEGY = flags.DEFINE_string(
     'strategy', _D.strategy,
     'Uncertainty measure: mc_variance, mc_mean_entropy (alias mc_entropy), bald, '
     'entropy (alias softmax_entropy), margin or least_confidence.')
-_UNIT = flags.DEFINE_enum('unit', _D.unit, scoring.UNITS, 'Rank images, or choose superpixels.')
+_UNIT = flags.DEFINE_enum('unit', _D.unit, folder_scoring.UNITS, 'Rank images, or choose superpixels.')
 _BUDGET = flags.DEFINE_integer(
     'budget', _D.budget,
     'image: rows of ranking.csv (0 = every image); superpixel: superpixels to choose '
@@ -37,7 +37,8 @@ _RESIZE = flags.DEFINE_string(
 _MC_PASSES = flags.DEFINE_integer('mc_passes', _D.mc_passes, 'MC-dropout passes.')
 _MC_CHUNK = flags.DEFINE_integer('mc_chunk', _D.mc_chunk,
                                  'Run the passes in chunks of this many (0: all at once).')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', _D.batch_size, 'Images per batch.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', _D.batch_size,
+                                   'Images per device in a batch (a batch spans every device).')
 _N_SEGMENTS = flags.DEFINE_integer('n_segments', _D.n_segments, 'Watershed superpixels per image.')
 _COMPACTNESS = flags.DEFINE_float('compactness', _D.compactness, 'Watershed compactness.')
 _SEED = flags.DEFINE_integer('seed', _D.seed, 'Seed of the dropout keys.')
@@ -69,7 +70,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main(argv):
   del argv
-  scoring.list_images(_IMAGES.value)  # An empty folder fails before the model loads.
+  folder_scoring.list_images(_IMAGES.value)  # An empty folder fails before the model loads.
   model, variables, meta = checkpoint.load_model(
       _CHECKPOINT.value, arch=_ARCH.value, num_classes=_NUM_CLASSES.value,
       width_multiplier=_WIDTH.value, dropout_placement=_DROPOUT_PLACEMENT.value,
@@ -77,8 +78,8 @@ def main(argv):
   if _RESIZE.value:
     size = parse_size(_RESIZE.value)
   else:
-    size = tuple(meta.get('image_size') or scoring.ScoreConfig.size)
-  config = scoring.ScoreConfig(
+    size = tuple(meta.get('image_size') or folder_scoring.ScoreConfig.size)
+  config = folder_scoring.ScoreConfig(
       strategy=_STRATEGY.value, unit=_UNIT.value, budget=_BUDGET.value, size=size,
       mc_passes=_MC_PASSES.value, mc_chunk=_MC_CHUNK.value, batch_size=_BATCH_SIZE.value,
       n_segments=_N_SEGMENTS.value, compactness=_COMPACTNESS.value, seed=_SEED.value,
@@ -87,7 +88,7 @@ def main(argv):
   print(f'{meta["arch"]} (width {meta["width_multiplier"]}, {meta["num_classes"]} classes, '
         f'dropout {meta["dropout_placement"]} {meta["dropout_rate"]}); images resized to '
         f'{size[0]}x{size[1]}')
-  scoring.score_folder(model, variables, meta, _IMAGES.value, _OUT.value, config)
+  folder_scoring.score_folder(model, variables, meta, _IMAGES.value, _OUT.value, config)
 
 
 if __name__ == '__main__':

@@ -9,14 +9,21 @@ Two kinds:
   step. `launch.convert` writes the same layout with a partial `meta`;
   `load_model` fills what is missing from its arguments, the variables'
   shapes and the Cityscapes defaults.
-* A *run* (`RunCheckpointer`): the active-learning driver's training state
-  (any pytree: params, batch_stats, opt_state, step, RNG keys) and its
-  active-learning state (a JSON-able dict) saved together, atomically, as one
-  step of an Orbax `CheckpointManager` in `<run_dir>/checkpoints`.
+* A *run* (`RunCheckpointer`, `RunState`): the active-learning driver's
+  training state (any pytree: params, batch_stats, opt_state, step, RNG keys)
+  and its run state (what is labeled, the records of finished cycles: a
+  JSON-able dict) saved together, atomically, as one step of an Orbax
+  `CheckpointManager` in `<run_dir>/checkpoints`. Mid-cycle steps hold both
+  items; the step that ends a cycle holds the run state only. Nothing else
+  holds the run state (`metrics.jsonl` beside it is the user-facing copy of
+  the records). Runs written before this layout kept the run state in
+  `al_state.json`; they resume from it, and the file goes once a step of the
+  new layout is saved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -37,6 +44,11 @@ MODEL_KEYS = ('arch', 'num_classes', 'width_multiplier', 'dropout_placement',
 _DEFAULTS = {'dropout_placement': 'stages', 'dropout_rate': 0.5}
 _COLLECTIONS = ('params', 'batch_stats')
 _TRAIN, _AL = 'train_state', 'al_state'
+RUN_CHECKPOINTS = 'checkpoints'  # under a run directory
+LEGACY_STATE_FILE = 'al_state.json'  # the run state of runs written before
+# Checkpoint step of (cycle, epoch): cycle * this + epoch, increasing within a
+# run; the step that ends cycle c is (c + 1) * this - 1.
+STEPS_PER_CYCLE = 1_000_000
 _HINT = 'pass the directory written by launch.run or launch.convert'
 
 
@@ -89,6 +101,30 @@ def save_model(directory: str, variables: dict, meta: dict) -> None:
   checkpointer.save(directory, tree, custom_metadata=meta)
   checkpointer.wait_until_finished()
   checkpointer.close()
+
+
+def convert_torch(source: str, arch: str, out: str, num_classes: int | None = None,
+                  width_multiplier: float = 1.0) -> str:
+  """Reads a PyTorch DRN checkpoint `source` (.pth), converts it for `arch`
+  (`models.convert`) and writes a model checkpoint to `out`.
+
+  The checkpoint is `save_model`'s layout with the network's architecture,
+  classes and width as its meta (dropout and normalisation are not in a
+  PyTorch file; `load_model` supplies defaults).
+
+  Returns:
+    the absolute path of the new checkpoint directory.
+  """
+  from segal_jax.models import convert  # pylint: disable=g-import-not-at-top (torch)
+  variables = convert.variables_from_torch(convert.load_torch_file(source), arch, num_classes,
+                                           width_multiplier=width_multiplier)
+  out = os.path.abspath(out)
+  meta = {'arch': arch,
+          'num_classes': int(variables['params']['seg']['kernel'].shape[-1]),
+          'width_multiplier': float(width_multiplier),
+          'source': os.path.basename(source)}
+  save_model(out, variables, meta)
+  return out
 
 
 def _reason(e: Exception) -> str:
@@ -239,8 +275,9 @@ class RunCheckpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=(_TRAIN, _AL))
 
-  def save(self, step: int, train_state: Any, al_state: dict, *, force: bool = False) -> None:
-    """Saves both states as `step`.
+  def save(self, step: int, train_state: Any | None, al_state: dict, *,
+           force: bool = False) -> None:
+    """Saves both states (the al_state alone if `train_state` is None) as `step`.
 
     Steps at or after `step` already on disk (left by a run that is now being
     redone from an earlier point) are deleted first, so the latest step is
@@ -258,13 +295,15 @@ class RunCheckpointer:
     for stale in sorted(self._manager.all_steps()):
       if stale >= step:
         self._manager.delete(stale)
-    self._manager.save(
-        int(step), force=force,
-        args=ocp.args.Composite(**{_TRAIN: ocp.args.StandardSave(train_state),
-                                   _AL: ocp.args.JsonSave(al_state)}))
+    items = {_AL: ocp.args.JsonSave(al_state)}
+    if train_state is not None:
+      items[_TRAIN] = ocp.args.StandardSave(train_state)
+    self._manager.save(int(step), force=force, args=ocp.args.Composite(**items))
 
   def restore_latest(self, train_state_template: Any) -> tuple[int, Any, dict] | None:
     """(step, train_state, al_state) of the newest readable step; None if none is saved.
+
+    A step saved without a train state gives None for it.
 
     A step that cannot be restored (a corrupt or missing file) is skipped with
     a warning and the one before it is tried.
@@ -283,10 +322,12 @@ class RunCheckpointer:
     errors = []
     for step in steps:
       try:
-        out = self._manager.restore(step, args=ocp.args.Composite(**{
-            _TRAIN: ocp.args.StandardRestore(train_state_template),
-            _AL: ocp.args.JsonRestore()}))
-        return step, out[_TRAIN], dict(out[_AL])
+        items = {_AL: ocp.args.JsonRestore()}
+        has_train = os.path.isdir(os.path.join(self.directory, str(step), _TRAIN))
+        if has_train:
+          items[_TRAIN] = ocp.args.StandardRestore(train_state_template)
+        out = self._manager.restore(step, args=ocp.args.Composite(**items))
+        return step, out[_TRAIN] if has_train else None, dict(out[_AL])
       except Exception as e:  # pylint: disable=broad-except
         reason = _reason(e)
         logging.warning('checkpoint step %d in %s cannot be restored (%s); '
@@ -297,6 +338,19 @@ class RunCheckpointer:
     raise UserError(f'no checkpoint in {self.directory} can be restored ({"; ".join(errors)})',
                     'delete that directory to start the run again, or rerun with the '
                     'flags it was started with')
+
+  def latest_al_state(self) -> tuple[int, dict] | None:
+    """(step, al_state) of the newest step whose al_state reads; None if none does."""
+    self._manager.wait_until_finished()
+    self._manager.reload()
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        out = self._manager.restore(step, args=ocp.args.Composite(**{_AL: ocp.args.JsonRestore()}))
+        return step, dict(out[_AL])
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('the run state of checkpoint step %d in %s cannot be read (%s); '
+                        'falling back to the previous step', step, self.directory, _reason(e))
+    return None
 
   def all_steps(self) -> list[int]:
     self._manager.reload()
@@ -315,3 +369,65 @@ class RunCheckpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+@dataclasses.dataclass
+class RunState:
+  """What a run has done so far; enough to resume after any finished cycle.
+
+  fingerprint: `ExperimentConfig.fingerprint()` of the run.
+  pool: `pool.PoolLabels.to_json()`, what the annotator has labeled.
+  records: one dict per finished cycle.
+  """
+  fingerprint: str
+  pool: dict[str, Any]
+  records: list[dict[str, Any]]
+
+  @property
+  def next_cycle(self) -> int:
+    return len(self.records)
+
+  def to_json(self) -> dict[str, Any]:
+    """The al_state item: the run state and the cycle it is at."""
+    return {'fingerprint': self.fingerprint, 'cycle': self.next_cycle, 'pool': self.pool,
+            'records': self.records}
+
+
+def load_run_state(run_dir: str, fingerprint: str) -> RunState | None:
+  """The newest saved state of the run in `run_dir`; None if it has not started.
+
+  Reads the newest readable checkpoint step, or a run written before this
+  layout (`al_state.json`).
+
+  Raises:
+    UserError: unreadable, or made with another configuration (`fingerprint`).
+  """
+  state = None
+  if os.path.isdir(os.path.join(run_dir, RUN_CHECKPOINTS)):
+    latest = RunCheckpointer(os.path.join(run_dir, RUN_CHECKPOINTS)).latest_al_state()
+    if latest is not None and 'records' in latest[1]:
+      al = latest[1]
+      state = RunState(al['fingerprint'], dict(al['pool']), list(al['records']))
+  legacy = os.path.join(run_dir, LEGACY_STATE_FILE)
+  if state is None and os.path.exists(legacy):
+    try:
+      with open(legacy) as f:
+        raw = json.load(f)
+      state = RunState(raw['fingerprint'], dict(raw['pool']), list(raw['records']))
+    except (OSError, ValueError, KeyError) as e:
+      raise UserError(f'the run state {legacy} is unreadable ({e})',
+                      'delete that run directory to start it again') from e
+  if state is not None and state.fingerprint != fingerprint:
+    raise UserError(f'{run_dir} holds a run with a different configuration',
+                    'use a new --workdir, or the flags that run was started with')
+  return state
+
+
+def save_run_state(run_dir: str, state: RunState) -> None:
+  """Saves the state of a run at the start of cycle `state.next_cycle` (every
+  process takes part), and removes a `al_state.json` of the earlier layout."""
+  with RunCheckpointer(os.path.join(run_dir, RUN_CHECKPOINTS)) as ckpt:
+    ckpt.save(state.next_cycle * STEPS_PER_CYCLE - 1, None, state.to_json())
+  legacy = os.path.join(run_dir, LEGACY_STATE_FILE)
+  if jax.process_index() == 0 and os.path.exists(legacy):
+    os.remove(legacy)

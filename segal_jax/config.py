@@ -13,6 +13,8 @@ import hashlib
 import json
 from typing import Any
 
+from segal_jax.errors import UserError
+
 
 def _f(default: Any, help: str, **kw):  # pylint: disable=redefined-builtin
   return dataclasses.field(default=default, metadata={'help': help, **kw})
@@ -109,32 +111,21 @@ _CHOICES = {
 }
 
 
-def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
-  """Checks ranges and combinations before any expensive work.
+def validate(config: ExperimentConfig) -> None:
+  """Checks ranges and combinations of the fields themselves, before any work.
 
-  Also reads `--init_checkpoint` (a fraction of a second) to check that it fits
-  the configured network; `pool_size`, once the data is loaded, adds the checks
-  against the pool.
+  Checks that need other modules live beside them (the strategies and the
+  pool size in `selection.check_config`); `experiment.validate` runs them all.
 
   Raises:
     UserError: naming the first problem found and its fix.
   """
-  from segal_jax import models  # pylint: disable=g-import-not-at-top
-  from segal_jax import parallel  # pylint: disable=g-import-not-at-top
-  from segal_jax import selection  # pylint: disable=g-import-not-at-top
-  from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-
   for name, choices in _CHOICES.items():
     if getattr(config, name) not in choices:
       raise UserError(f'--{name}={getattr(config, name)} is not known',
                       f'choose one of {", ".join(choices)}')
-  if config.arch not in models.ARCHS:
-    raise UserError(f'--arch={config.arch} is not known',
-                    f'choose one of {", ".join(sorted(models.ARCHS))}')
   if not config.al_strategies:
     raise UserError('--al_strategies is empty', 'name at least one strategy')
-  for s in config.al_strategies:
-    selection.get(s)
   if not config.al_seeds:
     raise UserError('--al_seeds is empty', 'name at least one seed, e.g. --al_seeds=0')
   positive = ('train_batch_size', 'eval_batch_size', 'al_initial', 'al_cycles', 'mc_passes',
@@ -171,34 +162,3 @@ def validate(config: ExperimentConfig, *, pool_size: int | None = None) -> None:
                     'use e.g. 0.3')
   if config.al_candidate_factor < 0:
     raise UserError('--al_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')
-  parallel.check_batch_size(config.train_batch_size, '--train_batch_size')
-  parallel.check_batch_size(config.eval_batch_size, '--eval_batch_size')
-  needs_mc = [s for s in config.al_strategies if selection.get(s).mc]
-  if needs_mc and (config.dropout_placement == 'none' or config.dropout_rate == 0):
-    raise UserError(f'strategy {needs_mc[0]} needs MC dropout but the network has none',
-                    "set --dropout_placement=stages or head and --dropout_rate > 0")
-  if config.al_unit == 'superpixel' and selection.LOSS_PREDICTION in config.al_strategies:
-    raise UserError('strategy loss_prediction predicts the loss of whole images, so it cannot '
-                    'rank superpixels',
-                    'use --al_unit=image for loss_prediction, or another strategy for superpixels')
-  selects = any(not selection.get(s).full for s in config.al_strategies)
-  if selects and config.al_cycles > 1 and config.al_budget == 0 and not config.al_budget_cost:
-    raise UserError('--al_budget=0 selects nothing, so every cycle would train on the same images',
-                    'set --al_budget (or --al_budget_cost) to at least 1, or --al_cycles=1')
-  if pool_size is not None and selects and config.al_initial > pool_size:
-    raise UserError(f'--al_initial={config.al_initial} is more than the {pool_size} images '
-                    'of the pool', f'set --al_initial to at most {pool_size}')
-  if (pool_size is not None and config.al_unit == 'image' and not config.al_budget_cost
-      and selects):
-    total = config.al_initial + (config.al_cycles - 1) * config.al_budget
-    if total > pool_size:
-      raise UserError(f'the experiment labels {total} images '
-                      f'(al_initial + (al_cycles-1) x al_budget) but the pool has only {pool_size}',
-                      'lower --al_budget, --al_cycles or --al_initial')
-  if config.init_checkpoint:
-    from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
-    from segal_jax.data import labels  # pylint: disable=g-import-not-at-top
-    # Every data set is in the Cityscapes label space: the classifier's size is known now.
-    checkpoint.load_model(config.init_checkpoint, arch=config.arch,
-                          num_classes=labels.NUM_CLASSES,
-                          width_multiplier=config.width_multiplier)

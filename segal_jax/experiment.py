@@ -5,7 +5,7 @@ Layout of the work directory:
   config.json                       the configuration the experiment ran with
   <strategy>/seed_<s>/metrics.jsonl per-cycle records (labeled images, cost, mIoU, ...)
   <strategy>/seed_<s>/selection_cycleNN.csv  the images chosen for cycle NN
-  <strategy>/seed_<s>/al_state.json the active-learning state (for resume)
+  <strategy>/seed_<s>/checkpoints/  the run state and training state (Orbax, for resume)
   results.md                        the comparison and the cycle-by-cycle table
   summary.json                      the same, for other tools (schema in the README)
   miou_vs_images.png, miou_vs_cost.png  the learning curves
@@ -20,13 +20,43 @@ from typing import Any, Callable
 import numpy as np
 from tensorflow_datasets.core import constants as tfds_constants
 
+from segal_jax import annotators
+from segal_jax import checkpoint
 from segal_jax import config as config_lib
 from segal_jax import data
+from segal_jax import errors
 from segal_jax import export
 from segal_jax import loop
-from segal_jax import oracle
+from segal_jax import models
 from segal_jax import parallel
+from segal_jax import selection
 from segal_jax import superpixels
+from segal_jax.data import labels
+
+
+def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = None) -> None:
+  """Every check of the configuration, before any expensive work.
+
+  The fields (`config.validate`), the network and devices, the strategies
+  (`selection.check_config`); with `pool_size` (once the data is loaded) the
+  checks against the pool. Also reads `--init_checkpoint` (a fraction of a
+  second) to check that it fits the configured network.
+
+  Raises:
+    UserError: naming the first problem found and its fix.
+  """
+  config_lib.validate(config)
+  if config.arch not in models.ARCHS:
+    raise errors.UserError(f'--arch={config.arch} is not known',
+                           f'choose one of {", ".join(sorted(models.ARCHS))}')
+  selection.check_config(config, pool_size=pool_size)
+  parallel.check_batch_size(config.train_batch_size, '--train_batch_size')
+  parallel.check_batch_size(config.eval_batch_size, '--eval_batch_size')
+  if config.init_checkpoint:
+    # Every data set is in the Cityscapes label space: the classifier's size is known now.
+    checkpoint.load_model(config.init_checkpoint, arch=config.arch,
+                          num_classes=labels.NUM_CLASSES,
+                          width_multiplier=config.width_multiplier)
 
 
 def run_dir(workdir: str, strategy: str, seed: int) -> str:
@@ -38,7 +68,7 @@ def load_data(config: config_lib.ExperimentConfig):
   kw = dict(data_dir=config.data_dir or None, config=config.dataset_config or None)
   train_split = data.load(config.dataset, 'train', **kw)
   val_split = data.load(config.dataset, 'validation', **kw)
-  costs = np.array([oracle.count_instances(m) for m in train_split.instances], np.int64)
+  costs = annotators.get().image_costs(train_split)
   return train_split, val_split, costs
 
 
@@ -53,7 +83,7 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
   train_split, val_split, costs = load_data(config)
-  config_lib.validate(config, pool_size=len(train_split))
+  validate(config, pool_size=len(train_split))
   for seed in config.al_seeds:  # refuse changed flags before anything is written
     for strategy in config.al_strategies:
       loop.load_state(run_dir(workdir, strategy, seed), config)

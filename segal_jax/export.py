@@ -7,37 +7,18 @@ Every file is written atomically (a temporary file in the same directory, then
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from segal_jax import statistics
+from segal_jax._files import atomic_open  # pylint: disable=unused-import (export.atomic_open)
 from segal_jax.errors import UserError
-
-
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = 'w'):
-  """Opens a temporary file beside `path`; renames it over `path` on success."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
-  try:
-    with os.fdopen(fd, mode) as f:
-      yield f
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
 
 
 def write_json(path: str, obj: Any) -> None:

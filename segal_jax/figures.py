@@ -9,39 +9,62 @@
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Sequence
+import os
+from typing import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from skimage import segmentation
 
 from segal_jax import annotations
+from segal_jax import parallel
+from segal_jax import scoring
 from segal_jax import uncertainty
-from segal_jax.data import augment
 from segal_jax.data import labels as labels_lib
 
 
-@functools.lru_cache(maxsize=8)
-def _maps_fn(apply_fn: Callable[..., Any], measure: str, passes: int,
-             mean: tuple[float, ...], std: tuple[float, ...]):
-  def maps(variables, images, ids, key):
-    x = augment.normalize(augment.to_float(images), mean, std)
-    return uncertainty.mc_forward(apply_fn, variables, x, key, image_ids=ids, passes=passes,
-                                  measures=(measure,))[measure]
-  return jax.jit(maps)
-
-
 def uncertainty_maps(apply_fn, variables, images: np.ndarray, ids: Sequence[int], key, *,
-                     measure: str, passes: int, mean, std) -> np.ndarray:
+                     measure: str, passes: int, mean, std, chunk: int | None = None,
+                     batch_size: int | None = None) -> np.ndarray:
   """[n, H, W] float32 maps of `images` [n, H, W, 3] uint8 (pool indices `ids`).
 
-  Uses the same dropout keys as pool scoring, so a map is the one its score
-  was the mean of.
+  Computed by the one scorer with the same dropout keys as pool scoring, so a
+  map is the one its score was the mean of.
   """
-  fn = _maps_fn(apply_fn, measure, passes, tuple(mean), tuple(std))
-  return np.asarray(fn(variables, jnp.asarray(images), jnp.asarray(ids, jnp.int32), key))
+  settings = scoring.Settings(measure, passes=passes, chunk=chunk, mean=tuple(mean),
+                              std=tuple(std), keep_map=True)
+  n, devices = len(ids), parallel.default_mesh().size
+  if not n:
+    return np.zeros((0, *np.shape(images)[1:3]), np.float32)
+  batch_size = batch_size or devices * -(-n // devices)  # one batch
+  return scoring.score_images(apply_fn, variables, np.asarray(images), np.arange(n), key,
+                              settings=settings, batch_size=batch_size, progress=False,
+                              ids=np.asarray(ids), desc='maps')['map']
+
+
+def cycle_figures(directory: str, cycle: int, request, chosen) -> None:
+  """The top-ranked images of a cycle's selection as PNGs: their uncertainty
+  maps (`cycleNN_uncertainty.png`) and, for superpixels, the chosen ones
+  (`cycleNN_superpixels.png`).
+
+  Args:
+    request: the cycle's `selection.Request`; chosen: its `selection.Selection`.
+  """
+  config, split = request.config, request.split
+  top = np.asarray(chosen.top_images, np.int64)[:config.out_figures]
+  if not config.out_figures or len(top) == 0:
+    return
+  top = np.sort(top)
+  measure = request.strategy.measure
+  if measure in uncertainty.MEASURES:
+    maps = uncertainty_maps(request.apply_fn, request.variables, split.images[top], top,
+                            request.keys['score'], measure=measure, passes=config.mc_passes,
+                            mean=split.mean, std=split.std)
+    selection_figure(os.path.join(directory, f'cycle{cycle:02d}_uncertainty.png'),
+                     split.images[top], maps, split.labels[top])
+  if chosen.picks is not None:
+    superpixel_figure(os.path.join(directory, f'cycle{cycle:02d}_superpixels.png'),
+                      split.images[top], request.segments[top],
+                      [chosen.picks[int(i)] for i in top])
 
 
 def _write(path: str, rows: list[np.ndarray]) -> None:

@@ -2,15 +2,16 @@
 
 One run is one (strategy, seed) pair in its own directory. Every cycle trains
 from the same initial variables (the reference protocol), so the
-active-learning state between cycles is what has been labeled (`pool.PoolLabels`):
-it is saved atomically after each cycle, the training state every few epochs,
-and a rerun with the same configuration resumes where the run stopped.
+active-learning state between cycles is what has been labeled (`pool.PoolLabels`).
+`checkpoint` saves it, with the records, at the end of each cycle and with the
+training state every few epochs; a rerun with the same configuration resumes
+where the run stopped. `run` is the cycle itself: train, record, select (the
+unit and strategy registries of `selection`, the labels of an `annotators`
+entry), save.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 import time
@@ -20,48 +21,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segal_jax import annotators
 from segal_jax import checkpoint
 from segal_jax import export
 from segal_jax import figures
-from segal_jax import loss_prediction_train
+from segal_jax import losses
 from segal_jax import models
 from segal_jax import parallel
 from segal_jax import pool as pool_lib
 from segal_jax import selection
 from segal_jax import train
-from segal_jax import uncertainty
-from segal_jax import units
 from segal_jax.config import ExperimentConfig
 from segal_jax.errors import UserError
 
 # Streams of the experiment key; fold_in(seed_key, stream) keeps them apart.
-_INIT, _INITIAL_SET, _TRAIN, _CANDIDATES, _SCORE, _SELECT = range(6)
+_STREAMS = {name: i for i, name in enumerate(
+    ('init', 'initial_set', 'train', 'candidates', 'score', 'select'))}
 
-STATE_FILE = 'al_state.json'
-# Checkpoint step of (cycle, epoch): cycle * this + epoch, increasing within a run.
-_CKPT_STEPS_PER_CYCLE = 1_000_000
 METRICS_FILE = 'metrics.jsonl'
 
 
-@dataclasses.dataclass
-class RunState:
-  """What a run has done so far; enough to resume after any finished cycle.
-
-  pool: `pool.PoolLabels.to_json()`, what the annotator has labeled.
-  """
-  fingerprint: str
-  pool: dict[str, Any]
-  records: list[dict[str, Any]]
-
-  @property
-  def next_cycle(self) -> int:
-    return len(self.records)
-
-
 def build_model(config: ExperimentConfig, num_classes: int, strategy_name: str | None = None):
-  """The configured DRNSeg; with a loss-prediction head for `loss_prediction`."""
-  cls = (loss_prediction_train.DRNSegWithLossHead
-         if strategy_name == selection.LOSS_PREDICTION else models.DRNSeg)
+  """The configured network of the strategy (a DRNSeg, with a loss-prediction
+  head for `loss_prediction`)."""
+  cls = selection.get(strategy_name).network() if strategy_name else models.DRNSeg
   return cls(arch=config.arch, num_classes=num_classes,
              width_multiplier=config.width_multiplier,
              dropout_placement=config.dropout_placement,
@@ -80,33 +63,16 @@ def initial_variables(config: ExperimentConfig, num_classes: int) -> dict | None
   return variables
 
 
-def load_state(run_dir: str, config: ExperimentConfig) -> RunState | None:
-  """The saved state of a run; None if it has not started.
-
-  Raises:
-    UserError: unreadable, or made with other experiment-defining flags.
-  """
-  path = os.path.join(run_dir, STATE_FILE)
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      raw = json.load(f)
-    state = RunState(raw['fingerprint'], dict(raw['pool']), list(raw['records']))
-  except (OSError, ValueError, KeyError) as e:
-    raise UserError(f'the run state {path} is unreadable ({e})',
-                    'delete that run directory to start it again') from e
-  if state.fingerprint != config.fingerprint():
-    raise UserError(f'{run_dir} holds a run with a different configuration',
-                    'use a new --workdir, or the flags that run was started with')
-  return state
+def load_state(run_dir: str, config: ExperimentConfig) -> checkpoint.RunState | None:
+  """The saved state of a run (`checkpoint.load_run_state`); None if it has not started."""
+  return checkpoint.load_run_state(run_dir, config.fingerprint())
 
 
-def _save_state(run_dir: str, state: RunState) -> None:
-  if not parallel.is_writer():
-    return
-  export.write_json(os.path.join(run_dir, STATE_FILE), dataclasses.asdict(state))
-  export.write_jsonl(os.path.join(run_dir, METRICS_FILE), state.records)
+def _save_state(run_dir: str, state: checkpoint.RunState) -> None:
+  """The finished cycle: the run state (every process) and `metrics.jsonl` (the writer)."""
+  checkpoint.save_run_state(run_dir, state)
+  if parallel.is_writer():
+    export.write_jsonl(os.path.join(run_dir, METRICS_FILE), state.records)
 
 
 def train_schedule(config: ExperimentConfig, n_labeled: int,
@@ -126,8 +92,10 @@ class Preempted(UserError):
 
 
 def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_lib.PoolLabels,
-                 run_dir, cycle, *, fingerprint: str, desc: str,
-                 should_stop: Callable[[], bool] | None, log, init_variables: dict | None = None):
+                 run_dir, cycle, *, run_state: checkpoint.RunState, desc: str,
+                 should_stop: Callable[[], bool] | None, log, init_variables: dict | None = None,
+                 loss_fn: losses.LossFn = losses.segmentation_loss,
+                 get_labels: Callable[[np.ndarray], np.ndarray], where: str = ''):
   """Trains one cycle, resuming from a mid-cycle checkpoint.
 
   Every cycle starts from the same initial variables (the seed's, or
@@ -138,6 +106,10 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
   training state is saved with the active-learning state that identifies the
   cycle; a rerun restores it and continues at the next epoch, which gives
   exactly the uninterrupted result (keys derive from the step and epoch).
+
+  `get_labels(indices)` gives the training labels (the annotator's); a
+  `UserError` while training (e.g. a diverging loss) is raised again naming
+  `where` (the run and cycle).
   """
   labeled = labels.images()
   warm = config.warm_start and cycle > 0
@@ -157,15 +129,14 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
     # keeps its fresh initialisation.
     ts = ts.replace(params={**ts.params, **init_variables['params']},
                     batch_stats=init_variables.get('batch_stats', ts.batch_stats))
-  lp_schedule = (loss_prediction_train.schedule_from_config(config)
-                 if isinstance(model, loss_prediction_train.DRNSegWithLossHead) else None)
-  identity = {'fingerprint': fingerprint, 'cycle': cycle, 'pool': labels.to_json()}
-  ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, 'checkpoints'))
+  al_state = run_state.to_json()
+  identity = {k: al_state[k] for k in ('fingerprint', 'cycle', 'pool')}
+  ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, checkpoint.RUN_CHECKPOINTS))
   start_epoch = 0
   restored = ckpt.restore_latest(ts) if ckpt.all_steps() else None
   if restored is not None:
     _, saved_ts, al = restored
-    if {k: al.get(k) for k in identity} == identity:
+    if saved_ts is not None and {k: al.get(k) for k in identity} == identity:
       ts, start_epoch = saved_ts, int(al['epoch']) + 1
       log(f'{desc}: resuming at epoch {start_epoch} of {epochs}')
 
@@ -174,23 +145,26 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
     every = config.ckpt_every_epochs
     if stop or (every and (epoch + 1) % every == 0 and epoch + 1 < epochs):
       # A copy: the next train step donates (reuses) the state's buffers.
-      ckpt.save(cycle * _CKPT_STEPS_PER_CYCLE + epoch, jax.tree.map(jnp.copy, state),
-                {**identity, 'epoch': epoch})
+      ckpt.save(cycle * checkpoint.STEPS_PER_CYCLE + epoch, jax.tree.map(jnp.copy, state),
+                {**al_state, 'epoch': epoch})
     if stop:
       ckpt.close()
       raise Preempted(f'stopped on request during cycle {cycle} after epoch {epoch}; '
                       'the training state is saved',
                       'rerun the same command to resume')
 
-  get_batch = lambda idx: {'image': train_split.images[idx],
-                           'label': labels.label_batch(train_split, idx)}
+  get_batch = lambda idx: {'image': train_split.images[idx], 'label': get_labels(idx)}
   try:
     ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs, batch_size=config.train_batch_size,
                       key=train_key, mean=train_split.mean, std=train_split.std,
                       crop=tuple(config.train_crop),
                       scale_range=(config.train_scale_min, config.train_scale_max),
                       progress=config.progress, desc=desc, start_epoch=start_epoch,
-                      on_epoch_end=on_epoch_end, loss_prediction=lp_schedule)
+                      on_epoch_end=on_epoch_end, loss_fn=loss_fn)
+  except Preempted:
+    raise
+  except UserError as e:  # e.g. a diverging loss: say which run and cycle
+    raise UserError(f'{where}: {e.problem}', e.fix) from e
   finally:
     ckpt.close()
   return ts, steps
@@ -204,7 +178,7 @@ def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> Non
     shutil.rmtree(target, ignore_errors=True)  # left by an interrupted attempt
   parallel.sync('save_model')  # every process takes part in the Orbax save
   checkpoint.save_model(
-      target, loss_prediction_train.segmentation_variables(
+      target, models.segmentation_variables(
           {'params': ts.params, 'batch_stats': ts.batch_stats}),
       checkpoint.meta_for(model, mean=train_split.mean, std=train_split.std,
                           image_size=list(train_split.images.shape[1:3]),
@@ -218,126 +192,104 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         costs: np.ndarray, run_dir: str, *, log=print,
         should_stop: Callable[[], bool] | None = None,
         init_variables: dict | None = None,
-        segments: np.ndarray | None = None) -> list[dict[str, Any]]:
+        segments: np.ndarray | None = None,
+        annotator: annotators.Annotator | None = None) -> list[dict[str, Any]]:
   """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
 
   Args:
-    costs: [len(train_split)] annotation cost of each full image (instances).
+    costs: [len(train_split)] annotation cost of each full image
+      (`annotator.image_costs`).
     should_stop: polled after every epoch; when it returns True the training
       state is checkpointed and `Preempted` is raised.
     init_variables: start every cycle from these (see `initial_variables`)
       instead of the seed's random initialisation.
     segments: [N, H, W] superpixels of the pool (superpixel unit only).
+    annotator: who labels the chosen units (default: `annotators.get()`).
   """
   strategy = selection.get(strategy_name)
+  annotator = annotator or annotators.get()
   os.makedirs(run_dir, exist_ok=True)
   log = log if parallel.is_writer() else (lambda *_: None)
   root = jax.random.key(seed)
+  stream = lambda name, cycle: jax.random.fold_in(jax.random.fold_in(root, _STREAMS[name]), cycle)
   model = build_model(config, train_split.num_classes, strategy_name)
-  n_pool = len(train_split)
   state = load_state(run_dir, config)
   cycles = 1 if strategy.full else config.al_cycles
   if state is None:
-    initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _INITIAL_SET), n_pool))
-    n_initial = n_pool if strategy.full else config.al_initial
-    state = RunState(config.fingerprint(),
-                     pool_lib.PoolLabels(full=sorted(initial[:n_initial].tolist())).to_json(), [])
+    state = _initial_state(config, strategy, len(train_split), root)
   elif state.next_cycle >= cycles:
     return state.records
   else:
     log(f'[{strategy_name} seed {seed}] resuming at cycle {state.next_cycle}')
-
-  init_key = jax.random.fold_in(root, _INIT)
   for cycle in range(state.next_cycle, cycles):
     t0 = time.time()
-    labels = pool_lib.PoolLabels.from_json(state.pool)
-    try:
-      ts, steps = _train_cycle(
-          config, model, init_key, jax.random.fold_in(jax.random.fold_in(root, _TRAIN), cycle),
-          train_split, labels, run_dir, cycle, fingerprint=state.fingerprint,
-          desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
-          init_variables=init_variables)
-    except Preempted:
-      raise
-    except UserError as e:  # e.g. a diverging loss: say which run and cycle
-      raise UserError(f'[{strategy_name} seed {seed}] cycle {cycle}: {e.problem}', e.fix) from e
+    pool = pool_lib.PoolLabels.from_json(state.pool)
+    desc = f'[{strategy_name} seed {seed}] cycle {cycle}'
+    ts, steps = _train_cycle(
+        config, model, jax.random.fold_in(root, _STREAMS['init']), stream('train', cycle),
+        train_split, pool, run_dir, cycle, run_state=state,
+        desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
+        init_variables=init_variables, loss_fn=strategy.training_loss(config),
+        get_labels=lambda idx, pool=pool: annotator.labels(pool, train_split, idx), where=desc)
     t_train = time.time() - t0
     _save_model(run_dir, cycle, model, ts, train_split, config)
-    val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}
-    metrics = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
-                             mean=val_split.mean, std=val_split.std,
-                             num_classes=val_split.num_classes, progress=config.progress)
-    cost = labels.cost(costs)
-    record = {
-        'strategy': strategy_name, 'seed': seed, 'cycle': cycle, 'unit': config.al_unit,
-        'labeled_images': int(len(labels.images())),
-        'full_images': len(labels.full),
-        'superpixels': labels.num_superpixels(),
-        'cost_instances': cost,
-        'cost_images': round(cost / max(float(np.mean(costs)), 1e-9), 2),
-        'miou': float(metrics['miou']),
-        'per_class_iou': export.nan_to_none(metrics['per_class_iou']),
-        'pixel_acc': float(metrics['pixel_acc']),
-        'train_steps': int(steps), 'train_seconds': round(t_train, 2),
-    }
-    if strategy.measure == selection.LOSS_PREDICTION:
-      record['ranking_accuracy'] = export.nan_to_none([
-          loss_prediction_train.validation_ranking_accuracy(
-              ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats}, val_split,
-              batch_size=config.eval_batch_size, progress=config.progress)])[0]
+    record = _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, costs,
+                     steps, t_train)
     t1 = time.time()
     if cycle + 1 < cycles:
-      keys = {name: jax.random.fold_in(jax.random.fold_in(root, stream), cycle)
-              for name, stream in (('candidates', _CANDIDATES), ('score', _SCORE),
-                                   ('select', _SELECT))}
-      scoring = units.Scoring(ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats},
-                              config.mc_passes, config.mc_chunk, train_split.mean,
-                              train_split.std, config.eval_batch_size, config.progress,
-                              labels=train_split.labels)
-      csv_path = os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv')
-      if config.al_unit == 'image':
-        chosen, scores = units.select_images(strategy, labels, n_pool, train_split.images,
-                                             config.al_budget, config.al_candidate_factor,
-                                             keys, scoring, costs=costs,
-                                             budget_cost=config.al_budget_cost)
-        labels.add_images(chosen)
-        names = [train_split.ids[i] for i in chosen]
-      else:
-        picks, ranked, scores = units.select_superpixels(
-            strategy, labels, n_pool, train_split.images, segments, config.al_budget,
-            config.al_candidate_factor, keys, scoring, split=train_split,
-            budget_cost=config.al_budget_cost, costs=costs)
-        labels.add_superpixels(train_split, segments, picks)
-        names = [f'{train_split.ids[i]}/{sp}' for i, sp in ranked]
+      request = selection.Request(
+          strategy, pool, train_split, costs,
+          {name: stream(name, cycle) for name in ('candidates', 'score', 'select')},
+          ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats}, config, annotator,
+          segments)
+      chosen = selection.select(config.al_unit, request)
       if parallel.is_writer():
-        export.write_selection_csv(csv_path, names, scores)
-        top = chosen[:config.out_figures] if config.al_unit == 'image' else (
-            np.array(list(dict.fromkeys(i for i, _ in ranked)))[:config.out_figures])
-        _draw_figures(config, strategy, run_dir, cycle + 1, train_split, segments, top, picks
-                      if config.al_unit == 'superpixel' else None, scoring, keys['score'])
-    record['select_seconds'] = round(time.time() - t1, 2)
-    record['wall_seconds'] = round(time.time() - t0, 2)
+        export.write_selection_csv(
+            os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv'), chosen.names,
+            chosen.scores)
+        figures.cycle_figures(os.path.join(run_dir, 'figures'), cycle + 1, request, chosen)
+    record.update(select_seconds=round(time.time() - t1, 2),
+                  wall_seconds=round(time.time() - t0, 2))
     state.records.append(record)
-    state.pool = labels.to_json()
+    state.pool = pool.to_json()
     _save_state(run_dir, state)
-    log(f'[{strategy_name} seed {seed}] cycle {cycle}: {record["labeled_images"]} images, '
-        f'{cost} instances, mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s)')
+    log(f'{desc}: {record["labeled_images"]} images, {record["cost_instances"]} instances, '
+        f'mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s)')
   return state.records
 
 
-def _draw_figures(config, strategy, run_dir, cycle, split, segments, top, picks, scoring,
-                  score_key) -> None:
-  """The top-ranked images' uncertainty maps (and chosen superpixels) as PNGs."""
-  if not config.out_figures or len(top) == 0:
-    return
-  top = np.sort(np.asarray(top, np.int64))
-  directory = os.path.join(run_dir, 'figures')
-  if strategy.measure in uncertainty.MEASURES:
-    maps = figures.uncertainty_maps(scoring.apply_fn, scoring.variables, split.images[top], top,
-                                    score_key, measure=strategy.measure,
-                                    passes=config.mc_passes, mean=split.mean, std=split.std)
-    figures.selection_figure(os.path.join(directory, f'cycle{cycle:02d}_uncertainty.png'),
-                             split.images[top], maps, split.labels[top])
-  if picks is not None:
-    figures.superpixel_figure(os.path.join(directory, f'cycle{cycle:02d}_superpixels.png'),
-                              split.images[top], segments[top], [picks[int(i)] for i in top])
+def _initial_state(config, strategy, n_pool: int, root: jax.Array) -> checkpoint.RunState:
+  """A new run: the seed's random initial set (the whole pool for `full`)."""
+  initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _STREAMS['initial_set']),
+                                              n_pool))
+  n_initial = n_pool if strategy.full else config.al_initial
+  return checkpoint.RunState(config.fingerprint(),
+                  pool_lib.PoolLabels(full=sorted(initial[:n_initial].tolist())).to_json(), [])
+
+
+def _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, costs, steps,
+            t_train) -> dict[str, Any]:
+  """The cycle's record: what is labeled, its cost, and the validation metrics."""
+  variables = {'params': ts.params, 'batch_stats': ts.batch_stats}
+  val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}
+  metrics = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
+                           mean=val_split.mean, std=val_split.std,
+                           num_classes=val_split.num_classes, progress=config.progress)
+  cost = annotator.cost(pool, costs)
+  record = {
+      'strategy': strategy_name, 'seed': seed, 'cycle': cycle, 'unit': config.al_unit,
+      'labeled_images': int(len(pool.images())),
+      'full_images': len(pool.full),
+      'superpixels': pool.num_superpixels(),
+      'cost_instances': cost,
+      'cost_images': round(cost / max(float(np.mean(costs)), 1e-9), 2),
+      'miou': float(metrics['miou']),
+      'per_class_iou': export.nan_to_none(metrics['per_class_iou']),
+      'pixel_acc': float(metrics['pixel_acc']),
+      'train_steps': int(steps), 'train_seconds': round(t_train, 2),
+  }
+  if selection.get(strategy_name).loss_head:
+    record['ranking_accuracy'] = export.nan_to_none([selection.validation_ranking_accuracy(
+        ts.apply_fn, variables, val_split, batch_size=config.eval_batch_size,
+        progress=config.progress)])[0]
+  return record

@@ -1,4 +1,5 @@
-"""Segmentation metrics from a confusion matrix: mIoU, per-class IoU, pixel accuracy.
+"""Segmentation metrics from a confusion matrix: mIoU, per-class IoU, pixel accuracy;
+and the ranking accuracy of predicted losses.
 
 The confusion matrix is built on the device (jittable) and reduced to scores on the
 host. Rows are ground-truth classes, columns are predictions; pixels whose label is
@@ -11,9 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segal_jax.data import labels as labels_lib
+
 
 def confusion_matrix(pred: jax.Array, label: jax.Array, num_classes: int,
-                     ignore_index: int = 255) -> jax.Array:
+                     ignore_index: int = labels_lib.IGNORE) -> jax.Array:
   """Counts (ground truth, prediction) pairs over the labeled pixels.
 
   Args:
@@ -76,3 +79,22 @@ def pixel_accuracy(conf) -> float:
   if total == 0:
     return float('nan')
   return float(np.trace(conf) / total)
+
+
+def ranking_accuracy(predicted: np.ndarray, true: np.ndarray) -> float:
+  """Fraction of image pairs whose predicted-loss order matches the true order.
+
+  Over all pairs i < j with different true losses; a tie in the prediction
+  counts as wrong. NaN when there is no such pair.
+
+  Args:
+    predicted, true: [N] float.
+  """
+  predicted = np.asarray(predicted, np.float64)
+  true = np.asarray(true, np.float64)
+  i, j = np.triu_indices(len(true), k=1)
+  t = np.sign(true[i] - true[j])
+  keep = t != 0
+  if not keep.any():
+    return float('nan')
+  return float(np.mean(np.sign(predicted[i] - predicted[j])[keep] == t[keep]))

@@ -21,7 +21,6 @@ import numpy as np
 
 from segal_jax.data import labels as labels_lib
 
-IGNORE = labels_lib.IGNORE
 # Above this id a lookup table indexed by id gets large; compact the ids first.
 _MAX_TABLE_ID = 1 << 22
 
@@ -31,7 +30,7 @@ def _label_from_instance(instance: np.ndarray) -> np.ndarray:
   label_id = np.where(instance >= 1000, instance // 1000, instance)
   known = (label_id >= 0) & (label_id < labels_lib.ID_TO_TRAIN_ID.size)
   return np.where(known, labels_lib.ID_TO_TRAIN_ID[np.where(known, label_id, 0)],
-                  IGNORE).astype(np.uint8)
+                  labels_lib.IGNORE).astype(np.uint8)
 
 
 def instance_ids(instance: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
@@ -48,7 +47,7 @@ def instance_ids(instance: np.ndarray, label: np.ndarray | None = None) -> np.nd
   instance = np.asarray(instance).astype(np.int64)
   if label is None:
     label = _label_from_instance(instance)
-  valid = (instance > 0) & (np.asarray(label) != IGNORE)
+  valid = (instance > 0) & (np.asarray(label) != labels_lib.IGNORE)
   return np.where(valid, instance, 0)
 
 
@@ -116,7 +115,7 @@ def annotate_superpixels(
 
   cost = int(np.count_nonzero(hit & ~before))
   keep = hit | before
-  partial = np.where(keep[dense], label, IGNORE).astype(np.uint8)
+  partial = np.where(keep[dense], label, labels_lib.IGNORE).astype(np.uint8)
   new_ids = np.flatnonzero(hit)
   if table is not None:
     new_ids = table[new_ids]
@@ -191,4 +190,4 @@ def partial_label(label: np.ndarray, instance: np.ndarray, annotated: np.ndarray
   """
   ids = instance_ids(instance, label)
   keep = np.isin(ids, np.asarray(annotated, np.int64)) & (ids > 0)
-  return np.where(keep, label, IGNORE).astype(np.uint8)
+  return np.where(keep, label, labels_lib.IGNORE).astype(np.uint8)

@@ -118,6 +118,25 @@ def shard_batch(local: Any, mesh: Mesh, global_size: int) -> Any:
           sharding, np.asarray(x), (global_size, *np.shape(x)[1:])), local)
 
 
+def pad_rows(x: np.ndarray, size: int, fill: Any = None) -> np.ndarray:
+  """`x` [n, ...] padded to [size, ...] rows: the last batch of a loop, made
+  full so a step compiles once.
+
+  Padding rows repeat the last row, or hold `fill` if given (zeros when `x`
+  is empty). The caller drops them from the result (or gives them a label
+  that is not counted).
+  """
+  x = np.asarray(x)
+  pad = size - len(x)
+  if pad <= 0:
+    return x
+  if fill is None and len(x):
+    extra = np.repeat(x[-1:], pad, axis=0)
+  else:
+    extra = np.full((pad, *x.shape[1:]), 0 if fill is None else fill, x.dtype)
+  return np.concatenate([x, extra])
+
+
 def replicate(tree: Any, mesh: Mesh, *, copy: bool = False) -> Any:
   """Places every leaf of `tree` on every device of `mesh`.
 

@@ -1,394 +1,193 @@
-"""Scores a folder of unlabeled images with a trained model, streaming.
+"""The one scorer: images -> per-image or per-superpixel scores, on every device.
 
-The production path of the product: `launch.score` loads a model and calls
-`score_folder`, which reads the folder in batches, runs the same MC-dropout
-scoring as the active-learning loop (`uncertainty.mc_forward`), keeps only the
-per-image (and per-superpixel) scores, writes each uncertainty map as it goes,
-and at the end writes the ranking and, in superpixel mode, the pre-annotations.
+Every caller scores through here: the active-learning loop (candidates of the
+pool), `launch.score` (a folder, `folder_scoring`), the per-cycle figures (maps
+of the top images) and the benchmark. `Settings` is the static part; `jitted`
+builds one compiled function per (apply function, settings, mesh) and caches
+it, so a cycle, a folder or a benchmark run never recompiles for the same
+model. Inside, images are normalised, the network runs (MC-dropout passes via
+`uncertainty.mc_forward`, or one deterministic pass) and the maps are reduced
+on the device; only scores (and maps when asked for) come back.
 
-Images of any size are resized (bilinear, aspect ratio not kept) to one
-network size, `ScoreConfig.size`; scores, maps and superpixels are computed at
-that size, and pre-annotations (COCO polygons, id masks) are mapped back to
-each image's own size. Dropout keys belong to file names
-(`image_id(name)`), so an image's scores do not depend on the other files in
-the folder or on the batch size.
-
-Output layout (under `out`):
-
-  ranking.csv             name,entropy_value: the SuperAnnotate upload format,
-                          most uncertain first (top `budget` in image mode)
-  scores.csv              name,width,height and every measure, per image
-  maps/<stem>.png         the image (at network size) and its uncertainty map
-  superpixel mode:
-  superpixels.csv         rank,name,superpixel,score,pixels of the chosen ones
-  annotations.json        COCO: one polygon per chosen superpixel, one
-                          unlabelled category
-  masks/<stem>.png        per image with a chosen superpixel: 0 = not chosen,
-                          s + 1 on chosen superpixel s (uint8, uint16 if needed)
+Dropout keys belong to images (`fold_in(fold_in(key, image id), pass)`), so
+a score depends neither on its batch nor on the number of devices.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
-import csv
 import dataclasses
 import functools
-import os
-import zlib
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
-from PIL import ImageOps
 from tqdm import auto as tqdm
 
-from segal_jax import annotations
-from segal_jax import export
-from segal_jax import selection
+from segal_jax import losses
+from segal_jax import parallel
 from segal_jax import superpixels
 from segal_jax import uncertainty
 from segal_jax.data import augment
-from segal_jax.errors import UserError
 
-EXTENSIONS = ('.jpg', '.jpeg', '.png')
-# Strategy names of the active-learning driver that name a measure differently.
-UNITS = ('image', 'superpixel')
+# Scores that are not uncertainty measures: the oracle's real loss against the
+# ground truth, and a loss-prediction head's predicted loss (image units only).
+TRUE_LOSS = 'true_loss'
+LOSS_PREDICTION = 'loss_prediction'
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoreConfig:
-  """How a folder is scored.
+class Settings:
+  """The static part of scoring (hashable: one compiled scorer per value).
 
-  Attributes:
-    strategy: a key of `selection.SCORING_NAMES` (a measure of
-      `uncertainty.MEASURES` or a driver strategy that scores with one).
-    unit: 'image' (rank images) or 'superpixel' (choose superpixels).
-    budget: images in ranking.csv (image mode; 0 = all) or superpixels chosen
-      over the whole folder (superpixel mode; must be positive).
-    size: (height, width) the network sees, multiples of 8.
-    mc_passes: dropout passes D of the MC measures.
-    mc_chunk: passes materialised at once (0 = all D).
-    batch_size: images per device batch.
-    n_segments, compactness: watershed superpixel parameters.
-    seed: the dropout key is `jax.random.key(seed)`.
-    write_maps: write maps/<stem>.png.
-    colormap: matplotlib colormap of the maps.
-    workers: threads that read (and segment) images ahead of the network.
-    progress: show progress bars.
+  measure: the score: a key of `uncertainty.MEASURES`, `TRUE_LOSS` (needs
+    labels) or `LOSS_PREDICTION` (needs a model with a loss-prediction head).
+  passes, chunk: MC-dropout passes and how many run at once (None: all).
+  mean, std: [3] normalisation in [0, 1] units.
+  also: uncertainty measures whose image scores come back too (with
+    superpixel means as well).
+  num_segments: > 0: superpixel means of `measure` (ids 0..num_segments-1)
+    instead of image scores.
+  keep_map: also return `measure`'s [B, H, W] map.
+  logit_resolution: reduce the MC passes at 1/8 resolution (see `mc_forward`).
   """
-  strategy: str = 'mc_variance'
-  unit: str = 'image'
-  budget: int = 0
-  size: tuple[int, int] = (512, 1024)
-  mc_passes: int = 10
-  mc_chunk: int = 0
-  batch_size: int = 4
-  n_segments: int = 100
-  compactness: float = 0.001
-  seed: int = 0
-  write_maps: bool = True
-  colormap: str = 'inferno'
-  workers: int = 2
-  progress: bool = True
+  measure: str
+  passes: int = 1
+  chunk: int | None = None
+  mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+  std: tuple[float, ...] = (1.0, 1.0, 1.0)
+  also: tuple[str, ...] = ()
+  num_segments: int = 0
+  keep_map: bool = False
+  logit_resolution: bool = False
+
+  def __post_init__(self):
+    # Canonical values, so equal settings hash equal however they were given.
+    object.__setattr__(self, 'chunk', self.chunk or None)
+    object.__setattr__(self, 'mean', tuple(float(v) for v in self.mean))
+    object.__setattr__(self, 'std', tuple(float(v) for v in self.std))
+    object.__setattr__(self, 'also', tuple(self.also))
 
 
-def measure_of(strategy: str) -> str:
-  if strategy not in selection.SCORING_NAMES:
-    raise UserError(f'unknown strategy {strategy!r}',
-                    'choose one of ' + ', '.join(sorted(selection.SCORING_NAMES)))
-  return selection.SCORING_NAMES[strategy]
+def _score(apply_fn: Callable[..., Any], s: Settings, variables, images, ids, key,
+           extras) -> dict[str, jax.Array]:
+  """The traced body: uint8 images [B, H, W, 3] -> {name: [B, ...]} on the device."""
+  x = augment.normalize(augment.to_float(images), s.mean, s.std)
+  if s.measure == LOSS_PREDICTION:
+    if s.num_segments or s.keep_map:
+      raise ValueError('loss_prediction scores whole images, not superpixels or maps')
+    return {'scores': apply_fn(variables, x, train=False)[1]['loss'].astype(jnp.float32)}
+  if s.measure == TRUE_LOSS:
+    logits, _ = apply_fn(variables, x, train=False)
+    primary, valid = losses.pixel_cross_entropy(logits, extras['labels'])
+    maps = {}
+  else:
+    measures = tuple(dict.fromkeys((s.measure, *s.also)))
+    maps = uncertainty.mc_forward(apply_fn, variables, x, key, image_ids=ids, passes=s.passes,
+                                  measures=measures, chunk_size=s.chunk,
+                                  logit_resolution=s.logit_resolution)
+    primary, valid = maps[s.measure], None
+  out = {}
+  if s.num_segments:
+    out['segment_means'], out['segment_counts'] = superpixels.segment_means(
+        primary, extras['segments'], s.num_segments)
+  else:
+    out['scores'] = uncertainty.image_scores(primary, valid)
+  out.update({m: uncertainty.image_scores(maps[m]) for m in s.also})
+  if s.keep_map:
+    out['map'] = primary
+  return out
 
 
-def validate(config: ScoreConfig, model: Any) -> None:
-  """Checks the configuration against the model before any image is read."""
-  measure = measure_of(config.strategy)
-  if config.unit not in UNITS:
-    raise UserError(f'--unit={config.unit} is not known', 'choose image or superpixel')
-  if config.budget < 0 or (config.unit == 'superpixel' and config.budget < 1):
-    raise UserError(f'--budget={config.budget} is not valid for --unit={config.unit}',
-                    'give the number of superpixels to choose, e.g. --budget=500'
-                    if config.unit == 'superpixel' else 'use 0 (rank all) or a positive number')
-  if len(config.size) != 2 or min(config.size) < 8 or any(s % 8 for s in config.size):
-    raise UserError(f'the network size {config.size} is not two multiples of 8',
-                    'use e.g. --resize=512x1024')
-  for name in ('mc_passes', 'batch_size', 'n_segments', 'workers'):
-    if getattr(config, name) < 1:
-      raise UserError(f'--{name}={getattr(config, name)} must be at least 1',
-                      f'set --{name} to a positive number')
-  if uncertainty.MEASURES[measure].needs_mc and not _has_dropout(model):
-    raise UserError(f'strategy {config.strategy} needs MC dropout but the network has none',
-                    'pass --dropout_placement=stages or head and --dropout_rate > 0, '
-                    'or use --strategy=entropy')
+@functools.lru_cache(maxsize=32)
+def jitted(apply_fn: Callable[..., Any], settings: Settings,
+           mesh: jax.sharding.Mesh) -> Callable:
+  """The compiled scorer: (variables, images [B, H, W, 3] uint8, ids [B] int32,
+  key, extras) -> {name: [B, ...]}.
 
-
-def _has_dropout(model: Any) -> bool:
-  return model.dropout_placement != 'none' and model.dropout_rate > 0
-
-
-def list_images(folder: str) -> list[str]:
-  """Sorted names of the JPEG/PNG files directly in `folder` (hidden files skipped)."""
-  if not os.path.isdir(folder):
-    raise UserError(f'no folder at {folder}', 'point --images at a folder of JPEG/PNG images')
-  names = sorted(n for n in os.listdir(folder)
-                 if n.lower().endswith(EXTENSIONS) and not n.startswith('.')
-                 and os.path.isfile(os.path.join(folder, n)))
-  if not names:
-    raise UserError(f'{folder} holds no .jpg, .jpeg or .png files',
-                    'point --images at a folder of JPEG/PNG images')
-  return names
-
-
-def image_id(name: str) -> int:
-  """The id a file's dropout keys fold in: a hash of its name, stable across runs."""
-  return zlib.crc32(name.encode('utf-8')) & 0x7FFFFFFF
-
-
-def output_stems(names: list[str]) -> dict[str, str]:
-  """name -> stem of its output PNGs: the name without extension, or the whole
-  name where two files share a stem (a.jpg and a.png)."""
-  stems = collections.Counter(os.path.splitext(n)[0] for n in names)
-  return {n: os.path.splitext(n)[0] if stems[os.path.splitext(n)[0]] == 1 else n
-          for n in names}
-
-
-def read_image(path: str, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-  """(image [H, W, 3] uint8 at the network size, original (height, width)).
-
-  EXIF orientation is applied first (the image as viewers show it).
+  `extras` holds `labels` [B, H, W] (TRUE_LOSS) and `segments` [B, H, W] int32
+  (superpixel means). Variables and key are replicated, the batch split over
+  the mesh's `data` axis, the outputs gathered (replicated) so every process
+  gets all of them. Outputs: 'scores' [B] (or 'segment_means' and
+  'segment_counts' [B, num_segments]), each of `also` [B], 'map' [B, H, W].
   """
-  with Image.open(path) as im:
-    im = ImageOps.exif_transpose(im).convert('RGB')
-    original = (im.height, im.width)
-    if original != tuple(size):
-      im = im.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(im, np.uint8), original
+  rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(functools.partial(_score, apply_fn, settings),
+                 in_shardings=(rep, split, split, rep, split), out_shardings=rep)
 
 
-@functools.lru_cache(maxsize=8)
-def _make_scorer(model: Any, measures: tuple[str, ...], measure: str, passes: int,
-                 chunk: int | None, mean: tuple[float, ...], std: tuple[float, ...]):
-  """Jitted (variables, uint8 images [B,H,W,3], ids [B], key) ->
-  ({measure: [B] image scores}, [B, H, W] map of `measure`).
+def score_batch(apply_fn, variables, settings: Settings, images: np.ndarray, ids: np.ndarray,
+                key: jax.Array, *, batch_size: int, mesh: jax.sharding.Mesh,
+                extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """Scores one global batch of `batch_size` images; this process holds its rows.
 
-  Cached by the model's configuration (Linen modules compare by their fields),
-  so scoring several folders with one model compiles once per batch shape.
-  """
-
-  def score(variables, images, ids, key):
-    x = augment.normalize(augment.to_float(images), mean, std)
-    maps = uncertainty.mc_forward(model.apply, variables, x, key, image_ids=ids, passes=passes,
-                                  measures=measures, chunk_size=chunk)
-    return {m: uncertainty.image_scores(v) for m, v in maps.items()}, maps[measure]
-
-  return jax.jit(score)
-
-
-def _prefetch(fn: Callable, items: Iterable, workers: int, depth: int) -> Iterator:
-  """`map(fn, items)` on `workers` threads, at most `depth` results ahead."""
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    pending = collections.deque()
-    for item in items:
-      pending.append(pool.submit(fn, item))
-      if len(pending) >= depth:
-        yield pending.popleft().result()
-    while pending:
-      yield pending.popleft().result()
-
-
-@dataclasses.dataclass
-class _Loaded:
-  name: str
-  image: np.ndarray | None = None
-  original: tuple[int, int] | None = None
-  segments: np.ndarray | None = None
-  error: str | None = None
-
-
-def _loader(folder: str, config: ScoreConfig) -> Callable[[str], _Loaded]:
-  def load(name: str) -> _Loaded:
-    try:
-      image, original = read_image(os.path.join(folder, name), config.size)
-    except Exception as e:  # pylint: disable=broad-except
-      return _Loaded(name, error=f'{type(e).__name__}: {e}')
-    segments = None
-    if config.unit == 'superpixel':
-      segments = superpixels.watershed(image, n_segments=config.n_segments,
-                                       compactness=config.compactness)
-    return _Loaded(name, image, original, segments)
-  return load
-
-
-def _batches(loaded: Iterator[_Loaded], size: int, bad: list) -> Iterator[list[_Loaded]]:
-  batch = []
-  for item in loaded:
-    if item.error is not None:
-      bad.append((item.name, item.error))
-      continue
-    batch.append(item)
-    if len(batch) == size:
-      yield batch
-      batch = []
-  if batch:
-    yield batch
-
-
-def _pad(arrays: list[np.ndarray], size: int) -> np.ndarray:
-  """Stacks, repeating the last entry up to `size` (one compiled shape)."""
-  return np.stack(arrays + [arrays[-1]] * (size - len(arrays)))
-
-
-def score_folder(model: Any, variables: Any, meta: dict, images: str, out: str,
-                 config: ScoreConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Scores every JPEG/PNG image directly in `images`; writes the outputs to `out`.
+  This process's rows (`parallel.local_rows`; in one process the whole batch)
+  are padded to their full count by repeating the last image, so the scorer
+  compiles once; the caller drops the padding from the result.
 
   Args:
-    model: the network (`DRNSeg`: `trunk`/`tail` methods).
-    variables: its {'params', 'batch_stats'}.
-    meta: at least `mean` and `std` (as `checkpoint.load_model` returns).
-    images: the folder.
-    out: output folder (created; files of the same names are replaced).
-    config: see `ScoreConfig`.
-    log: where the summary lines go.
+    variables, key: replicated over `mesh` (`parallel.replicate`).
+    images: [b, H, W, 3] uint8; ids: [b] int, the images' dropout ids.
+    extras: [b, ...] arrays (see `jitted`).
 
   Returns:
-    {'scored': number of images, 'unreadable': [(name, reason)], 'ranking':
-    [names, most uncertain first], 'chosen': [(name, superpixel)] in
-    superpixel mode}.
-
-  Raises:
-    UserError: bad configuration, an empty folder, or no readable image.
+    {name: NumPy [batch_size, ...]}, the whole global batch on every process.
   """
-  validate(config, model)
-  measure = measure_of(config.strategy)
-  names = list_images(images)
-  measures = tuple(m for m in uncertainty.MEASURES
-                   if _has_dropout(model) or not uncertainty.MEASURES[m].needs_mc)
-  scorer = _make_scorer(model, measures, measure, config.mc_passes,
-                        config.mc_chunk or None, tuple(meta['mean']), tuple(meta['std']))
-  key = jax.random.key(config.seed)
-  stems = output_stems(names)
-  os.makedirs(out, exist_ok=True)
-
-  rows, bad, segment_scores = [], [], []
-  loaded = _prefetch(_loader(images, config), names, config.workers,
-                     depth=2 * config.batch_size)
-  with tqdm.tqdm(total=len(names), desc='score images', unit='img',
-                 disable=not config.progress) as bar:
-    for batch in _batches(loaded, config.batch_size, bad):
-      n = len(batch)
-      ids = _pad([np.int32(image_id(b.name)) for b in batch], config.batch_size)
-      scores, maps = scorer(variables, jnp.asarray(_pad([b.image for b in batch],
-                                                        config.batch_size)), ids, key)
-      if config.unit == 'superpixel':
-        segs = _pad([b.segments for b in batch], config.batch_size)
-        num = -(-max(config.n_segments, int(segs.max()) + 1) // 32) * 32
-        means, counts = superpixels.segment_means(maps, jnp.asarray(segs), num_segments=num)
-        means, counts = np.asarray(means), np.asarray(counts)
-        for i, b in enumerate(batch):
-          s = int(b.segments.max()) + 1
-          segment_scores.append(np.where(counts[i, :s] > 0, means[i, :s], np.nan))
-      scores = {m: np.asarray(v)[:n] for m, v in scores.items()}
-      maps = np.asarray(maps)[:n] if config.write_maps else None
-      for i, b in enumerate(batch):
-        rows.append((b.name, b.original, {m: float(scores[m][i]) for m in measures}))
-        if maps is not None:
-          annotations.write_png(
-              os.path.join(out, 'maps', stems[b.name] + '.png'),
-              annotations.heatmap(b.image, maps[i], cmap=config.colormap))
-      bar.update(n)
-    bar.update(len(names) - bar.n)
-
-  if not rows:
-    raise UserError(f'none of the {len(names)} image files in {images} could be read '
-                    f'(e.g. {bad[0][0]}: {bad[0][1]})',
-                    'check that they are valid JPEG or PNG images')
-
-  values = np.array([r[2][measure] for r in rows])
-  k = config.budget if config.unit == 'image' and config.budget else len(rows)
-  order = selection.top_k(values, k)
-  ranking = [rows[i][0] for i in order]
-  export.write_selection_csv(os.path.join(out, 'ranking.csv'), ranking, values[order])
-  _write_scores(os.path.join(out, 'scores.csv'), rows, measures)
-  result = {'scored': len(rows), 'unreadable': bad, 'ranking': ranking}
-  log(f'scored {len(rows)} image(s) by {measure}; wrote {out}/ranking.csv, scores.csv'
-      + (', maps/' if config.write_maps else ''))
-  if config.unit == 'superpixel':
-    result['chosen'] = _superpixel_outputs(images, out, config, rows, segment_scores, stems,
-                                           log)
-  if bad:
-    logging.warning('skipped %d unreadable file(s):\n%s', len(bad),
-                    '\n'.join(f'  {name}: {reason}' for name, reason in bad))
-  return result
+  rows = parallel.local_rows(batch_size, mesh)
+  fn = jitted(apply_fn, settings, mesh)
+  local = jax.tree.map(lambda a: parallel.pad_rows(np.asarray(a), rows.stop - rows.start),
+                       (images, np.asarray(ids, np.int32), extras or {}))
+  batch = parallel.shard_batch(local, mesh, batch_size)
+  out = fn(variables, *batch[:2], key, batch[2])
+  return {k: parallel.fetch(v) for k, v in out.items()}
 
 
-def _write_scores(path: str, rows, measures) -> None:
-  with export.atomic_open(path) as f:
-    w = csv.writer(f)
-    w.writerow(['name', 'width', 'height', *measures])
-    for name, (height, width), scores in rows:
-      w.writerow([name, width, height, *(f'{scores[m]:.6g}' for m in measures)])
+def score_images(apply_fn, variables, images, indices: np.ndarray, key: jax.Array, *,
+                 settings: Settings, batch_size: int, progress: bool = True,
+                 mesh: jax.sharding.Mesh | None = None, segments=None, labels=None,
+                 ids: np.ndarray | None = None, desc: str = 'score pool'
+                 ) -> dict[str, np.ndarray]:
+  """Scores `images[indices]` in global batches of `batch_size` on every device of `mesh`.
 
+  Each process reads only its rows of every batch and receives every score,
+  so all processes return the same arrays. The last batch is padded (its last
+  image repeated) so the scorer compiles once.
 
-def _superpixel_outputs(images, out, config, rows, segment_scores, stems, log):
-  """Chooses the top superpixels of the folder; writes COCO, id masks and a CSV."""
-  width = max(len(s) for s in segment_scores)
-  table = np.full((len(rows), width), np.nan, np.float32)
-  for i, s in enumerate(segment_scores):
-    table[i, :len(s)] = s
-  flat = selection.top_k(table, config.budget)
-  chosen = [divmod(int(f), width) for f in flat]  # (row, superpixel), best first
-  by_image = collections.defaultdict(list)
-  for rank, (row, seg) in enumerate(chosen):
-    by_image[row].append((rank, seg))
+  Args:
+    images: [N, H, W, 3] uint8, indexable by arrays of indices.
+    indices: [n] which images to score.
+    batch_size: global batch size, a multiple of the mesh's device count.
+    mesh: devices to score on (default: `parallel.default_mesh()`, all).
+    segments: [N, H, W] int superpixels (with `settings.num_segments`).
+    labels: [N, H, W] uint8 ground truth (for `TRUE_LOSS`).
+    ids: [n] the images' dropout ids (default: `indices`, their pool indices).
 
-  coco_images = [{'id': i + 1, 'file_name': name, 'height': h, 'width': w}
-                 for i, (name, (h, w), _) in enumerate(rows)]
-  coco_annotations, csv_rows = [], []
-  load = _loader(images, dataclasses.replace(config, unit='superpixel'))
-  todo = sorted(by_image)
-  items = _prefetch(load, [rows[r][0] for r in todo], config.workers, 2 * config.workers)
-  for row, item in tqdm.tqdm(zip(todo, items), total=len(todo), desc='pre-annotations',
-                             unit='img', disable=not config.progress):
-    name, original = rows[row][0], rows[row][1]
-    if item.error is not None:  # Changed on disk since it was scored.
-      raise UserError(f'{name} could not be read again ({item.error})',
-                      'keep the folder unchanged while it is scored')
-    segments = _resize_nearest(item.segments, original)
-    picks = [(rank, seg) for rank, seg in by_image[row] if np.any(segments == seg)]
-    if len(picks) < len(by_image[row]):  # Thinner than a pixel of the original.
-      logging.warning('%s: %d chosen superpixel(s) vanish at its own size; left out',
-                      name, len(by_image[row]) - len(picks))
-    annotations.write_png(os.path.join(out, 'masks', stems[name] + '.png'),
-                          annotations.id_mask(segments, [s for _, s in picks]))
-    for rank, seg in picks:
-      mask = segments == seg
-      score = float(table[row, seg])
-      coco_annotations.append(annotations.coco_annotation(
-          rank + 1, row + 1, mask, score=score, superpixel=seg, rank=rank + 1))
-      csv_rows.append((rank + 1, name, seg, score, int(mask.sum())))
-  coco_annotations.sort(key=lambda a: a['id'])
-  csv_rows.sort()
-  measure = measure_of(config.strategy)
-  export.write_json(os.path.join(out, 'annotations.json'), annotations.coco_document(
-      coco_images, coco_annotations,
-      f'the {len(chosen)} superpixels of highest mean {measure} (unlabelled pre-annotations)'))
-  with export.atomic_open(os.path.join(out, 'superpixels.csv')) as f:
-    w = csv.writer(f)
-    w.writerow(['rank', 'name', 'superpixel', 'score', 'pixels'])
-    for r in csv_rows:
-      w.writerow([r[0], r[1], r[2], f'{r[3]:.6g}', r[4]])
-  log(f'chose {len(chosen)} superpixel(s) in {len(todo)} image(s); wrote annotations.json, '
-      'superpixels.csv, masks/')
-  return [(rows[r][0], s) for r, s in chosen]
-
-
-def _resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """[h, w] labels -> [H, W] by nearest neighbour (pixel centres)."""
-  h, w = labels.shape
-  rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(np.int64)
-  cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(np.int64)
-  return labels[rows[:, None], cols[None, :]]
+  Returns:
+    {name: [len(indices), ...]} in `indices` order (see `jitted`).
+  """
+  mesh = parallel.default_mesh() if mesh is None else mesh
+  parallel.check_batch_size(batch_size, '--eval_batch_size', mesh.size)
+  rows = parallel.local_rows(batch_size, mesh)
+  variables, key = parallel.replicate((variables, key), mesh)
+  indices = np.asarray(indices)
+  ids = indices if ids is None else np.asarray(ids)
+  parts = []
+  bar = tqdm.tqdm(total=len(indices), desc=desc, unit='img',
+                  disable=not (progress and parallel.is_writer()), leave=False)
+  for start in range(0, len(indices), batch_size):
+    idx = indices[start:start + batch_size]
+    local = parallel.pad_rows(idx, batch_size)[rows]
+    local_ids = parallel.pad_rows(ids[start:start + batch_size], batch_size)[rows]
+    extras = {}
+    if settings.num_segments:
+      extras['segments'] = np.asarray(segments[local], np.int32)
+    if settings.measure == TRUE_LOSS:
+      extras['labels'] = np.asarray(labels[local])
+    out = score_batch(apply_fn, variables, settings, np.asarray(images[local]), local_ids, key,
+                      batch_size=batch_size, mesh=mesh, extras=extras)
+    parts.append({k: v[:len(idx)] for k, v in out.items()})
+    bar.update(len(idx))
+  bar.close()
+  if not parts:
+    return {}
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,29 +1,36 @@
-"""Selection strategies: score the candidate units, choose the next batch.
+"""Selection: strategies and units in registries, budgets included.
 
-Each strategy is a small entry of `STRATEGIES`; the shared code here draws the
-candidates, scores them in jitted batches (only per-image scores leave the
-device) and picks the top units with deterministic tie-breaking.
+A strategy (`STRATEGIES`) says how a unit is scored and, for learning loss,
+which network and loss train it; a unit (`UNITS`: 'image', 'superpixel')
+says what is offered and how a budget (a count, or an annotation cost by the
+annotator's rule) is spent. `select` draws a random candidate subset of the
+pool (`al_candidate_factor` x what the budget needs; the reference used 3),
+scores it with the one scorer (`scoring`), and takes the top units with
+deterministic tie-breaking. Units already labeled are never offered again:
+images labeled whole leave the pool, chosen superpixels are masked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm import auto as tqdm
 
-from segal_jax import parallel
-from segal_jax import superpixels
+from segal_jax import losses
+from segal_jax import metrics
+from segal_jax import models
+from segal_jax import pool as pool_lib
+from segal_jax import scoring
 from segal_jax import uncertainty
-from segal_jax.data import augment
+from segal_jax.data import labels as labels_lib
+from segal_jax.errors import UserError
 
 
-TRUE_LOSS = 'true_loss'
-LOSS_PREDICTION = 'loss_prediction'
+TRUE_LOSS = scoring.TRUE_LOSS
+LOSS_PREDICTION = scoring.LOSS_PREDICTION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +40,20 @@ class Strategy:
   measure: name of a per-pixel map in `uncertainty.MEASURES`, or None for
     random selection.
   full: label the whole pool at once (the full-data reference line; one cycle).
+  loss_head: the network carries a loss-prediction head trained jointly
+    (`losses.JointLoss`), and each cycle records its ranking accuracy.
   """
   measure: str | None
   full: bool = False
+  loss_head: bool = False
+
+  def network(self) -> type:
+    """The network class this strategy trains."""
+    return models.DRNSegWithLossHead if self.loss_head else models.DRNSeg
+
+  def training_loss(self, config) -> losses.LossFn:
+    """The train step's loss function under `config` (an `ExperimentConfig`)."""
+    return losses.JointLoss.from_config(config) if self.loss_head else losses.segmentation_loss
 
   @property
   def mc(self) -> bool:
@@ -58,8 +76,8 @@ STRATEGIES: dict[str, Strategy] = {
     # ground truth, which a real selector never has.
     'true_loss': Strategy(measure=TRUE_LOSS),
     # Learning loss (Yoo & Kweon 2019): rank by the loss the jointly trained
-    # head predicts (`loss_prediction_train`); images only.
-    'loss_prediction': Strategy(measure=LOSS_PREDICTION),
+    # head predicts (`models.DRNSegWithLossHead`, `losses.JointLoss`); images only.
+    'loss_prediction': Strategy(measure=LOSS_PREDICTION, loss_head=True),
 }
 
 # Names of the uncertainty measures themselves, accepted wherever a scoring
@@ -72,10 +90,40 @@ SCORING_NAMES: dict[str, str] = {
 
 def get(name: str) -> Strategy:
   if name not in STRATEGIES:
-    from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
     raise UserError(f'unknown strategy {name!r}',
                     f'choose from {", ".join(sorted(STRATEGIES))}')
   return STRATEGIES[name]
+
+
+def check_config(config, *, pool_size: int | None = None) -> None:
+  """The checks of an `ExperimentConfig` that concern strategies and units.
+
+  Raises:
+    UserError: an unknown strategy, or one the configuration cannot serve.
+  """
+  strategies = [get(s) for s in config.al_strategies]
+  needs_mc = [n for n, s in zip(config.al_strategies, strategies) if s.mc]
+  if needs_mc and (config.dropout_placement == 'none' or config.dropout_rate == 0):
+    raise UserError(f'strategy {needs_mc[0]} needs MC dropout but the network has none',
+                    "set --dropout_placement=stages or head and --dropout_rate > 0")
+  if config.al_unit == 'superpixel' and any(s.loss_head for s in strategies):
+    raise UserError('strategy loss_prediction predicts the loss of whole images, so it cannot '
+                    'rank superpixels',
+                    'use --al_unit=image for loss_prediction, or another strategy for superpixels')
+  selects = any(not s.full for s in strategies)
+  if pool_size is not None and selects and config.al_initial > pool_size:
+    raise UserError(f'--al_initial={config.al_initial} is more than the {pool_size} images '
+                    'of the pool', f'set --al_initial to at most {pool_size}')
+  if selects and config.al_cycles > 1 and config.al_budget == 0 and not config.al_budget_cost:
+    raise UserError('--al_budget=0 selects nothing, so every cycle would train on the same images',
+                    'set --al_budget (or --al_budget_cost) to at least 1, or --al_cycles=1')
+  if (pool_size is not None and config.al_unit == 'image' and not config.al_budget_cost
+      and selects):
+    total = config.al_initial + (config.al_cycles - 1) * config.al_budget
+    if total > pool_size:
+      raise UserError(f'the experiment labels {total} images '
+                      f'(al_initial + (al_cycles-1) x al_budget) but the pool has only {pool_size}',
+                      'lower --al_budget, --al_cycles or --al_initial')
 
 
 def top_k(scores: np.ndarray, k: int, *, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -108,102 +156,176 @@ def candidates(key: jax.Array, unlabeled: np.ndarray, count: int) -> np.ndarray:
   return np.sort(unlabeled[perm[:count]])
 
 
-def _true_loss_map(apply_fn, variables, x, labels):
-  """[B, H, W] per-pixel cross-entropy of the deterministic prediction, 0 where
-  the label is 255, and the [B, H, W] mask of labeled pixels."""
-  logits = apply_fn(variables, x, train=False).astype(jnp.float32)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  valid = labels != 255
-  safe = jnp.where(valid, labels, 0).astype(jnp.int32)
-  ce = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-  return jnp.where(valid, ce, 0.0), valid
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """What one cycle's selection reads.
 
-
-@functools.lru_cache(maxsize=16)
-def _score_fn(apply_fn: Callable[..., Any], measure: str, passes: int, chunk: int | None,
-              mean: tuple[float, ...], std: tuple[float, ...], mesh: jax.sharding.Mesh,
-              num_segments: int = 0):
-  """One jitted scorer per static configuration and mesh (never rebuilt in a loop).
-
-  (variables, images [B, H, W, 3] uint8, ids [B] int32, key, extras) -> [B]
-  float32 image scores, or [B, num_segments] superpixel mean scores when
-  `num_segments` > 0 (the maps never leave the device). `extras` holds
-  `segments` [B, H, W] int32 (superpixel scores) and `labels` [B, H, W] uint8
-  (the `true_loss` oracle). `loss_prediction` scores an image by the predicted
-  loss of a model with a loss-prediction head (image units only). Variables and key are replicated, the batch split
-  over the mesh's `data` axis, the scores gathered (replicated) so every
-  process gets all of them.
+  strategy: how units are scored.
+  pool: what is labeled (updated by `select`).
+  split: the pool's data (`images`, `labels`, `instances`, `ids`, `mean`, `std`).
+  costs: [N] cost of each whole image (`annotator.image_costs`).
+  keys: PRNG keys 'candidates', 'score' and 'select' of this cycle.
+  apply_fn, variables: the trained network.
+  config: the `ExperimentConfig` (budget, candidates, MC passes, batch size).
+  annotator: who labels the chosen units (`annotators.Annotator`).
+  segments: [N, H, W] superpixels of the pool (superpixel unit).
   """
-  rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  strategy: Strategy
+  pool: pool_lib.PoolLabels
+  split: Any
+  costs: np.ndarray
+  keys: dict[str, jax.Array]
+  apply_fn: Any
+  variables: Any
+  config: Any
+  annotator: Any
+  segments: np.ndarray | None = None
 
-  def score(variables, images, ids, key, extras):
-    x = augment.normalize(augment.to_float(images), mean, std)
-    if measure == LOSS_PREDICTION:
-      if num_segments:
-        raise ValueError('loss_prediction scores whole images, not superpixels')
-      # The head's predicted loss of each image (a deterministic pass).
-      return apply_fn(variables, x, train=False, predict_loss=True)[1].astype(jnp.float32)
-    if measure == TRUE_LOSS:
-      m, valid = _true_loss_map(apply_fn, variables, x, extras['labels'])
-    else:
-      m = uncertainty.mc_forward(apply_fn, variables, x, key, image_ids=ids, passes=passes,
-                                 measures=(measure,), chunk_size=chunk)[measure]
-      valid = None
-    if num_segments:
-      return superpixels.segment_means(m, extras['segments'], num_segments)[0]
-    return uncertainty.image_scores(m, valid)
-
-  return jax.jit(score, in_shardings=(rep, split, split, rep, split), out_shardings=rep)
+  def score(self, indices: np.ndarray, num_segments: int = 0) -> np.ndarray:
+    """The strategy's scores of pool images `indices` ([k], or [k, S] superpixel means)."""
+    c = self.config
+    settings = scoring.Settings(self.strategy.measure, passes=c.mc_passes, chunk=c.mc_chunk,
+                                mean=tuple(self.split.mean), std=tuple(self.split.std),
+                                num_segments=num_segments)
+    out = scoring.score_images(self.apply_fn, self.variables, self.split.images, indices,
+                               self.keys['score'], settings=settings,
+                               batch_size=c.eval_batch_size, progress=c.progress,
+                               segments=self.segments, labels=self.split.labels)
+    return out['segment_means' if num_segments else 'scores']
 
 
-def score_images(apply_fn, variables, images: np.ndarray, indices: np.ndarray, key: jax.Array, *,
-                 strategy: Strategy, passes: int, chunk: int | None, mean, std,
-                 batch_size: int, progress: bool = True,
-                 mesh: jax.sharding.Mesh | None = None, segments=None,
-                 num_segments: int = 0, labels=None) -> np.ndarray:
-  """Per-image uncertainty scores of `images[indices]`, on every device of `mesh`.
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """What a cycle chose, highest score first.
 
-  Dropout keys belong to images (`fold_in(fold_in(key, index), pass)`), so a
-  score does not depend on the batch it was computed in nor on the number of
-  devices. Each global batch of `batch_size` images is split over the devices;
-  each process reads only its rows of it and receives every score, so all
-  processes return the same array. The last batch is padded (repeating its
-  last image) to a full one so the scorer compiles once.
+  names: the CSV rows (`id`, or `id/superpixel`); scores: [k] their scores.
+  top_images: the pool images in rank order, each once (for the figures).
+  chosen: [k] image indices (image unit); picks: image -> superpixel ids
+    (superpixel unit).
+  """
+  names: list[str]
+  scores: np.ndarray
+  top_images: np.ndarray
+  chosen: np.ndarray | None = None
+  picks: dict[int, list[int]] | None = None
+
+
+def _candidates(key, eligible: np.ndarray, factor: float, needed: int) -> np.ndarray:
+  count = 0 if factor <= 0 else int(math.ceil(factor * needed))
+  return candidates(key, eligible, count)
+
+
+def _within_cost(unit_costs: np.ndarray, budget_cost: int) -> int:
+  """How many of the ranked units to take: until their cost reaches the budget."""
+  reached = np.flatnonzero(np.cumsum(unit_costs) >= budget_cost)
+  return int(reached[0]) + 1 if len(reached) else len(unit_costs)
+
+
+def _choose_images(r: Request) -> Selection:
+  """`al_budget` images, or with `al_budget_cost` > 0 images in rank order until
+  their annotation cost reaches it."""
+  budget, budget_cost = r.config.al_budget, r.config.al_budget_cost
+  unlabeled = np.setdiff1d(np.arange(len(r.split)), r.pool.images())
+  needed = budget
+  if budget_cost:
+    needed = max(1, math.ceil(budget_cost / max(float(np.mean(r.costs)), 1.0)))
+  if r.strategy.measure is None:
+    chosen = unlabeled[np.asarray(jax.random.permutation(r.keys['select'], len(unlabeled)))]
+    scores = np.zeros(len(chosen), np.float32)
+  else:
+    cand = _candidates(r.keys['candidates'], unlabeled, r.config.al_candidate_factor, needed)
+    all_scores = r.score(cand)
+    order = top_k(all_scores, len(cand))
+    chosen, scores = cand[order], all_scores[order]
+  k = _within_cost(r.costs[chosen], budget_cost) if budget_cost else min(budget, len(chosen))
+  chosen, scores = chosen[:k], scores[:k]
+  return Selection([r.split.ids[i] for i in chosen], scores, chosen, chosen=chosen)
+
+
+def _choose_superpixels(r: Request) -> Selection:
+  """`al_budget` superpixels over the pool, or with `al_budget_cost` > 0
+  superpixels in rank order until what they newly cost (the annotator's rule)
+  reaches it. Candidate images are sized by what the budget needs."""
+  budget, budget_cost = r.config.al_budget, r.config.al_budget_cost
+  segments, n_pool = r.segments, len(r.split)
+  num_segments = int(np.max([segments[i].max() for i in range(n_pool)])) + 1
+  eligible = np.setdiff1d(np.arange(n_pool), r.pool.full)
+  if budget_cost:  # images whose instances could pay the budget
+    needed = math.ceil(budget_cost / max(float(np.mean(r.costs)), 1.0))
+  else:  # images whose superpixels could fill the budget
+    needed = math.ceil(budget / num_segments)
+  cand = _candidates(r.keys['candidates'], eligible, r.config.al_candidate_factor,
+                     max(1, needed))
+  present = np.arange(num_segments)[None, :] <= np.array(
+      [segments[i].max() for i in cand])[:, None]
+  exclude = ~present | r.pool.chosen_mask(cand, num_segments)
+  if r.strategy.measure is None:
+    scores = np.asarray(jax.random.uniform(r.keys['select'], (len(cand), num_segments)))
+  else:
+    scores = r.score(cand, num_segments)
+  flat = top_k(scores, scores.size if budget_cost else budget, exclude=exclude)
+  rows, sps = np.divmod(flat, num_segments)
+  if budget_cost:
+    k = _within_cost(r.annotator.superpixel_costs(r.pool, r.split, segments, cand[rows], sps),
+                     budget_cost)
+    flat, rows, sps = flat[:k], rows[:k], sps[:k]
+  picks: dict[int, list[int]] = {}
+  ranked = []
+  for row, sp in zip(rows, sps):
+    picks.setdefault(int(cand[row]), []).append(int(sp))
+    ranked.append((int(cand[row]), int(sp)))
+  out_scores = np.asarray(scores).ravel()[flat] if r.strategy.measure else np.zeros(len(flat))
+  top = np.array(list(dict.fromkeys(i for i, _ in ranked)))
+  return Selection([f'{r.split.ids[i]}/{sp}' for i, sp in ranked],
+                   out_scores.astype(np.float32), top, picks=picks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+  """A unit of annotation: how it is chosen, and how the annotator labels it."""
+  choose: Callable[[Request], Selection]
+  annotate: Callable[[Request, Selection], None]
+
+
+UNITS: dict[str, Unit] = {
+    'image': Unit(_choose_images,
+                  lambda r, s: r.annotator.annotate_images(r.pool, r.split, s.chosen)),
+    'superpixel': Unit(_choose_superpixels,
+                       lambda r, s: r.annotator.annotate_superpixels(r.pool, r.split,
+                                                                     r.segments, s.picks)),
+}
+
+
+def select(unit: str, request: Request) -> Selection:
+  """Chooses this cycle's units and has them annotated (updates `request.pool`)."""
+  u = UNITS[unit]
+  chosen = u.choose(request)
+  u.annotate(request, chosen)
+  return chosen
+
+
+def validation_ranking_accuracy(apply_fn, variables, split, *, batch_size: int,
+                                progress: bool = False, mesh=None) -> float:
+  """`metrics.ranking_accuracy` of a loss-prediction head over a labeled split.
+
+  Predicted losses come from a deterministic pass (`train=False`), true losses
+  are each image's mean cross-entropy over its labeled pixels; images without
+  a labeled pixel are left out. Both come from the one scorer, so they shard
+  and batch like pool scoring.
 
   Args:
-    batch_size: global batch size, a multiple of the mesh's device count.
-    mesh: devices to score on (default: `parallel.default_mesh()`, all).
-    segments: [N, H, W] int superpixels of `images`; with `num_segments` > 0
-      the result is each superpixel's mean score instead of the image's.
-    labels: [N, H, W] uint8 ground truth, for the `true_loss` strategy only.
-
-  Returns:
-    [len(indices)] float32 scores (higher = more uncertain), in `indices` order,
-    or [len(indices), num_segments] superpixel means (0 for absent ids).
+    apply_fn, variables: a `models.DRNSegWithLossHead`'s apply and variables.
+    split: has `images` [N, H, W, 3] uint8, `labels` [N, H, W] uint8, `mean`, `std`.
   """
-  mesh = parallel.default_mesh() if mesh is None else mesh
-  parallel.check_batch_size(batch_size, '--eval_batch_size', mesh.size)
-  rows = parallel.local_rows(batch_size, mesh)
-  fn = _score_fn(apply_fn, strategy.measure, passes, chunk or None, tuple(mean), tuple(std),
-                 mesh, num_segments)
-  variables, key = parallel.replicate((variables, key), mesh)
-  out = np.zeros((len(indices), num_segments) if num_segments else len(indices), np.float32)
-  bar = tqdm.tqdm(total=len(indices), desc='score pool', unit='img',
-                  disable=not (progress and parallel.is_writer()), leave=False)
-  for start in range(0, len(indices), batch_size):
-    idx = indices[start:start + batch_size]
-    pad = batch_size - len(idx)
-    padded = np.concatenate([idx, np.repeat(idx[-1:], pad)]) if pad else idx
-    local = np.asarray(padded[rows])
-    extras = {}
-    if num_segments:
-      extras['segments'] = np.asarray(segments[local], np.int32)
-    if strategy.measure == TRUE_LOSS:
-      extras['labels'] = np.asarray(labels[local])
-    batch = parallel.shard_batch((np.asarray(images[local]), local.astype(np.int32), extras),
-                                 mesh, batch_size)
-    s = parallel.fetch(fn(variables, batch[0], batch[1], key, batch[2]))
-    out[start:start + len(idx)] = s[:len(idx)]
-    bar.update(len(idx))
-  bar.close()
-  return out
+  indices = np.arange(len(split.images))
+  key = jax.random.key(0)  # unused: both passes are deterministic
+
+  def scores(measure):
+    settings = scoring.Settings(measure, mean=tuple(split.mean), std=tuple(split.std))
+    return scoring.score_images(apply_fn, variables, split.images, indices, key,
+                                settings=settings, batch_size=batch_size, progress=progress,
+                                mesh=mesh, labels=split.labels)['scores']
+
+  labeled = np.asarray([np.any(np.asarray(split.labels[i]) != labels_lib.IGNORE) for i in indices])
+  return metrics.ranking_accuracy(scores(LOSS_PREDICTION)[labeled],
+                                  scores(TRUE_LOSS)[labeled])

@@ -15,7 +15,6 @@ import io
 import multiprocessing
 import os
 import re
-import tempfile
 from typing import Any, Callable, Sequence
 
 import jax
@@ -27,6 +26,7 @@ import skimage.segmentation
 import skimage.util
 import tqdm
 
+from segal_jax import _files
 from segal_jax import errors
 
 
@@ -144,15 +144,8 @@ class SuperpixelCache:
     small = segments.astype(np.uint16 if segments.max() < 2**16 else np.int32)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, segments=small)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-    try:
-      with os.fdopen(fd, 'wb') as f:
-        f.write(buffer.getvalue())
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    with _files.atomic_open(path, 'wb') as f:
+      f.write(buffer.getvalue())
 
   def get_or_compute(
       self, dataset: str, ids: Sequence[Any],

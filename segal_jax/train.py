@@ -1,12 +1,15 @@
 """Training and evaluation: pure jitted steps, an optax SGD optimizer, host loops.
 
-`train_step` and `eval_step` are module-level functions jitted once; static pieces
-(crop size, scale range, flip, number of classes, the model's apply function) are
-static arguments, so a second `fit`/`evaluate` with a fresh state of the same model
-and optimizer reuses the compiled step instead of tracing again. To make that hold
-across active-learning cycles, the state's `apply_fn` compares equal for equal
-model configurations and `make_optimizer` returns the same transformation object
-for equal arguments.
+The train step takes its loss function as an argument (`losses.LossFn`, as
+scenic's trainers do), so a strategy that trains differently brings a loss, not
+a branch here. Each step is jitted once per mesh and static configuration (loss
+function, crop size, scale range, flip; the model's apply function and number of
+classes for evaluation), with its shardings, so a second `fit`/`evaluate` with a
+fresh state of the same model and optimizer reuses the compiled step instead of
+tracing again. To make that hold across active-learning cycles, the state's
+`apply_fn` compares equal for equal model configurations, `make_optimizer`
+returns the same transformation object for equal arguments, and loss functions
+compare by value.
 
 Randomness is explicit: the epoch permutation and every step's augmentation and
 dropout are derived from one key with `fold_in`, so `fit` is deterministic.
@@ -34,13 +37,13 @@ import tqdm
 from flax.training import train_state
 
 from segal_jax import errors
-from segal_jax import loss_prediction_train
+from segal_jax import losses
 from segal_jax import metrics
 from segal_jax import parallel
 from segal_jax.data import augment
+from segal_jax.data import labels as labels_lib
 from segal_jax.data import pipeline
 
-IGNORE = 255
 Batch = dict[str, Any]
 Source = Callable[[np.ndarray], Batch]
 
@@ -138,26 +141,6 @@ def create_train_state(model: nn.Module, key: jax.Array, *,
                            batch_stats=variables.get('batch_stats', {}), tx=tx)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  ignore_index: int = IGNORE) -> jax.Array:
-  """Softmax cross-entropy averaged over labeled pixels only.
-
-  Args:
-    logits: [..., C] float.
-    labels: [...] int, class ids or `ignore_index`.
-
-  Returns:
-    [] float32; 0 (not NaN) when no pixel is labeled.
-  """
-  labels = labels.astype(jnp.int32)
-  mask = labels != ignore_index
-  safe = jnp.where(mask, labels, 0)
-  per_pixel = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), safe)
-  count = mask.sum()
-  return jnp.where(mask, per_pixel, 0.0).sum() / jnp.maximum(count, 1)
-
-
 def _current_lr(opt_state) -> jax.Array:
   hyper = getattr(opt_state, 'hyperparams', None)
   if hyper is not None and 'learning_rate' in hyper:
@@ -165,37 +148,29 @@ def _current_lr(opt_state) -> jax.Array:
   return jnp.float32(jnp.nan)
 
 
-# Python-side trace counts, for tests that check jitted steps are not retraced.
-TRACE_COUNTS = {'train_step': 0, 'eval_step': 0}
-
-
-def _train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
-               crop: tuple[int, int], scale_range: tuple[float, float],
-               flip: bool, lp_margin: float | None = None,
-               lp_controls: jax.Array | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+def _train_step(state: TrainState, batch: Batch, key: jax.Array, controls: jax.Array, *,
+                loss_fn: losses.LossFn, mean, std, crop: tuple[int, int],
+                scale_range: tuple[float, float], flip: bool
+                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on an augmented batch (pure; the input state is donated).
 
   Args:
     state: current TrainState.
-    batch: {'image': [B, H, W, 3] uint8, 'label': [B, H, W] uint8}.
+    batch: {'image': [B, H, W, 3] uint8, 'label': [B, H, W] uint8 class ids or
+      [B, H, W, C] bool partial-label masks}.
     key: PRNG key of this step; image i is augmented with
       fold_in(split(key)[0], i), dropout uses split(key)[1].
+    controls: [k] float32 the loss reads this epoch (empty for most losses).
+    loss_fn: the loss (static), see `losses.LossFn`.
     mean, std: [3] normalisation in [0, 1] units.
     crop: (h, w) training crop (static).
     scale_range: (low, high) random scale (static).
     flip: random horizontal flip (static).
-    lp_margin: None for plain cross-entropy; else the model has a loss-prediction
-      head (`loss_prediction_train.DRNSegWithLossHead`) trained jointly with
-      this ranking margin (static).
-    lp_controls: with `lp_margin`, [2] float32 (ranking-loss weight, detach) of
-      this epoch (`loss_prediction_train.Schedule.controls`).
 
   Returns:
-    (new state, {'loss': [] float32, 'lr': [] float32 rate used for this step};
-    with `lp_margin` also 'ce' and 'rank_loss'), 'loss' being the total.
+    (new state, {'loss': [] float32 total, 'lr': [] float32 rate used for this
+    step, and whatever metrics the loss adds}).
   """
-  TRACE_COUNTS['train_step'] += 1
   aug_key, dropout_key = jax.random.split(key)
   keys = jax.vmap(lambda i: jax.random.fold_in(aug_key, i))(
       jnp.arange(batch['image'].shape[0]))
@@ -203,35 +178,73 @@ def _train_step(state: TrainState, batch: Batch, key: jax.Array, *, mean, std,
                           flip=flip, fill=mean)
   images, labels = jax.vmap(aug)(keys, batch['image'], batch['label'])
   images = augment.normalize(images, mean, std)
-
-  def loss_fn(params):
-    if lp_margin is not None:
-      return loss_prediction_train.joint_loss(
-          state.apply_fn, params, state.batch_stats, images, labels, dropout_key,
-          lp_controls, margin=lp_margin, cross_entropy=cross_entropy)
-    logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-        rngs={'dropout': dropout_key}, mutable=['batch_stats'])
-    return cross_entropy(logits, labels), (updates, {})
-
-  (loss, (updates, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  loss = lambda params: loss_fn(state.apply_fn, params, state.batch_stats, images, labels,
+                                dropout_key, controls)
+  (value, (updates, extra)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads,
                                 batch_stats=updates.get('batch_stats', state.batch_stats))
-  return state, {'loss': loss, 'lr': _current_lr(state.opt_state), **extra}
+  return state, {'loss': value, 'lr': _current_lr(state.opt_state), **extra}
 
 
-train_step = jax.jit(_train_step, static_argnames=('crop', 'scale_range', 'flip', 'lp_margin'),
-                     donate_argnames=('state',))
+@functools.lru_cache(maxsize=32)
+def _jitted_train_step(mesh: jax.sharding.Mesh, loss_fn: losses.LossFn,
+                       crop: tuple[int, int], scale_range: tuple[float, float],
+                       flip: bool) -> Callable:
+  """The one jitted train step: (state, batch, step_key, mean, std, controls) ->
+  (state, metrics) over `mesh`.
+
+  The state, `step_key`, `mean`, `std` and `controls` are replicated and the
+  batch split along `data`. The step's key is fold_in(step_key, state.step),
+  derived on the device so no key crosses from the host each step.
+  """
+  rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+
+  def step(state, batch, step_key, mean, std, controls):
+    key = jax.random.fold_in(step_key, state.step)
+    return _train_step(state, batch, key, controls, loss_fn=loss_fn, mean=mean, std=std,
+                       crop=crop, scale_range=scale_range, flip=flip)
+
+  return jax.jit(step, in_shardings=(rep, split, rep, rep, rep, rep),
+                 out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def _one_device() -> jax.sharding.Mesh:
+  return parallel.make_mesh(jax.local_devices()[:1])
+
+
+def _controls(loss_fn, epoch: int) -> np.ndarray:
+  """The loss's controls for `epoch` (`loss_fn.controls(epoch)`), else none."""
+  controls = getattr(loss_fn, 'controls', None)
+  return np.zeros(0, np.float32) if controls is None else np.asarray(controls(epoch),
+                                                                     np.float32)
+
+
+def train_step(state: TrainState, batch: Batch, step_key: jax.Array, *, mean, std,
+               crop: Sequence[int], scale_range: Sequence[float] = (0.5, 2.0),
+               flip: bool = True, loss_fn: losses.LossFn = losses.segmentation_loss,
+               controls=None, mesh: jax.sharding.Mesh | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One step of the same compiled function `fit` runs (the state is donated).
+
+  The step's key is fold_in(step_key, state.step). `controls` defaults to
+  `loss_fn.controls(0)` (none for the plain loss); `mesh` to one device.
+  """
+  mesh = _one_device() if mesh is None else mesh
+  step = _jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
+                            tuple(float(s) for s in scale_range), bool(flip))
+  controls = _controls(loss_fn, 0) if controls is None else controls
+  return step(state, batch, step_key, jnp.asarray(mean, jnp.float32),
+              jnp.asarray(std, jnp.float32), jnp.asarray(controls, jnp.float32))
 
 
 def _eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std,
-              num_classes: int) -> jax.Array:
+               num_classes: int) -> jax.Array:
   """Confusion matrix of one batch of full images (BatchNorm statistics, no dropout).
 
   Args:
     variables: {'params': ..., 'batch_stats': ...}.
     batch: {'image': [B, H, W, 3] uint8, 'label': [B, H, W] uint8}; padding
-      images carry label 255 everywhere and are not counted.
+      images carry label `labels.IGNORE` everywhere and are not counted.
     apply_fn: the model's apply (static; `TrainState.apply_fn`).
     mean, std: [3] normalisation in [0, 1] units.
     num_classes: C (static).
@@ -239,43 +252,16 @@ def _eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std,
   Returns:
     [C, C] int32 confusion (rows ground truth, columns prediction).
   """
-  TRACE_COUNTS['eval_step'] += 1
   images = augment.normalize(augment.to_float(batch['image']), mean, std)
-  logits = apply_fn(variables, images, train=False, mc=False)
+  logits, _ = apply_fn(variables, images, train=False, mc=False)
   return metrics.confusion_matrix(jnp.argmax(logits, axis=-1), batch['label'],
                                   num_classes)
 
 
-eval_step = jax.jit(_eval_step, static_argnames=('apply_fn', 'num_classes'))
-
-
 @functools.lru_cache(maxsize=32)
-def _sharded_train_step(mesh: jax.sharding.Mesh, crop: tuple[int, int],
-                        scale_range: tuple[float, float], flip: bool,
-                        lp_margin: float | None = None) -> Callable:
-  """`train_step` over `mesh`: (state, batch, step_key, mean, std) -> (state, metrics).
-
-  The state, `step_key`, `mean` and `std` are replicated and the batch split
-  along `data`. The step's key is fold_in(step_key, state.step), derived on the
-  device so no key crosses from the host each step. With `lp_margin` the step
-  takes a sixth, replicated argument: the epoch's `lp_controls`.
-  """
-  rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-
-  def step(state, batch, step_key, mean, std, lp_controls=None):
-    key = jax.random.fold_in(step_key, state.step)
-    return _train_step(state, batch, key, mean=mean, std=std, crop=crop,
-                       scale_range=scale_range, flip=flip, lp_margin=lp_margin,
-                       lp_controls=lp_controls)
-
-  shardings = (rep, split, rep, rep, rep) + ((rep,) if lp_margin is not None else ())
-  return jax.jit(step, in_shardings=shardings, out_shardings=(rep, rep), donate_argnums=(0,))
-
-
-@functools.lru_cache(maxsize=32)
-def _sharded_eval_step(mesh: jax.sharding.Mesh, apply_fn: Callable,
-                       num_classes: int) -> Callable:
-  """`eval_step` over `mesh`: (variables, batch, mean, std) -> replicated [C, C]."""
+def _jitted_eval_step(mesh: jax.sharding.Mesh, apply_fn: Callable,
+                      num_classes: int) -> Callable:
+  """The one jitted eval step: (variables, batch, mean, std) -> replicated [C, C]."""
   rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
   def step(variables, batch, mean, std):
@@ -283,6 +269,13 @@ def _sharded_eval_step(mesh: jax.sharding.Mesh, apply_fn: Callable,
                       num_classes=num_classes)
 
   return jax.jit(step, in_shardings=(rep, split, rep, rep), out_shardings=rep)
+
+
+def eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std, num_classes: int,
+              mesh: jax.sharding.Mesh | None = None) -> jax.Array:
+  """One batch's confusion matrix by the compiled step `evaluate` runs (one device)."""
+  step = _jitted_eval_step(_one_device() if mesh is None else mesh, apply_fn, num_classes)
+  return step(variables, batch, jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))
 
 
 def _epoch_batches(indices: np.ndarray, batch_size: int, key: jax.Array) -> np.ndarray:
@@ -301,7 +294,8 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
         on_epoch_end: Callable[[int, TrainState], None] | None = None,
         mesh: jax.sharding.Mesh | None = None,
         prefetch: int = 2,
-        loss_prediction: loss_prediction_train.Schedule | None = None
+        loss_fn: losses.LossFn | None = None,
+        loss_prediction: losses.JointLoss | None = None
         ) -> tuple[TrainState, dict]:
   """Trains for `epochs` passes over the images `indices` of `source`.
 
@@ -339,9 +333,12 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
     prefetch: batches read (and sent to the devices) ahead of the step that
       trains on them; 0 reads each batch when it is needed. `source` is then
       called from reader threads and must be safe to call concurrently.
-    loss_prediction: train the model's loss-prediction head jointly (the model
-      must be a `loss_prediction_train.DRNSegWithLossHead`) on this schedule;
-      the epoch's warm-up and detaching follow from the epoch number.
+    loss_fn: the training loss (default `losses.segmentation_loss`); if it has
+      a `controls(epoch)` method, each epoch's step receives its result.
+    loss_prediction: the same as `loss_fn` for the joint loss: train the
+      model's loss-prediction head jointly (the model must be a
+      `models.DRNSegWithLossHead`); the epoch's warm-up and detaching follow
+      from the epoch number.
 
   Returns:
     (trained state, replicated over the mesh; {'loss': [...] mean loss per
@@ -359,9 +356,9 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   mesh = parallel.default_mesh() if mesh is None else mesh
   parallel.check_batch_size(batch_size, '--train_batch_size', mesh.size)
   rows = parallel.local_rows(batch_size, mesh)
-  lp_margin = None if loss_prediction is None else float(loss_prediction.margin)
-  step_fn = _sharded_train_step(mesh, tuple(int(c) for c in crop),
-                                tuple(float(s) for s in scale_range), bool(flip), lp_margin)
+  loss_fn = loss_prediction or loss_fn or losses.segmentation_loss
+  step_fn = _jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
+                               tuple(float(s) for s in scale_range), bool(flip))
   mean, std = parallel.replicate((np.asarray(mean, np.float32),
                                   np.asarray(std, np.float32)), mesh)
   perm_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
@@ -391,24 +388,23 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   global_step = first_step
   with bar, contextlib.closing(stream):
     for epoch in range(start_epoch, epochs):
-      losses, pending = [], None
-      extra = () if loss_prediction is None else (
-          parallel.replicate(loss_prediction.controls(epoch), mesh),)
+      epoch_losses, pending = [], None
+      controls = parallel.replicate(_controls(loss_fn, epoch), mesh)
       for _ in range(steps_per_epoch):
-        state, step_metrics = step_fn(state, next(stream), step_key, mean, std, *extra)
+        state, step_metrics = step_fn(state, next(stream), step_key, mean, std, controls)
         # Read the previous step's loss while this one runs: keeps one step in flight.
         if pending is not None:
-          losses.append(float(parallel.fetch(pending[0]['loss'])))
-          check(losses[-1], epoch, pending[1])
-          bar.set_postfix(epoch=epoch, loss=f'{losses[-1]:.4f}')
+          epoch_losses.append(float(parallel.fetch(pending[0]['loss'])))
+          check(epoch_losses[-1], epoch, pending[1])
+          bar.set_postfix(epoch=epoch, loss=f'{epoch_losses[-1]:.4f}')
           bar.update()
         pending = (step_metrics, global_step)
         global_step += 1
-      losses.append(float(parallel.fetch(pending[0]['loss'])))
-      check(losses[-1], epoch, pending[1])
-      bar.set_postfix(epoch=epoch, loss=f'{losses[-1]:.4f}')
+      epoch_losses.append(float(parallel.fetch(pending[0]['loss'])))
+      check(epoch_losses[-1], epoch, pending[1])
+      bar.set_postfix(epoch=epoch, loss=f'{epoch_losses[-1]:.4f}')
       bar.update()
-      history['loss'].append(float(np.mean(losses)))
+      history['loss'].append(float(np.mean(epoch_losses)))
       history['lr'].append(float(parallel.fetch(pending[0]['lr'])))
       if on_epoch_end is not None:
         on_epoch_end(epoch, state)
@@ -440,7 +436,7 @@ def evaluate(state: TrainState, source: Source, n: int, *, batch_size: int, mean
   mesh = parallel.default_mesh() if mesh is None else mesh
   parallel.check_batch_size(batch_size, '--eval_batch_size', mesh.size)
   rows = parallel.local_rows(batch_size, mesh)
-  step_fn = _sharded_eval_step(mesh, state.apply_fn, num_classes)
+  step_fn = _jitted_eval_step(mesh, state.apply_fn, num_classes)
   variables = parallel.replicate({'params': state.params, 'batch_stats': state.batch_stats},
                                  mesh)
   mean, std = parallel.replicate((np.asarray(mean, np.float32),
@@ -454,10 +450,8 @@ def evaluate(state: TrainState, source: Source, n: int, *, batch_size: int, mean
     real = int(np.sum(local < n))
     batch = source(local[:real])
     image, label = np.asarray(batch['image']), np.asarray(batch['label'])
-    if real < len(local):
-      pad = len(local) - real
-      image = np.concatenate([image, np.zeros((pad, *image.shape[1:]), image.dtype)])
-      label = np.concatenate([label, np.full((pad, *label.shape[1:]), IGNORE, label.dtype)])
+    image = parallel.pad_rows(image, len(local), fill=0)
+    label = parallel.pad_rows(label, len(local), fill=labels_lib.IGNORE)
     batch = parallel.shard_batch({'image': image, 'label': label}, mesh, batch_size)
     confs.append(step_fn(variables, batch, mean, std))
   conf = np.sum(np.stack([parallel.fetch(c) for c in confs]).astype(np.int64), axis=0)

@@ -141,7 +141,7 @@ class McStats:
   sum_neg_plogp: jax.Array
 
 
-def _chunk_stats(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def pass_stats(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Statistics of one chunk of passes. logits: [K, ..., C] -> mean, m2, sum H."""
   logits = _f32(logits)
   logp = jax.nn.log_softmax(logits, axis=-1)
@@ -332,7 +332,7 @@ def _mc_stats(apply_fn, variables, h, key, image_ids, passes, chunk_size,
         image_keys)  # [B, size]
     logits = jax.vmap(lambda hi, ks: jax.vmap(functools.partial(one, hi))(ks))(
         h, keys)  # [B, size, h, w, C]
-    return jax.vmap(_chunk_stats)(logits)
+    return jax.vmap(pass_stats)(logits)
 
   n_full, rest = divmod(passes, chunk)
   if n_full == 1:

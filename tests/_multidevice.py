@@ -25,7 +25,7 @@ import numpy as np
 from segal_jax import config as config_lib
 from segal_jax import errors
 from segal_jax import parallel
-from segal_jax import selection
+from segal_jax import scoring
 from segal_jax import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,8 +44,10 @@ def tiny_config() -> config_lib.ExperimentConfig:
 
 def run_with_devices(n: int, *args: str, timeout: int = 900) -> str:
   """Runs this script with `n` simulated CPU devices; returns its standard output."""
+  # PYTHONPATH: run as a script, this file's own checkout must be the one imported.
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
-             JAX_PLATFORMS='cpu')
+             JAX_PLATFORMS='cpu',
+             PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, f'{args} on {n} devices failed:\n{proc.stdout}\n{proc.stderr}'
@@ -90,7 +92,7 @@ class TinySeg(nn.Module):
     return self.head(self.drop(h, deterministic=not (train or mc)))
 
   def __call__(self, x, *, train, mc=False):
-    return self.tail(self.trunk(x, train=train), train=train, mc=mc)
+    return self.tail(self.trunk(x, train=train), train=train, mc=mc), {}
 
 
 def _dataset(n, seed=0):
@@ -124,7 +126,7 @@ def check_train_step(mesh, images, labels):
       jax.random.fold_in(jax.random.fold_in(key, 0), 0), n))
   ref, ref_metrics = train.train_step(
       jax.tree.map(jnp.copy, state0), {'image': images[perm], 'label': labels[perm]},
-      jax.random.fold_in(jax.random.fold_in(key, 1), 0),
+      jax.random.fold_in(key, 1),  # the step's key: fold_in(this, step 0)
       mean=jnp.asarray(MEAN), std=jnp.asarray(STD), **kw)
   np.testing.assert_allclose(hist['loss'][0], float(ref_metrics['loss']), rtol=1e-5)
   _close(got.params, ref.params, 'params')
@@ -171,7 +173,7 @@ def check_evaluate(mesh, state, images, labels):
   variables = {'params': jax.tree.map(parallel.fetch, state.params),
                'batch_stats': jax.tree.map(parallel.fetch, state.batch_stats)}
   pred = np.asarray(TinySeg().apply(variables, jnp.asarray(x, jnp.float32),
-                                    train=False)).argmax(-1)
+                                    train=False)[0]).argmax(-1)
   expected = np.zeros((C, C), np.int64)
   np.add.at(expected, (labels[:n], pred), 1)
   np.testing.assert_array_equal(np.asarray(result['confusion']), expected)
@@ -182,15 +184,16 @@ def check_scores(mesh, state, images):
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   pool = np.array([3, 0, 14, 9, 1, 12, 5, 8, 11, 2, 15, 7, 4])  # 13: the last batch is padded
   key, passes = jax.random.key(3), 4
-  kw = dict(strategy=selection.Strategy('mc_variance'), passes=passes, chunk=None,
-            mean=MEAN, std=STD, batch_size=8, progress=False)
+  kw = dict(settings=scoring.Settings('mc_variance', passes=passes, mean=MEAN, std=STD),
+            batch_size=8, progress=False)
   model = TinySeg()
   recorder = _Recorder(images)
-  got = selection.score_images(model.apply, variables, recorder, pool, key, mesh=mesh, **kw)
+  got = scoring.score_images(model.apply, variables, recorder, pool, key, mesh=mesh,
+                             **kw)['scores']
   own = _own_ids(mesh, np.concatenate([pool, np.repeat(pool[-1:], 3)]), 8)
   assert sorted(recorder.seen) == own, (recorder.seen, own)
-  one = selection.score_images(model.apply, variables, images, pool, key,
-                               mesh=parallel.make_mesh(jax.local_devices()[:1]), **kw)
+  one = scoring.score_images(model.apply, variables, images, pool, key,
+                             mesh=parallel.make_mesh(jax.local_devices()[:1]), **kw)['scores']
   np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-8)
   # Reference: image i, pass d uses fold_in(fold_in(key, i), d); population
   # variance over passes, mean over classes, mean over pixels.
@@ -202,15 +205,15 @@ def check_scores(mesh, state, images):
     probs = []
     for d in range(passes):
       k = jax.random.fold_in(jax.random.fold_in(key, int(i)), d)
-      logits = np.asarray(model.apply(host, x, train=False, mc=True, rngs={'dropout': k}),
+      logits = np.asarray(model.apply(host, x, train=False, mc=True, rngs={'dropout': k})[0],
                           np.float64)[0]
       e = np.exp(logits - logits.max(-1, keepdims=True))
       probs.append(e / e.sum(-1, keepdims=True))
     expected.append(np.var(np.stack(probs), axis=0).mean())
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
   try:
-    selection.score_images(model.apply, variables, images, pool, key, mesh=mesh,
-                           **{**kw, 'batch_size': 12})
+    scoring.score_images(model.apply, variables, images, pool, key, mesh=mesh,
+                         **{**kw, 'batch_size': 12})
   except errors.UserError as e:
     assert 'multiple of 8' in str(e), e
   else:

@@ -1,4 +1,4 @@
-"""Tests for segal_jax.benchmark and its reference algorithms (no timing assertions)."""
+"""Tests for the benchmarks package and its reference algorithms (no timing assertions)."""
 
 import json
 import os
@@ -10,13 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segal_jax import _benchmark_reference as reference
-from segal_jax import benchmark
+from benchmarks import _reference as reference
+from benchmarks import hot_paths as benchmark
 from segal_jax import errors
 from segal_jax import oracle
 from segal_jax import superpixels
 from segal_jax import uncertainty
-from segal_jax.data import _scenes
+from segal_jax import data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,7 +82,7 @@ def test_reference_partial_label_hand_case():
 
 def test_reference_partial_labels_match_oracle_on_scenes():
   for k in range(3):
-    image, label, instance = _scenes.render_scene(np.random.default_rng(k), 48, 96)
+    image, label, instance = data.render_scene(np.random.default_rng(k), 48, 96)
     segments = superpixels.watershed(image, n_segments=30)
     chosen = np.random.default_rng(k).choice(int(segments.max()) + 1, 8, replace=False)
     product, _, _ = oracle.annotate_superpixels(label, instance, segments, chosen)

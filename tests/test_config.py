@@ -1,10 +1,12 @@
-"""Configuration validation: each bad value is one clear UserError."""
+"""Configuration validation (`config.validate` and the checks `experiment.validate`
+adds): each bad value is one clear UserError."""
 
 import dataclasses
 
 import pytest
 
 from segal_jax import config as config_lib
+from segal_jax import experiment
 from segal_jax.errors import UserError
 
 BASE = config_lib.ExperimentConfig()
@@ -27,17 +29,17 @@ BASE = config_lib.ExperimentConfig()
 ])
 def test_invalid_values(change, pattern):
   with pytest.raises(UserError, match=pattern):
-    config_lib.validate(dataclasses.replace(BASE, **change))
+    experiment.validate(dataclasses.replace(BASE, **change))
 
 
 def test_budget_larger_than_pool():
   with pytest.raises(UserError, match='100 images of the pool'):
-    config_lib.validate(BASE, pool_size=100)
-  config_lib.validate(BASE, pool_size=150 + 9 * 150)
+    experiment.validate(BASE, pool_size=100)
+  experiment.validate(BASE, pool_size=150 + 9 * 150)
 
 
 def test_none_dropout_allowed_for_random():
-  config_lib.validate(dataclasses.replace(BASE, dropout_placement='none',
+  experiment.validate(dataclasses.replace(BASE, dropout_placement='none',
                                           al_strategies=('random',)))
 
 

@@ -134,12 +134,18 @@ def _results(workdir):
                for line in f]
   with open(os.path.join(run_dir, 'selection_cycle01.csv')) as f:
     selection = f.read()
-  with open(os.path.join(run_dir, 'al_state.json')) as f:
-    state = json.load(f)
+  state = _run_state(run_dir)
   _, variables, _ = checkpoint.load_model(os.path.join(run_dir, 'models', 'cycle_01'))
   flat = {k: np.asarray(v) for k, v in _flatten(variables)}
   return {'records': records, 'selection': selection, 'pool': state['pool'],
           'fingerprint': state['fingerprint'], 'variables': flat}
+
+
+def _run_state(run_dir):
+  """The newest saved run state (fingerprint, pool, records), as `checkpoint` reads it."""
+  latest = checkpoint.RunCheckpointer(
+      os.path.join(run_dir, checkpoint.RUN_CHECKPOINTS)).latest_al_state()
+  return {} if latest is None else latest[1]
 
 
 def _flatten(tree, prefix=''):
@@ -210,7 +216,7 @@ def test_sigkill_at_any_point_then_rerun_gives_identical_results(env, reference,
   run.wait_for(lambda: 'score pool' in run.stderr, 'pool scoring')
   run.kill()
   assert not os.path.exists(run.run_dir('selection_cycle01.csv')), 'scoring had finished'
-  assert not os.path.exists(run.run_dir('al_state.json'))
+  assert not _run_state(run.run_dir()).get('records'), 'cycle 0 had been saved as finished'
 
   # 5. Right after the selection is written (before or after the cycle's state).
   run = _Launch(workdir, env)

@@ -8,9 +8,12 @@ import os
 import numpy as np
 import pytest
 
+from segal_jax import checkpoint
 from segal_jax import config as config_lib
 from segal_jax import experiment
 from segal_jax import loop
+from segal_jax import models
+from segal_jax import selection
 from segal_jax.errors import UserError
 
 TINY = config_lib.ExperimentConfig(
@@ -18,6 +21,12 @@ TINY = config_lib.ExperimentConfig(
     train_epochs=1, train_min_steps=2, train_batch_size=4, train_crop=(32, 64),
     eval_batch_size=8, al_strategies=('random', 'mc_variance'), al_seeds=(0,),
     al_initial=6, al_budget=5, al_cycles=3, mc_passes=3, progress=False)
+
+
+def _saved_state(run_dir, config):
+  """The run state as saved (fingerprint, pool, records), read back through checkpoint."""
+  state = checkpoint.load_run_state(run_dir, config.fingerprint())
+  return {'fingerprint': state.fingerprint, 'pool': state.pool, 'records': state.records}
 
 
 def test_train_schedule_epochs_and_steps():
@@ -45,8 +54,7 @@ def test_experiment_outputs_and_budgets(tiny_run):
   initial_sets = []
   for strategy in config.al_strategies:
     run_dir = experiment.run_dir(workdir, strategy, 0)
-    with open(os.path.join(run_dir, loop.STATE_FILE)) as f:
-      state = json.load(f)
+    state = _saved_state(run_dir, config)
     rs = [r for r in records if r['strategy'] == strategy]
     assert [r['labeled_images'] for r in rs] == [6, 11, 16]
     assert all(0.0 <= r['miou'] <= 1.0 and len(r['per_class_iou']) == 19 for r in rs)
@@ -153,8 +161,7 @@ def test_superpixel_experiment_budgets_costs_and_disjointness(tmp_path):
     assert [r['superpixels'] for r in rs] == [0, 30, 60]
     assert [r['full_images'] for r in rs] == [4, 4, 4]
     run_dir = experiment.run_dir(workdir, strategy, 0)
-    with open(os.path.join(run_dir, loop.STATE_FILE)) as f:
-      labels = pool_lib.PoolLabels.from_json(json.load(f)['pool'])
+    labels = pool_lib.PoolLabels.from_json(_saved_state(run_dir, config)['pool'])
     # Chosen superpixels: exactly the budget, never twice, never in a full image.
     units = set()
     for cycle in (1, 2):
@@ -232,3 +239,44 @@ def test_superpixel_cost_budget_differs_between_strategies(tmp_path):
       last['random']['cost_instances'] != last['mc_variance']['cost_instances'])
   for r in last.values():
     assert r['cost_instances'] - records[0]['cost_instances'] >= 40
+
+
+LP = dataclasses.replace(TINY, al_strategies=('loss_prediction',))
+
+
+def test_validate_rejects_loss_prediction_with_superpixels():
+  with pytest.raises(UserError, match='loss_prediction'):
+    experiment.validate(dataclasses.replace(LP, al_unit='superpixel'))
+  experiment.validate(LP)
+  assert selection.get('loss_prediction').measure == selection.LOSS_PREDICTION
+  assert not selection.get('loss_prediction').mc
+  assert isinstance(loop.build_model(LP, 19, 'loss_prediction'), models.DRNSegWithLossHead)
+  assert type(loop.build_model(LP, 19, 'random')) is models.DRNSeg  # pylint: disable=unidiomatic-typecheck
+
+
+@pytest.mark.slow
+def test_experiment_runs_loss_prediction(tmp_path):
+  config = dataclasses.replace(LP, data_dir=str(tmp_path / 'tfds'), lp_detach_epoch=2,
+                               train_min_steps=6)
+  workdir = str(tmp_path / 'run')
+  records = experiment.run(config, workdir, log=lambda *_: None)
+  assert [r['labeled_images'] for r in records] == [6, 11, 16]
+  for r in records:
+    assert 0.0 <= r['ranking_accuracy'] <= 1.0
+  run_dir = experiment.run_dir(workdir, 'loss_prediction', 0)
+  labeled = set()
+  for cycle in (1, 2):
+    with open(os.path.join(run_dir, f'selection_cycle{cycle:02d}.csv')) as f:
+      chosen = [line.split(',')[0] for line in f.read().splitlines()[1:]]
+    assert len(chosen) == len(set(chosen)) == config.al_budget
+    assert not labeled & set(chosen)
+    labeled |= set(chosen)
+  state = _saved_state(run_dir, config)
+  ids = experiment.load_data(config)[0].ids
+  final = {ids[i] for i in state['pool']['full']}
+  assert labeled <= final and len(final) == 16
+  # The saved model is a plain segmentation network (usable by launch.score).
+  from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  model, _, _ = checkpoint.load_model(os.path.join(run_dir, 'models', 'cycle_02'))
+  assert type(model) is models.DRNSeg  # pylint: disable=unidiomatic-typecheck
+

@@ -1,5 +1,7 @@
 """Tests for segal_jax.metrics against hand-computed and NumPy references."""
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -66,3 +68,20 @@ def test_confusion_matches_numpy_under_jit(c, seed):
   pred = rng.integers(0, c, size=(2, 5, 7)).astype(np.int32)
   conf = jax.jit(metrics.confusion_matrix, static_argnums=2)(pred, label, c)
   np.testing.assert_array_equal(conf, _np_confusion(pred, label, c))
+
+
+def test_ranking_accuracy_counts_pairs_like_brute_force():
+  predicted = np.array([0.1, 0.4, 0.3, 0.9, 0.3])
+  true = np.array([1.0, 2.0, 3.0, 4.0, 3.0])
+  right = total = 0
+  for i, j in itertools.combinations(range(5), 2):
+    if true[i] == true[j]:
+      continue
+    total += 1
+    right += np.sign(predicted[i] - predicted[j]) == np.sign(true[i] - true[j])
+  # By hand: 10 pairs less the true tie (2, 4); (1, 2) and (1, 4) are swapped.
+  assert (total, right) == (9, 7)
+  assert metrics.ranking_accuracy(predicted, true) == pytest.approx(7 / 9)
+  assert metrics.ranking_accuracy(true, true) == 1.0
+  assert metrics.ranking_accuracy(-true, true) == 0.0
+  assert np.isnan(metrics.ranking_accuracy(np.zeros(3), np.ones(3)))

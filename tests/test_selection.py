@@ -53,35 +53,3 @@ def test_candidates_subset_and_deterministic():
 def test_unknown_strategy_is_user_error():
   with pytest.raises(UserError, match='unknown strategy'):
     selection.get('entropyy')
-
-
-def test_true_loss_scores_equal_numpy_cross_entropy():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  class Toy(nn.Module):
-    @nn.compact
-    def __call__(self, x, *, train, mc=False):
-      del train, mc
-      return nn.Conv(5, (3, 3))(x)
-
-  model = Toy()
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (6, 8, 10, 3), dtype=np.uint8)
-  labels = rng.integers(0, 5, (6, 8, 10), dtype=np.uint8)
-  labels[0, :4] = 255
-  labels[3] = 255  # nothing labeled: score 0
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 10, 3)), train=False)
-  mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-  idx = np.array([5, 0, 3, 2, 1])
-  got = selection.score_images(model.apply, variables, images, idx, jax.random.key(1),
-                               strategy=selection.get('true_loss'), passes=1, chunk=None,
-                               mean=mean, std=std, batch_size=2, progress=False, labels=labels)
-  x = (images[idx] / 255.0 - np.array(mean)) / np.array(std)
-  logits = np.asarray(model.apply(variables, jnp.asarray(x, jnp.float32), train=False), np.float64)
-  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  for row, i in enumerate(idx):
-    valid = labels[i] != 255
-    ce = -np.take_along_axis(logp[row], np.where(valid, labels[i], 0)[..., None], -1)[..., 0]
-    want = ce[valid].mean() if valid.any() else 0.0
-    np.testing.assert_allclose(got[row], want, rtol=1e-4, atol=1e-6)

@@ -204,7 +204,7 @@ class ToySeg(nn.Module):
     return logits
 
   def __call__(self, x, train=False, mc=False, upsample=True):
-    return self.tail(self.trunk(x, train), train=train, mc=mc, upsample=upsample)
+    return self.tail(self.trunk(x, train), train=train, mc=mc, upsample=upsample), {}
 
 
 TOY = ToySeg()
@@ -242,7 +242,7 @@ def _full_network_reference(model, variables, images, key, ids, passes):
     probs = []
     for d in range(passes):
       k = jax.random.fold_in(jax.random.fold_in(key, image_id), d)
-      logits = apply(images[i][None], k)
+      logits, _ = apply(images[i][None], k)
       probs.append(np_softmax(np.asarray(logits[0])))
     for name in MC_NAMES:
       out[name].append(NP_MC[name](np.stack(probs)))
@@ -265,7 +265,7 @@ def test_single_pass_measures_use_the_deterministic_network():
   model, variables, images = _toy_setup(2)
   got = _forward(measures=('entropy', 'margin', 'least_confidence'))(
       variables, images, jax.random.key(0), image_ids=jnp.arange(2))
-  probs = np_softmax(np.asarray(model.apply(variables, images)))
+  probs = np_softmax(np.asarray(model.apply(variables, images)[0]))
   np.testing.assert_allclose(got['entropy'], np_entropy(probs), atol=2e-6)
   np.testing.assert_allclose(got['margin'], np_margin(probs), atol=2e-6)
   np.testing.assert_allclose(got['least_confidence'], np_least_confidence(probs),

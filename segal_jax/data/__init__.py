@@ -17,6 +17,7 @@ from segal_jax import errors
 from segal_jax.data import cityscapes
 from segal_jax.data import image_folder
 from segal_jax.data import synthetic_city
+from segal_jax.data._scenes import render_scene
 from segal_jax.data._split import Split
 
 _SPLITS = {'train': 'train', 'val': 'validation', 'validation': 'validation', 'test': 'test'}

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-IGNORE = 255
+from segal_jax.data import labels as labels_lib
 
 
 def _offset(key: jax.Array, scaled: jax.Array, crop: int) -> jax.Array:
@@ -74,14 +74,16 @@ def augment(key: jax.Array, image: jax.Array, label: jax.Array, *,
   Args:
     key: PRNG key; the output is a deterministic function of it.
     image: [H, W, 3] uint8.
-    label: [H, W] uint8 train ids, 255 = ignore.
+    label: [H, W] uint8 train ids, 255 = ignore; or a [H, W, C] bool
+      partial-label mask (allowed classes), whose padding allows no class.
     crop: (h, w) output size (static).
     scale_range: (low, high); the scale is uniform in [low, high].
     flip: whether to mirror left-right with probability 1/2.
     fill: image value of padding pixels, in [0, 1]; scalar or [3].
 
   Returns:
-    (image [h, w, 3] float32 in [0, 1], label [h, w] uint8 with 255 padding).
+    (image [h, w, 3] float32 in [0, 1], label [h, w] uint8 with 255 padding,
+    or [h, w, C] bool with all-False padding).
   """
   h, w = crop
   height, width = image.shape[0], image.shape[1]
@@ -106,7 +108,10 @@ def augment(key: jax.Array, image: jax.Array, label: jax.Array, *,
   valid = vy[:, None] & vx[None, :]
   fill = jnp.broadcast_to(jnp.asarray(fill, jnp.float32), (3,))
   out_image = jnp.where(valid[..., None], out, fill)
-  out_label = jnp.where(valid, label[yn[:, None], xn[None, :]], IGNORE).astype(jnp.uint8)
+  picked = label[yn[:, None], xn[None, :]]
+  if label.ndim == 3:  # partial-label mask
+    return out_image, jnp.where(valid[..., None], picked, False)
+  out_label = jnp.where(valid, picked, labels_lib.IGNORE).astype(jnp.uint8)
   return out_image, out_label
 
 

@@ -81,25 +81,6 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.asarray(PIL.Image.fromarray(image).resize((w, h), PIL.Image.Resampling.BOX))
 
 
-def resize_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """Nearest-neighbour resize that never mixes ids (labels, instance maps).
-
-  Output pixel (i, j) takes source pixel (floor((i + 0.5) H / h), floor((j + 0.5) W / w)),
-  the pixel under its centre; for an integer factor f that is `values[f//2::f, f//2::f]`.
-
-  Args:
-    values: [H, W] any dtype.
-    size: (h, w) output size.
-
-  Returns:
-    [h, w], same dtype.
-  """
-  (big_h, big_w), (h, w) = values.shape[:2], size
-  rows = np.minimum(((np.arange(h) + 0.5) * big_h / h).astype(np.int64), big_h - 1)
-  cols = np.minimum(((np.arange(w) + 0.5) * big_w / w).astype(np.int64), big_w - 1)
-  return values[rows[:, None], cols[None, :]]
-
-
 @dataclasses.dataclass(eq=False)
 class CityscapesConfig(tfds.core.BuilderConfig):
   """A resolution: images are stored at (H // factor, W // factor)."""
@@ -162,8 +143,8 @@ class Cityscapes(_lazy.ArrayRecordBuilder, skip_registration=True):
         yield key, {
             'image_id': stem,
             'image': resize_image(image, size),
-            'label': resize_nearest(labels.ID_TO_TRAIN_ID[label_ids], size),
-            'instance': resize_nearest(instance, size),
+            'label': labels.resize_nearest(labels.ID_TO_TRAIN_ID[label_ids], size),
+            'instance': labels.resize_nearest(instance, size),
             'city': city,
         }
 

@@ -250,8 +250,8 @@ class ImageFolder(_lazy.ArrayRecordBuilder, skip_registration=True):
       if self.builder_config.image_size:
         size = tuple(self.builder_config.image_size)
         image = cityscapes.resize_image(image, size)
-        label = cityscapes.resize_nearest(label, size)
-        instance = cityscapes.resize_nearest(instance, size)
+        label = labels.resize_nearest(label, size)
+        instance = labels.resize_nearest(instance, size)
       if is_train:
         x = image.reshape(-1, 3) / 255.0
         moments += [np.full(3, len(x)), x.sum(0), (x * x).sum(0)]

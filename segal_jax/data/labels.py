@@ -119,3 +119,22 @@ def colorize(label: np.ndarray) -> np.ndarray:
   lut = np.zeros((256, 3), np.uint8)
   lut[:NUM_CLASSES] = PALETTE
   return lut[np.asarray(label, np.uint8)]
+
+
+def resize_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Nearest-neighbour resize that never mixes ids (labels, instance maps).
+
+  Output pixel (i, j) takes source pixel (floor((i + 0.5) H / h), floor((j + 0.5) W / w)),
+  the pixel under its centre; for an integer factor f that is `values[f//2::f, f//2::f]`.
+
+  Args:
+    values: [H, W] any dtype.
+    size: (h, w) output size.
+
+  Returns:
+    [h, w], same dtype.
+  """
+  (big_h, big_w), (h, w) = values.shape[:2], size
+  rows = np.minimum(((np.arange(h) + 0.5) * big_h / h).astype(np.int64), big_h - 1)
+  cols = np.minimum(((np.arange(w) + 0.5) * big_w / w).astype(np.int64), big_w - 1)
+  return values[rows[:, None], cols[None, :]]

@@ -54,6 +54,25 @@ def read_batch(source: Source, ids: np.ndarray) -> Batch:
   return out
 
 
+def prefetch_map(fn: Callable[[Any], Any], items, *, threads: int, ahead: int) -> Iterator[Any]:
+  """`fn(item)` for each of `items`, in order, computed on `threads` background
+  threads up to `ahead` items ahead of the consumer (grain's thread prefetch).
+
+  An exception raised by `fn` is raised again by the `next` call that would
+  have returned its result. Close the generator when stopping early.
+  """
+  if threads < 1:
+    raise ValueError(f'threads must be >= 1, got {threads}')
+  dataset = grain.MapDataset.source(items).map(fn)
+  iterator = iter(dataset.to_iter_dataset(
+      grain.ReadOptions(num_threads=int(threads), prefetch_buffer_size=max(1, int(ahead))),
+      allow_nones=True))  # keep every item, whatever `fn` returns
+  try:
+    yield from iterator
+  finally:
+    iterator.close()  # stops the threads, cancels items not yet started
+
+
 def default_threads(prefetch: int) -> int:
   """Reader threads for `prefetch` batches ahead: one per batch, at most one per core."""
   return max(1, min(int(prefetch), os.cpu_count() or 1))
@@ -106,11 +125,4 @@ def batches(source: Source, schedule: np.ndarray, *, rows: slice = slice(None),
   threads = default_threads(prefetch) if num_threads is None else int(num_threads)
   if threads < 1:
     raise ValueError(f'num_threads must be >= 1, got {threads}')
-  dataset = grain.MapDataset.source(local).map(load)
-  iterator = iter(dataset.to_iter_dataset(
-      grain.ReadOptions(num_threads=threads, prefetch_buffer_size=int(prefetch)),
-      allow_nones=True))  # keep every step, whatever `place` returns
-  try:
-    yield from iterator
-  finally:
-    iterator.close()  # stops the threads, cancels batches not yet started
+  yield from prefetch_map(load, local, threads=threads, ahead=prefetch)

@@ -217,26 +217,3 @@ def load_torch_file(path: str) -> dict[str, np.ndarray]:
                     'save model.state_dict() rather than the model')
   return {k: v.detach().cpu().float().numpy() for k, v in obj.items()
           if isinstance(v, torch.Tensor)}
-
-
-def convert_file(source: str, arch: str, out: str, num_classes: int | None = None,
-                 width_multiplier: float = 1.0) -> str:
-  """Reads `source` (.pth), converts it for `arch` and writes a model checkpoint to `out`.
-
-  The checkpoint is `checkpoint.save_model`'s layout with the network's
-  architecture, classes and width as its meta (dropout and normalisation are
-  not in a PyTorch file; `checkpoint.load_model` supplies defaults).
-
-  Returns:
-    the absolute path of the new checkpoint directory.
-  """
-  from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  variables = variables_from_torch(load_torch_file(source), arch, num_classes,
-                                   width_multiplier=width_multiplier)
-  out = os.path.abspath(out)
-  meta = {'arch': arch,
-          'num_classes': int(variables['params']['seg']['kernel'].shape[-1]),
-          'width_multiplier': float(width_multiplier),
-          'source': os.path.basename(source)}
-  checkpoint.save_model(out, variables, meta)
-  return out

@@ -53,7 +53,7 @@ ARCHS: dict[str, ArchSpec] = {
 DROPOUT_AFTER = {'stages': (3, 4, 5, 6), 'head': (8,), 'none': ()}
 TRUNK_END = {'stages': 3, 'head': 8, 'none': 8}
 
-# The ten levels `DRNSeg(..., return_features=True)` returns, in order.
+# The ten levels of `DRNSeg`'s `extras['features']`, in order.
 FEATURE_KEYS = tuple(f'stage_{i}' for i in range(1, 9)) + ('logits', 'log_probs')
 
 
@@ -115,13 +115,18 @@ class DRN(nn.Module):
     self.layer = make_stages(self.arch, self.width_multiplier, self.dtype)
     self.fc = _blocks.conv(self.num_classes, 1, use_bias=True, dtype=self.dtype)
 
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """x: [B, H, W, 3] float32 -> logits [B, num_classes] float32."""
+  def __call__(self, x: jax.Array, *, train: bool, mc: bool = False
+               ) -> tuple[jax.Array, dict[str, Any]]:
+    """x: [B, H, W, 3] float32 -> (logits [B, num_classes] float32, {}).
+
+    `mc` is accepted for the common signature; the classifier has no dropout.
+    """
+    del mc
     h = x.astype(self.dtype)
     for stage in self.layer:
       h = stage(h, train=train)
     h = jnp.mean(h.astype(jnp.float32), axis=(1, 2), keepdims=True)
-    return self.fc(h.astype(self.dtype)).astype(jnp.float32)[:, 0, 0, :]
+    return self.fc(h.astype(self.dtype)).astype(jnp.float32)[:, 0, 0, :], {}
 
 
 class DRNSeg(nn.Module):
@@ -202,19 +207,18 @@ class DRNSeg(nn.Module):
       return logits
     return _blocks.upsample_bilinear_x8(logits)
 
-  def __call__(self, x: jax.Array, *, train: bool, mc: bool = False,
-               return_features: bool = False):
-    """x: [B, H, W, 3] float32 -> logits [B, H, W, num_classes] float32.
+  def __call__(self, x: jax.Array, *, train: bool, mc: bool = False
+               ) -> tuple[jax.Array, dict[str, Any]]:
+    """x: [B, H, W, 3] float32 -> (logits [B, H, W, num_classes] float32, extras).
 
     BatchNorm uses batch statistics iff `train`; dropout is active iff `train or
-    mc`. With `return_features`, returns `(logits, features)`, features a dict
-    over `FEATURE_KEYS`: the outputs of stages 1-8 (before dropout, in `dtype`),
-    the 1/8-resolution logits and the upsampled log-probabilities (float32).
+    mc`. `extras['features']` is a dict over `FEATURE_KEYS`: the outputs of
+    stages 1-8 (before dropout, in `dtype`), the 1/8-resolution logits and the
+    upsampled log-probabilities (float32); under `jit` what is not used is not
+    computed. Every network of `models` returns this pair.
     """
-    features = {} if return_features else None
+    features = {}
     h = self.trunk(x, train=train, features=features)
     logits = self.tail(h, train=train, mc=mc, features=features)
-    if not return_features:
-      return logits
     features['log_probs'] = jax.nn.log_softmax(logits, axis=-1)
-    return logits, {k: features[k] for k in FEATURE_KEYS}
+    return logits, {'features': {k: features[k] for k in FEATURE_KEYS}}

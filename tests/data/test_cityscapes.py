@@ -123,13 +123,6 @@ def test_lazy_split_equals_in_memory(built):
     np.testing.assert_array_equal(view[-1], array[-1])
 
 
-def test_resize_nearest_hand_case():
-  values = np.arange(9).reshape(3, 3)
-  # 3 -> 2: centres at 0.75 and 2.25 source pixels -> rows/cols 0 and 2.
-  np.testing.assert_array_equal(cityscapes.resize_nearest(values, (2, 2)), [[0, 2], [6, 8]])
-  np.testing.assert_array_equal(cityscapes.resize_nearest(values, (3, 1)), [[1], [4], [7]])
-
-
 @pytest.mark.parametrize('present', [(), ('gtFine_trainvaltest.zip',)])
 def test_missing_zips_name_the_expected_paths(tmp_path, present):
   manual = tmp_path / 'downloads' / 'manual'

@@ -59,3 +59,10 @@ def test_colorize_hand_case():
   assert out.shape == (2, 2, 3) and out.dtype == np.uint8
   np.testing.assert_array_equal(out, [[[128, 64, 128], [0, 0, 0]],
                                       [[0, 0, 142], [119, 11, 32]]])
+
+
+def test_resize_nearest_hand_case():
+  values = np.arange(9).reshape(3, 3)
+  # 3 -> 2: centres at 0.75 and 2.25 source pixels -> rows/cols 0 and 2.
+  np.testing.assert_array_equal(labels.resize_nearest(values, (2, 2)), [[0, 2], [6, 8]])
+  np.testing.assert_array_equal(labels.resize_nearest(values, (3, 1)), [[1], [4], [7]])

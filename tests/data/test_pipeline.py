@@ -155,7 +155,7 @@ class _Tiny(nn.Module):
     x = nn.Conv(4, (3, 3))(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
     x = nn.Dropout(0.2, deterministic=not (train or mc))(nn.relu(x))
-    return nn.Conv(C, (1, 1))(x)
+    return nn.Conv(C, (1, 1))(x), {}
 
 
 _FIT = dict(batch_size=2, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop=(6, 10),

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
+from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
 from segal_jax import models  # pylint: disable=g-import-not-at-top
 from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 from segal_jax.models import convert  # pylint: disable=g-import-not-at-top
@@ -50,7 +51,7 @@ def _torch_forward(fn, x_nhwc):
 
 def _flax_logits(variables, arch, width, x):
   model = models.DRNSeg(arch=arch, num_classes=CLASSES, width_multiplier=width)
-  return np.asarray(model.apply(variables, jnp.asarray(x), train=False))
+  return np.asarray(model.apply(variables, jnp.asarray(x), train=False)[0])
 
 
 @pytest.mark.parametrize('arch,width', [
@@ -156,14 +157,14 @@ def test_file_round_trip_through_orbax(tmp_path):
   _, seg = _seg_pair('drn_d_22', 0.25)
   source = os.path.join(tmp_path, 'model.pth')
   torch.save({'epoch': 3, 'state_dict': seg.state_dict()}, source)
-  out = convert.convert_file(source, 'drn_d_22', os.path.join(tmp_path, 'ckpt'),
+  out = checkpoint.convert_torch(source, 'drn_d_22', os.path.join(tmp_path, 'ckpt'),
                              width_multiplier=0.25)
   restored = ocp.StandardCheckpointer().restore(out)
   x = _images()
   np.testing.assert_allclose(_flax_logits(restored, 'drn_d_22', 0.25, x),
                              _torch_forward(seg, x), atol=1e-4, rtol=1e-4)
   with pytest.raises(UserError, match='not empty'):
-    convert.convert_file(source, 'drn_d_22', out, width_multiplier=0.25)
+    checkpoint.convert_torch(source, 'drn_d_22', out, width_multiplier=0.25)
 
 
 def test_unreadable_file_is_a_user_error(tmp_path):

@@ -95,7 +95,7 @@ def test_classifier_parameter_counts(arch):
 def test_output_at_input_resolution_and_width_multiplier():
   model = models.DRNSeg(num_classes=4, width_multiplier=0.25)
   variables, x = _init(model)
-  logits = model.apply(variables, x, train=False)
+  logits, _ = model.apply(variables, x, train=False)
   assert logits.shape == (2, 32, 64, 4)
   assert logits.dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(logits)))
@@ -149,7 +149,7 @@ def test_trunk_then_tail_equals_call(placement):
   variables = _randomise_stats(variables)
   rngs = {'dropout': jax.random.key(7)}
   for mc in (False, True):
-    full = model.apply(variables, x, train=False, mc=mc, rngs=rngs)
+    full, _ = model.apply(variables, x, train=False, mc=mc, rngs=rngs)
     h = model.apply(variables, x, train=False, method='trunk')
     split = model.apply(variables, h, train=False, mc=mc, rngs=rngs, method='tail')
     np.testing.assert_array_equal(np.asarray(full), np.asarray(split))
@@ -169,16 +169,16 @@ def test_dropout_only_when_mc_or_train(placement):
   def run(key, *, train, mc):
     rngs = {'dropout': jax.random.key(key)}
     if train:
-      out, _ = model.apply(variables, x, train=True, mc=mc, rngs=rngs,
+      (out, _), _ = model.apply(variables, x, train=True, mc=mc, rngs=rngs,
                            mutable=['batch_stats'])
     else:
-      out = model.apply(variables, x, train=False, mc=mc, rngs=rngs)
+      out, _ = model.apply(variables, x, train=False, mc=mc, rngs=rngs)
     return np.asarray(out)
 
   det_a = run(0, train=False, mc=False)
   det_b = run(1, train=False, mc=False)
   np.testing.assert_array_equal(det_a, det_b)
-  np.testing.assert_array_equal(det_a, np.asarray(model.apply(variables, x, train=False)))
+  np.testing.assert_array_equal(det_a, np.asarray(model.apply(variables, x, train=False)[0]))
   mc_a = run(0, train=False, mc=True)
   mc_b = run(1, train=False, mc=True)
   assert not np.allclose(mc_a, mc_b)
@@ -192,8 +192,8 @@ def test_dropout_only_when_mc_or_train(placement):
 def test_no_dropout_placement_is_deterministic_under_mc():
   model = models.DRNSeg(num_classes=4, width_multiplier=0.25, dropout_placement='none')
   variables, x = _init(model)
-  a = model.apply(variables, x, train=False, mc=True, rngs={'dropout': jax.random.key(0)})
-  b = model.apply(variables, x, train=False, mc=True, rngs={'dropout': jax.random.key(1)})
+  a, _ = model.apply(variables, x, train=False, mc=True, rngs={'dropout': jax.random.key(0)})
+  b, _ = model.apply(variables, x, train=False, mc=True, rngs={'dropout': jax.random.key(1)})
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -210,7 +210,8 @@ def test_train_mode_updates_batch_stats():
 def test_features_are_the_ten_levels():
   model = models.DRNSeg(num_classes=4, width_multiplier=0.25)
   variables, x = _init(model)
-  logits, feats = model.apply(variables, x, train=False, return_features=True)
+  logits, extras = model.apply(variables, x, train=False)
+  feats = extras['features']
   assert tuple(feats) == drn.FEATURE_KEYS and len(feats) == 10
   strides = [1, 2, 4, 8, 8, 8, 8, 8]
   chans = [4, 8, 16, 32, 64, 128, 128, 128]
@@ -219,7 +220,7 @@ def test_features_are_the_ten_levels():
   assert feats['logits'].shape == (2, 4, 8, 4)
   np.testing.assert_allclose(np.exp(feats['log_probs']).sum(-1), 1.0, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(logits),
-                                np.asarray(model.apply(variables, x, train=False)))
+                                np.asarray(model.apply(variables, x, train=False)[0]))
 
 
 def test_init_statistics_follow_he_fan_out():
@@ -252,12 +253,13 @@ def test_every_arch_runs_forward(arch):
   seg = models.DRNSeg(arch=arch, num_classes=3, width_multiplier=0.125)
   variables = _numpy_variables(seg, (1, 24, 40, 3))
   x = _images_like((1, 24, 40, 3))
-  logits, feats = seg.apply(variables, x, train=False, return_features=True)
+  logits, extras = seg.apply(variables, x, train=False)
+  feats = extras['features']
   assert logits.shape == (1, 24, 40, 3)
   assert feats['stage_8'].shape == (1, 3, 5, 64)
   assert bool(jnp.all(jnp.isfinite(logits)))
   cls = models.DRN(arch=arch, num_classes=7, width_multiplier=0.125)
-  out = cls.apply(_numpy_variables(cls, (1, 24, 40, 3)), x, train=False)
+  out, _ = cls.apply(_numpy_variables(cls, (1, 24, 40, 3)), x, train=False)
   assert out.shape == (1, 7) and out.dtype == jnp.float32
 
 
@@ -270,8 +272,9 @@ def test_bfloat16_compute_matches_float32():
   variables = _randomise_stats(variables)
   f32 = models.DRNSeg(num_classes=4, width_multiplier=0.25)
   bf16 = models.DRNSeg(num_classes=4, width_multiplier=0.25, dtype=jnp.bfloat16)
-  ref = np.asarray(f32.apply(variables, x, train=False))
-  low, feats = bf16.apply(variables, x, train=False, return_features=True)
+  ref = np.asarray(f32.apply(variables, x, train=False)[0])
+  low, extras = bf16.apply(variables, x, train=False)
+  feats = extras['features']
   assert low.dtype == jnp.float32 and feats['log_probs'].dtype == jnp.float32
   assert feats['stage_4'].dtype == jnp.bfloat16
   low = np.asarray(low)

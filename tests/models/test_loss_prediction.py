@@ -48,7 +48,51 @@ def test_reads_drn_seg_features():
   shapes = jax.eval_shape(
       lambda x: model.init({'params': jax.random.key(0)}, x, train=False), x)
   variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype), shapes)
-  _, feats = model.apply(variables, x + 1.0, train=False, return_features=True)
+  _, extras = model.apply(variables, x + 1.0, train=False)
+  feats = extras['features']
   head = models.LossPredictionHead()
   out = head.apply(head.init(jax.random.key(1), feats), feats)
   assert out.shape == (2,) and out.dtype == jnp.float32
+
+
+KW = dict(arch='drn_d_22', num_classes=5, width_multiplier=0.125, dropout_placement='head')
+
+
+@pytest.mark.slow
+def test_wrapper_logits_equal_drnseg():
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  model = models.DRNSegWithLossHead(**KW, hidden=8)
+  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x,
+                         train=False)
+  assert models.LOSS_HEAD in variables['params']
+  plain_vars = models.segmentation_variables(variables)
+  assert models.LOSS_HEAD not in plain_vars['params']
+  assert set(plain_vars['params']) == set(variables['params']) - {models.LOSS_HEAD}
+  plain = models.DRNSeg(**KW)
+  want, _ = plain.apply(plain_vars, x, train=False)
+  np.testing.assert_array_equal(
+      np.asarray(model.apply(variables, x, train=False, predict_loss=False)[0]), np.asarray(want))
+  logits, extras = model.apply(variables, x, train=False)
+  predicted = extras['loss']
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(want))
+  assert predicted.shape == (2,) and predicted.dtype == jnp.float32
+
+
+@pytest.mark.slow
+def test_detach_stops_the_head_gradient_at_the_features():
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  model = models.DRNSegWithLossHead(**KW, hidden=8)
+  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x,
+                         train=False)
+
+  def head_output(params, detach):
+    return model.apply({**variables, 'params': params}, x, train=False,
+                       detach=detach)[1]['loss'].sum()
+
+  for detach, reaches in ((0.0, True), (1.0, False)):
+    grads = jax.grad(head_output)(variables['params'], detach)
+    seg_norm = sum(float(jnp.abs(g).sum()) for g in
+                   jax.tree.leaves(models.segmentation_variables({'params': grads})['params']))
+    head_norm = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[models.LOSS_HEAD]))
+    assert head_norm > 0
+    assert (seg_norm > 0) == reaches

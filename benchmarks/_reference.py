@@ -1,4 +1,4 @@
-"""Host-side reference algorithms that `segal_jax.benchmark` measures against.
+"""Host-side reference algorithms that `benchmarks.hot_paths` measures against.
 
 Each function is a faithful NumPy / SciPy / scikit-image formulation of how
 the original study's code computes the same quantity, written here so the
@@ -26,7 +26,7 @@ import numpy as np
 import scipy.special
 import skimage.measure
 
-IGNORE = 255
+from segal_jax.data import labels
 
 
 def make_forward(model: Any) -> Callable[..., jax.Array]:
@@ -41,7 +41,7 @@ def make_forward(model: Any) -> Callable[..., jax.Array]:
   """
   def forward(variables, images, key):
     return model.apply(variables, images, train=False, mc=True,
-                       rngs={'dropout': key})
+                       rngs={'dropout': key})[0]
   return jax.jit(forward)
 
 
@@ -120,6 +120,6 @@ def partial_label(label: np.ndarray, instance: np.ndarray, segments: np.ndarray,
     touched = np.array(sorted(touched), np.int64)
   elif membership != 'set':
     raise ValueError(f"membership must be 'set' or 'array', got {membership!r}")
-  keep = np.vectorize(lambda inst, lab: lab if inst in touched else IGNORE,
+  keep = np.vectorize(lambda inst, lab: lab if inst in touched else labels.IGNORE,
                       otypes=[np.uint8])
   return keep(instance, label)

@@ -2,7 +2,7 @@
 
 `run(size)` measures, in one process and on the same inputs, each hot path of
 the product next to a faithful host-side implementation of the original
-study's algorithm (`_benchmark_reference`) and returns a JSON-able report;
+study's algorithm (`benchmarks._reference`) and returns a JSON-able report;
 `format_table` renders it. Entries (DESIGN §5): `mc_<placement>[_logit_res]`
 (MC-dropout scoring of a batch), `segment_means`, `partial_labels`,
 `watershed` (images/s, process pool vs one process), `memory_d<D>` (compiled
@@ -29,16 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
-from segal_jax import _benchmark_harness as harness
-from segal_jax import _benchmark_reference as reference
+from benchmarks import _harness as harness
+from benchmarks import _reference as reference
+from segal_jax import data
 from segal_jax import errors
 from segal_jax import models
 from segal_jax import oracle
+from segal_jax import parallel
+from segal_jax import scoring
 from segal_jax import superpixels
 from segal_jax import train
 from segal_jax import uncertainty
-from segal_jax.data import _scenes
-from segal_jax.models import _blocks as model_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +83,7 @@ SIZES: dict[str, Size] = {
 GROUPS = ('mc', 'segment_means', 'partial_labels', 'watershed', 'memory', 'train',
           'gpu')
 PLACEMENTS = ('stages', 'head')
-# Re-exported harness pieces (see `_benchmark_harness`).
+# Re-exported harness pieces (see `benchmarks._harness`).
 time_runs = harness.time_runs
 time_pair = harness.time_pair
 machine_info = harness.machine_info
@@ -134,7 +135,7 @@ def _groups(only: Sequence[str] | None) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=8)
 def _scenes_of(n: int, height: int, width: int):
   """n rendered street scenes: images [n,H,W,3] uint8, labels, instances."""
-  out = [_scenes.render_scene(np.random.default_rng([7, k]), height, width)
+  out = [data.render_scene(np.random.default_rng([7, k]), height, width)
          for k in range(n)]
   return tuple(np.stack([o[i] for o in out]) for i in range(3))
 
@@ -163,14 +164,11 @@ def _variables(model, height: int, width: int):
 
 
 def _product_scorer(model, passes: int, chunk: int | None, logit_res: bool):
-  """jit(variables, images, key, ids -> [B] mc_variance image scores)."""
-  def score(variables, images, key, ids):
-    maps = uncertainty.mc_forward(model.apply, variables, images, key,
-                                  image_ids=ids, passes=passes,
-                                  measures=('mc_variance',), chunk_size=chunk,
-                                  logit_resolution=logit_res)
-    return uncertainty.image_scores(maps['mc_variance'])
-  return jax.jit(score)
+  """The product's scorer (`scoring.jitted`): (variables, uint8 images, ids, key,
+  extras) -> {'scores': [B] mc_variance image scores}."""
+  settings = scoring.Settings('mc_variance', passes=passes, chunk=chunk, mean=_MEAN, std=_STD,
+                              logit_resolution=logit_res)
+  return scoring.jitted(model.apply, settings, parallel.make_mesh(jax.local_devices()[:1]))
 
 
 def _flops(jitted, *args, compiled: bool = False) -> float | None:
@@ -207,9 +205,9 @@ def _mc_parts(model, variables, images, key, passes: int, repeats: int
         rngs={'dropout': k})[0])(h, keys)
 
   logits = tails(variables, h)
-  upsample = jax.jit(model_blocks.upsample_bilinear_x8)
+  upsample = jax.jit(models.upsample_bilinear_x8)
   full = upsample(logits)
-  reduce = jax.jit(lambda l: jax.vmap(uncertainty._chunk_stats)(  # pylint: disable=protected-access
+  reduce = jax.jit(lambda l: jax.vmap(uncertainty.pass_stats)(
       l.reshape(batch, passes, *l.shape[1:])))
   forward = reference.make_forward(model)
   pass_keys = [jax.random.fold_in(key, d) for d in range(passes)]
@@ -240,20 +238,22 @@ def bench_mc(spec: Size, placement: str, logit_res: bool, repeats: int,
   """MC-dropout image scores of one batch: product vs reference."""
   model = _model(placement, spec.model_width)
   variables = _variables(model, spec.height, spec.width)
-  images = _normalise(_scenes_of(spec.batch, spec.height, spec.width)[0])
+  raw = _scenes_of(spec.batch, spec.height, spec.width)[0]
+  images = _normalise(raw)  # the reference's input; the product normalises on the device
+  raw = jnp.asarray(raw)
   key = jax.random.key(42)
   ids = jnp.arange(spec.batch, dtype=jnp.int32)
   scorer = _product_scorer(model, spec.passes, spec.mc_chunk, logit_res)
   forward = reference.make_forward(model)
   keys = [jax.random.fold_in(key, d) for d in range(spec.passes)]
   product, ref = harness.time_pair(
-      lambda: np.asarray(scorer(variables, images, key, ids)),
+      lambda: np.asarray(scorer(variables, raw, ids, key, {})['scores']),
       lambda: reference.mc_variance_scores(forward, variables, images, keys),
       repeats)
   extra = {}
   if profile:
     ref_flops = _flops(forward, variables, images, key)
-    extra = {'product_flops': _flops(scorer, variables, images, key, ids),
+    extra = {'product_flops': _flops(scorer, variables, raw, ids, key, {}),
              'reference_flops': None if ref_flops is None else ref_flops * spec.passes,
              'parts': _mc_parts(model, variables, images, key, spec.passes, repeats)}
   return harness.make_entry(product, ref, ref['median_s'] / product['median_s'], 's',

@@ -1,4 +1,4 @@
-"""Timing, machine description and table formatting for `segal_jax.benchmark`."""
+"""Timing, machine description and table formatting for `benchmarks.hot_paths`."""
 
 from __future__ import annotations
 

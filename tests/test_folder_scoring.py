@@ -1,4 +1,4 @@
-"""Tests of scoring a folder of images (`segal_jax.scoring`, `launch.score`)."""
+"""Tests of scoring a folder of images (`segal_jax.folder_scoring`, `launch.score`)."""
 
 import csv
 import functools
@@ -17,7 +17,7 @@ import skimage.draw
 
 from segal_jax import checkpoint
 from segal_jax import models
-from segal_jax import scoring
+from segal_jax import folder_scoring
 from segal_jax import superpixels
 from segal_jax import uncertainty
 from segal_jax.errors import UserError
@@ -102,7 +102,7 @@ def setup(tmp_path_factory):
   # images in one batch.
   images = np.stack([_network_input(os.path.join(folder, n)) for n in GOOD])
   x = (images / 255.0 - np.array(MEAN)) / np.array(STD)
-  ids = np.array([scoring.image_id(n) for n in GOOD], np.int32)
+  ids = np.array([folder_scoring.image_id(n) for n in GOOD], np.int32)
   forward = jax.jit(functools.partial(uncertainty.mc_forward, model.apply, passes=PASSES,
                                       measures=('mc_variance', 'entropy')))
   maps = forward(variables, jnp.asarray(x, jnp.float32), jax.random.key(0), image_ids=ids)
@@ -114,7 +114,7 @@ def setup(tmp_path_factory):
 def _config(**kw):
   base = dict(strategy='mc_variance', size=(H, W), mc_passes=PASSES, batch_size=4,
               n_segments=SEGMENTS, progress=False, workers=2)
-  return scoring.ScoreConfig(**{**base, **kw})
+  return folder_scoring.ScoreConfig(**{**base, **kw})
 
 
 def _read_csv(path):
@@ -128,7 +128,7 @@ def superpixel_run(setup, tmp_path_factory):
   handler = _Collect()
   logging.getLogger().addHandler(handler)
   try:
-    result = scoring.score_folder(setup['model'], setup['variables'], setup['meta'],
+    result = folder_scoring.score_folder(setup['model'], setup['variables'], setup['meta'],
                                   setup['folder'], out,
                                   _config(unit='superpixel', budget=BUDGET), log=lambda s: None)
   finally:
@@ -173,7 +173,7 @@ def test_ranking_follows_the_library_scores(setup, superpixel_run):
 
 
 def test_image_budget_limits_the_ranking(setup, tmp_path):
-  result = scoring.score_folder(setup['model'], setup['variables'], setup['meta'],
+  result = folder_scoring.score_folder(setup['model'], setup['variables'], setup['meta'],
                                 setup['folder'], str(tmp_path),
                                 _config(budget=2, write_maps=False),
                                 log=lambda s: None)
@@ -252,7 +252,7 @@ def test_pre_annotations_match_the_chosen_superpixels(setup, superpixel_run):
 
 
 def test_bad_configurations_are_user_errors(setup, tmp_path):
-  run = lambda **kw: scoring.score_folder(setup['model'], setup['variables'], setup['meta'],
+  run = lambda **kw: folder_scoring.score_folder(setup['model'], setup['variables'], setup['meta'],
                                           setup['folder'], str(tmp_path), _config(**kw))
   with pytest.raises(UserError, match='unknown strategy'):
     run(strategy='loss_prediction')
@@ -262,16 +262,16 @@ def test_bad_configurations_are_user_errors(setup, tmp_path):
     run(size=(60, 128))
   no_dropout = setup['model'].clone(dropout_placement='none')
   with pytest.raises(UserError, match='needs MC dropout'):
-    scoring.score_folder(no_dropout, setup['variables'], setup['meta'], setup['folder'],
+    folder_scoring.score_folder(no_dropout, setup['variables'], setup['meta'], setup['folder'],
                          str(tmp_path), _config())
   with pytest.raises(UserError, match='no folder'):
-    scoring.list_images(os.path.join(tmp_path, 'missing'))
-  assert scoring.measure_of('mc_entropy') == 'mc_mean_entropy'
-  assert scoring.measure_of('softmax_entropy') == 'entropy'
+    folder_scoring.list_images(os.path.join(tmp_path, 'missing'))
+  assert folder_scoring.measure_of('mc_entropy') == 'mc_mean_entropy'
+  assert folder_scoring.measure_of('softmax_entropy') == 'entropy'
 
 
 def test_output_stems_keep_names_apart():
-  assert scoring.output_stems(['a.jpg', 'a.png', 'b.jpeg']) == {
+  assert folder_scoring.output_stems(['a.jpg', 'a.png', 'b.jpeg']) == {
       'a.jpg': 'a.jpg', 'a.png': 'a.png', 'b.jpeg': 'b'}
 
 

@@ -1,0 +1,53 @@
+"""Tests for segal_jax.scoring, the one scorer, against NumPy references."""
+
+import jax
+import numpy as np
+
+from segal_jax import scoring
+
+
+def test_true_loss_scores_equal_numpy_cross_entropy():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  class Toy(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train, mc=False):
+      del train, mc
+      return nn.Conv(5, (3, 3))(x), {}
+
+  model = Toy()
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (6, 8, 10, 3), dtype=np.uint8)
+  labels = rng.integers(0, 5, (6, 8, 10), dtype=np.uint8)
+  labels[0, :4] = 255
+  labels[3] = 255  # nothing labeled: score 0
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 10, 3)), train=False)
+  mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+  idx = np.array([5, 0, 3, 2, 1])
+  got = scoring.score_images(model.apply, variables, images, idx, jax.random.key(1),
+                             settings=scoring.Settings('true_loss', mean=mean, std=std),
+                             batch_size=2, progress=False, labels=labels)['scores']
+  x = (images[idx] / 255.0 - np.array(mean)) / np.array(std)
+  logits = np.asarray(model.apply(variables, jnp.asarray(x, jnp.float32), train=False)[0],
+                      np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  for row, i in enumerate(idx):
+    valid = labels[i] != 255
+    ce = -np.take_along_axis(logp[row], np.where(valid, labels[i], 0)[..., None], -1)[..., 0]
+    want = ce[valid].mean() if valid.any() else 0.0
+    np.testing.assert_allclose(got[row], want, rtol=1e-4, atol=1e-6)
+
+
+
+def test_equal_settings_share_one_compiled_scorer():
+  from segal_jax import parallel  # pylint: disable=g-import-not-at-top
+  a = scoring.Settings('mc_variance', passes=3, chunk=0, mean=[0.5, 0.4, 0.3], std=(1, 1, 1))
+  b = scoring.Settings('mc_variance', passes=3, chunk=None, mean=(0.5, 0.4, 0.3),
+                       std=(1.0, 1.0, 1.0))
+  assert a == b and hash(a) == hash(b)
+  mesh = parallel.default_mesh()
+  apply_fn = lambda *args, **kw: None
+  assert scoring.jitted(apply_fn, a, mesh) is scoring.jitted(apply_fn, b, mesh)
+  assert scoring.jitted(apply_fn, a, mesh) is not scoring.jitted(
+      apply_fn, scoring.Settings('mc_variance', passes=4), mesh)
