@@ -21,7 +21,7 @@ LAYERS = (
     ('errors', '_files', 'config', 'parallel'),
     ('data',),
     ('models',),
-    ('uncertainty', 'superpixels', 'metrics', 'oracle', 'export', 'annotations'),
+    ('uncertainty', 'superpixels', 'metrics', 'oracle', 'statistics', 'export', 'annotations'),
     ('losses', 'pool'),
     ('scoring', 'annotators', 'train'),
     ('selection', 'checkpoint'),
