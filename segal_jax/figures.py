@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import jax
 import numpy as np
 from skimage import segmentation
 
@@ -32,13 +33,16 @@ def uncertainty_maps(apply_fn, variables, images: np.ndarray, ids: Sequence[int]
   """
   settings = scoring.Settings(measure, passes=passes, chunk=chunk, mean=tuple(mean),
                               std=tuple(std), keep_map=True)
-  n, devices = len(ids), parallel.default_mesh().size
+  # This process's devices only: figures are drawn by the writing process alone,
+  # so the scorer must not wait for the others.
+  mesh = parallel.make_mesh(jax.local_devices())
+  n = len(ids)
   if not n:
     return np.zeros((0, *np.shape(images)[1:3]), np.float32)
-  batch_size = batch_size or devices * -(-n // devices)  # one batch
+  batch_size = batch_size or mesh.size * -(-n // mesh.size)  # one batch
   return scoring.score_images(apply_fn, variables, np.asarray(images), np.arange(n), key,
                               settings=settings, batch_size=batch_size, progress=False,
-                              ids=np.asarray(ids), desc='maps')['map']
+                              mesh=mesh, ids=np.asarray(ids), desc='maps')['map']
 
 
 def cycle_figures(directory: str, cycle: int, request, chosen) -> None:

@@ -132,8 +132,10 @@ def test_two_processes_split_every_batch():
   Each process reads only its rows and gets the global results: the same checks
   as the 8-device single-process test, plus which rows each process read.
   """
+  # PYTHONPATH: run as a script, the helper must import this checkout's library.
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-             JAX_PLATFORMS='cpu')
+             JAX_PLATFORMS='cpu', PYTHONPATH=os.pathsep.join(
+                 filter(None, [_multidevice.REPO, os.environ.get('PYTHONPATH')])))
   port = _free_port()
   script = os.path.join(_multidevice.HERE, '_multidevice.py')
   procs = [subprocess.Popen([sys.executable, script, 'processes', f'localhost:{port}', '2',
