@@ -61,8 +61,9 @@ class ExperimentConfig:
   al_unit: str = _f('image', "What is annotated: 'image' (whole images) or 'superpixel'.")
   al_initial: int = _f(150, 'Images labeled at random before the first cycle.')
   al_budget: int = _f(150, 'Units (images or superpixels) selected per cycle.')
-  al_budget_cost: int = _f(0, 'If > 0, select per cycle until this many instances are newly '
-                           'annotated instead of al_budget units (compares units at equal cost).')
+  al_budget_cost: int = _f(0, 'If > 0, select per cycle units whose annotation cost '
+                           '(--al_cost_rule) fits in this instead of al_budget units (compares '
+                           'units at equal cost).')
   al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).')
   al_candidate_factor: float = _f(3.0, 'Image units: score a random subset of this many x budget '
                                   'unlabeled images (the study: 3; 0: all of them).')

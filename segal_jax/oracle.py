@@ -4,7 +4,7 @@ Protocol (DESIGN §1): an annotator shown a superpixel labels, completely, every
 object instance that overlaps it. For "stuff" classes the instance is the whole
 region of that class in the image, which falls out of the Cityscapes instance
 map (stuff pixels hold their label id, things `label_id * 1000 + k`). Cost is
-the number of newly annotated instances.
+the number of ids newly paid for under a cost rule (below).
 
 Void pixels (instance id <= 0, or train id 255) belong to no instance: they are
 never labelled by a superpixel annotation.
