@@ -1,6 +1,10 @@
 """Runs an active-learning experiment: every strategy x every seed, resumable.
 
   python -m launch.run --flagfile=configs/quickstart.flags --workdir=/tmp/quickstart
+
+`--dry_run` checks everything (flags, data set, init checkpoint, batch sizes
+against devices) and prints the plan and its FLOPs without building or
+training anything.
 """
 
 import signal
@@ -14,8 +18,13 @@ from launch import _flags
 from segal_jax import experiment
 from segal_jax import export
 from segal_jax import parallel
+from segal_jax import plan
 
 _WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Where results and state are written.')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'Check the flags, the data set (built, or its source files in place), '
+    'the init checkpoint and the batch sizes, print the plan of every cycle and the '
+    "run's training FLOPs, and exit without building or training anything.")
 _flags.define_config_flags()
 
 
@@ -24,6 +33,9 @@ def main(argv):
   _distributed.initialize()  # before anything touches the devices
   config = _flags.config_from_flags()
   experiment.validate(config)
+  if _DRY_RUN.value:
+    print(plan.describe(config))
+    return
   # Preemption (SIGTERM): finish the current epoch, checkpoint, exit; a rerun resumes.
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -10,18 +10,23 @@ argument and does not change.
 
 The one annotator today is the simulated study protocol (`InstanceOverlap`,
 DESIGN §1): whole images carry their full ground truth; an annotator shown a
-superpixel labels, completely, every instance that overlaps it; the cost is
-the number of newly annotated instances.
+superpixel labels, completely, every instance that overlaps it. Its cost rule
+(`oracle.COST_RULES`, `--al_cost_rule`) says which ids a unit pays for: an
+image every id it holds, a superpixel every id it newly touches; the labels do
+not depend on the rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 import numpy as np
 
 from segal_jax import oracle
 from segal_jax import pool as pool_lib
+from segal_jax.data import labels as labels_lib
+from segal_jax.errors import UserError
 
 
 class Annotator(Protocol):
@@ -38,26 +43,44 @@ class Annotator(Protocol):
     """Labels whole images (updates `pool`)."""
 
   def annotate_superpixels(self, pool: pool_lib.PoolLabels, split, segments,
-                           picks: dict[int, list[int]]) -> None:
-    """Labels what the chosen superpixels show (updates `pool`)."""
+                           picks: dict[int, list[int]]) -> int:
+    """Labels what the chosen superpixels show (updates `pool`); returns the cost added."""
 
-  def superpixel_costs(self, pool: pool_lib.PoolLabels, split, segments, images: np.ndarray,
-                       sps: np.ndarray) -> np.ndarray:
-    """[k] cost each ranked (image, superpixel) adds, taking them in order."""
+  def superpixel_ids(self, split, segments, image: int) -> dict[int, np.ndarray]:
+    """Superpixel id -> 1-D int64 ids its annotation pays for in pool image `image`."""
+
+  def addable_superpixels(self, pool: pool_lib.PoolLabels, split, segments, image: int,
+                          num_segments: int) -> np.ndarray:
+    """[num_segments] bool: superpixels of `image` whose annotation could add a label."""
 
   def labels(self, pool: pool_lib.PoolLabels, split, indices: np.ndarray) -> np.ndarray:
     """Training labels of pool images `indices`: [b, H, W] uint8 or [b, H, W, C] bool."""
 
+  def labeled_counts(self, pool: pool_lib.PoolLabels, split, indices) -> tuple[int, int]:
+    """(labeled pixels, annotated instances) of pool images `indices` now."""
 
+
+@dataclasses.dataclass(frozen=True)
 class InstanceOverlap:
-  """The simulated annotator of the study: instances overlapping a superpixel."""
+  """The simulated annotator of the study: instances overlapping a superpixel.
+
+  rule: the cost rule, a name of `oracle.COST_RULES` ('study': every id of
+    the instance map, void included; 'instances': the instances labeled).
+  """
+  rule: str = 'study'
+
+  def __post_init__(self):
+    if self.rule not in oracle.COST_RULES:
+      raise UserError(f'unknown cost rule {self.rule!r}',
+                      f'choose from {", ".join(oracle.COST_RULES)}')
 
   def image_costs(self, split) -> np.ndarray:
-    return np.array([oracle.count_instances(m) for m in split.instances], np.int64)
+    return np.array([oracle.image_costs(split.instances[i], split.labels[i])[self.rule]
+                     for i in range(len(split.instances))], np.int64)
 
   def cost(self, pool: pool_lib.PoolLabels, image_costs: np.ndarray) -> int:
     full = set(pool.full)
-    partial = sum(len(v) for i, v in pool.annotated.items() if i not in full)
+    partial = sum(len(v) for i, v in pool.paid.items() if i not in full)
     return int(np.asarray(image_costs)[np.asarray(pool.full, np.int64)].sum()) + partial
 
   def annotate_images(self, pool: pool_lib.PoolLabels, split, indices) -> None:
@@ -65,26 +88,30 @@ class InstanceOverlap:
     pool.full = sorted(set(pool.full) | {int(i) for i in indices})
 
   def annotate_superpixels(self, pool: pool_lib.PoolLabels, split, segments,
-                           picks: dict[int, list[int]]) -> None:
+                           picks: dict[int, list[int]]) -> int:
+    cost = 0
     for i, sps in sorted(picks.items()):
-      _, ids, _ = oracle.annotate_superpixels(split.labels[i], split.instances[i], segments[i],
-                                              sps, pool.annotated.get(i))
+      label, instance = split.labels[i], split.instances[i]
+      _, ids, _ = oracle.annotate_superpixels(label, instance, segments[i], sps,
+                                              pool.annotated.get(i))
       pool.annotated[i] = ids.tolist()
       pool.chosen[i] = sorted(set(pool.chosen.get(i, [])) | {int(s) for s in sps})
+      before = pool.paid.get(i, [])
+      paid = np.union1d(before, oracle.touched_ids(instance, label, segments[i], sps,
+                                                   self.rule)).astype(np.int64)
+      cost += 0 if i in pool.full else len(paid) - len(before)
+      pool.paid[i] = paid.tolist()
+    return cost
 
-  def superpixel_costs(self, pool: pool_lib.PoolLabels, split, segments, images: np.ndarray,
-                       sps: np.ndarray) -> np.ndarray:
-    seen: dict[int, set[int]] = {}
-    out = np.zeros(len(images), np.int64)
-    for n, (i, sp) in enumerate(zip(np.asarray(images).tolist(), np.asarray(sps).tolist())):
-      if i not in seen:
-        seen[i] = set(pool.annotated.get(i, []))
-      inside = segments[i] == sp
-      ids = np.unique(oracle.instance_ids(split.instances[i], split.labels[i])[inside])
-      new = {int(v) for v in ids if v > 0} - seen[i]
-      seen[i] |= new
-      out[n] = len(new)
-    return out
+  def superpixel_ids(self, split, segments, image: int) -> dict[int, np.ndarray]:
+    return oracle.superpixel_ids(split.instances[image], split.labels[image], segments[image],
+                                 self.rule)
+
+  def addable_superpixels(self, pool: pool_lib.PoolLabels, split, segments, image: int,
+                          num_segments: int) -> np.ndarray:
+    return oracle.addable_superpixels(split.labels[image], split.instances[image],
+                                      segments[image], pool.annotated.get(int(image), []),
+                                      num_segments)
 
   def labels(self, pool: pool_lib.PoolLabels, split, indices: np.ndarray) -> np.ndarray:
     labels = np.asarray(split.labels[indices]).copy()
@@ -95,14 +122,31 @@ class InstanceOverlap:
                                            pool.annotated.get(int(i), []))
     return labels
 
+  def labeled_counts(self, pool: pool_lib.PoolLabels, split, indices) -> tuple[int, int]:
+    indices = np.asarray(indices, np.int64)
+    # One image at a time: a cycle can touch thousands of full-size images.
+    pixels = sum(int(np.count_nonzero(self.labels(pool, split, indices[k:k + 1])
+                                      != labels_lib.IGNORE)) for k in range(len(indices)))
+    full = set(pool.full)
+    instances = sum(oracle.count_instances(split.instances[int(i)], split.labels[int(i)])
+                    if int(i) in full else len(pool.annotated.get(int(i), []))
+                    for i in indices)
+    return pixels, int(instances)
+
 
 ANNOTATORS: dict[str, Any] = {'instance_overlap': InstanceOverlap()}
 DEFAULT = 'instance_overlap'
 
 
-def get(name: str = DEFAULT) -> Annotator:
+def get(name: str = DEFAULT, *, rule: str | None = None) -> Annotator:
+  """The registered annotator `name`, with cost rule `rule` when given."""
   if name not in ANNOTATORS:
-    from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
     raise UserError(f'unknown annotator {name!r}',
                     f'choose from {", ".join(sorted(ANNOTATORS))}')
-  return ANNOTATORS[name]
+  annotator = ANNOTATORS[name]
+  return annotator if rule is None else dataclasses.replace(annotator, rule=rule)
+
+
+def from_config(config) -> Annotator:
+  """The annotator of an `ExperimentConfig` (its `al_cost_rule`)."""
+  return get(rule=config.al_cost_rule)

@@ -61,23 +61,41 @@ class ExperimentConfig:
   al_unit: str = _f('image', "What is annotated: 'image' (whole images) or 'superpixel'.")
   al_initial: int = _f(150, 'Images labeled at random before the first cycle.')
   al_budget: int = _f(150, 'Units (images or superpixels) selected per cycle.')
-  al_budget_cost: int = _f(0, 'If > 0, select per cycle until this many instances are newly '
-                           'annotated instead of al_budget units (compares units at equal cost).')
+  al_budget_cost: int = _f(0, 'If > 0, select per cycle units whose annotation cost '
+                           '(--al_cost_rule) fits in this instead of al_budget units (compares '
+                           'units at equal cost).')
   al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).')
-  al_candidate_factor: float = _f(3.0, 'Score a random subset of this many x budget unlabeled images (0: all).')
+  al_candidate_factor: float = _f(3.0, 'Image units: score a random subset of this many x budget '
+                                  'unlabeled images (the study: 3; 0: all of them).')
+  al_cost_rule: str = _f('study', "What a unit's annotation costs: 'study' (every distinct id of "
+                         "the instance map, void included, as the study counts) or 'instances' "
+                         "(only the instances labeled). An image pays for every id it holds, a "
+                         "superpixel for every id it newly touches; the labels are the same.")
+  al_study_exact: bool = _f(False, "The study's selection exactly, where segal-jax improves on it: "
+                            'superpixels that can add no label (all void or already labeled) '
+                            'stay eligible and chosen ones can be chosen again, and a cost '
+                            'budget buys the unit that crosses it (by default a unit that does '
+                            'not fit is skipped and the cost never exceeds the budget).')
 
   # Superpixels (al_unit=superpixel).
   sp_segments: int = _f(100, 'Watershed markers (superpixels) per image.')
   sp_compactness: float = _f(0.001, 'Watershed compactness.')
+  sp_candidate_factor: float = _f(0.0, 'Superpixel units: 0 (the study) ranks the superpixels '
+                                  'of every unlabeled image each cycle; > 0 scores only a random '
+                                  'subset of this many x the images the budget needs (very large '
+                                  'pools).')
   sp_workers: int = _f(0, 'Worker processes computing superpixels (0: one per core).',
                        defining=False)
 
   # Loss prediction (strategy loss_prediction).
-  lp_weight: float = _f(0.01, 'Weight (lambda) of the loss-prediction ranking loss in the training loss.')
+  lp_weight: float = _f(1.0, 'Weight (lambda) of the loss-prediction ranking loss in the training '
+                        'loss (the study: 1).')
   lp_margin: float = _f(1.0, 'Margin of the loss-prediction ranking loss.')
-  lp_warmup_epochs: int = _f(1, 'Epochs at the start of each cycle without the ranking loss.')
-  lp_detach_epoch: int = _f(120, 'From this epoch on the features are detached from the '
-                            'loss-prediction head (its loss no longer trains the network).')
+  lp_warmup_epochs: int = _f(2, 'Epochs at the start of each cycle without the ranking loss '
+                             '(the study: 2).')
+  lp_detach_epoch: int = _f(150, 'From this epoch on the features are detached from the '
+                            'loss-prediction head (its loss no longer trains the network; '
+                            'the study: 150 of 250).')
 
   # MC dropout.
   mc_passes: int = _f(10, 'MC-dropout forward passes per image.')
@@ -108,6 +126,7 @@ _CHOICES = {
     'compute_dtype': ('float32', 'bfloat16'),
     'train_schedule': ('step', 'poly', 'constant'),
     'al_unit': ('image', 'superpixel'),
+    'al_cost_rule': ('study', 'instances'),  # oracle.COST_RULES
 }
 
 
@@ -162,3 +181,5 @@ def validate(config: ExperimentConfig) -> None:
                     'use e.g. 0.3')
   if config.al_candidate_factor < 0:
     raise UserError('--al_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')
+  if config.sp_candidate_factor < 0:
+    raise UserError('--sp_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')

@@ -13,6 +13,7 @@ Layout of the work directory:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Callable
@@ -28,10 +29,12 @@ from segal_jax import errors
 from segal_jax import export
 from segal_jax import loop
 from segal_jax import models
+from segal_jax import oracle
 from segal_jax import parallel
 from segal_jax import selection
 from segal_jax import superpixels
 from segal_jax.data import labels
+from segal_jax.models import convert
 
 
 def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = None) -> None:
@@ -40,7 +43,8 @@ def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = Non
   The fields (`config.validate`), the network and devices, the strategies
   (`selection.check_config`); with `pool_size` (once the data is loaded) the
   checks against the pool. Also reads `--init_checkpoint` (a fraction of a
-  second) to check that it fits the configured network.
+  second) to check that it fits the configured network; a missing one names
+  how to make it (`convert.init_checkpoint_fix`).
 
   Raises:
     UserError: naming the first problem found and its fix.
@@ -52,6 +56,9 @@ def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = Non
   selection.check_config(config, pool_size=pool_size)
   parallel.check_batch_size(config.train_batch_size, '--train_batch_size')
   parallel.check_batch_size(config.eval_batch_size, '--eval_batch_size')
+  if config.init_checkpoint and not os.path.isdir(config.init_checkpoint):
+    raise errors.UserError(f'--init_checkpoint={config.init_checkpoint} does not exist',
+                           convert.init_checkpoint_fix(config.arch, config.init_checkpoint))
   if config.init_checkpoint:
     # Every data set is in the Cityscapes label space: the classifier's size is known now.
     checkpoint.load_model(config.init_checkpoint, arch=config.arch,
@@ -64,12 +71,41 @@ def run_dir(workdir: str, strategy: str, seed: int) -> str:
 
 
 def load_data(config: config_lib.ExperimentConfig):
-  """(train split, val split, per-image annotation costs in instances)."""
+  """(train split, val split, [N] annotation cost of each whole training image).
+
+  Costs follow `--al_cost_rule` and are computed once, then read from
+  `image_costs`'s file beside the data set.
+  """
   kw = dict(data_dir=config.data_dir or None, config=config.dataset_config or None)
   train_split = data.load(config.dataset, 'train', **kw)
   val_split = data.load(config.dataset, 'validation', **kw)
-  costs = annotators.get().image_costs(train_split)
-  return train_split, val_split, costs
+  return train_split, val_split, image_costs(config, train_split)[config.al_cost_rule]
+
+
+def image_costs(config: config_lib.ExperimentConfig, split) -> dict[str, np.ndarray]:
+  """{cost rule: [N] int64 cost of each whole image of `split`}, every rule of
+  `oracle.COST_RULES` (`annotators.get(rule=...).image_costs`), stored in
+  `<data_dir>/instance_counts/<dataset>/<config>.json` the first time
+  (decoding every instance map takes minutes on Cityscapes)."""
+  path = os.path.join(_data_root(config), 'instance_counts',
+                      superpixels.safe_name(config.dataset),
+                      superpixels.safe_name(config.dataset_config or 'default') + '.json')
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+    if stored['ids'] == [str(i) for i in split.ids]:
+      return {rule: np.asarray(stored[rule], np.int64) for rule in oracle.COST_RULES}
+  except (OSError, ValueError, KeyError):
+    pass
+  out = {rule: annotators.get(rule=rule).image_costs(split) for rule in oracle.COST_RULES}
+  if parallel.is_writer():
+    export.write_json(path, {'ids': [str(i) for i in split.ids],
+                             **{rule: v.tolist() for rule, v in out.items()}})
+  return out
+
+
+def _data_root(config: config_lib.ExperimentConfig) -> str:
+  return config.data_dir or tfds_constants.DATA_DIR
 
 
 def run(config: config_lib.ExperimentConfig, workdir: str,
@@ -94,26 +130,30 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
       f'{len(val_split)} val images of {train_split.images.shape[1]}x'
       f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')
   init_variables = loop.initial_variables(config, train_split.num_classes)
-  segments = pool_superpixels(config, train_split) if config.al_unit == 'superpixel' else None
+  segments = counts = None
+  if config.al_unit == 'superpixel':
+    segments, counts = pool_superpixels(config, train_split)
   records = []
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
       records += loop.run(config, strategy, seed, train_split, val_split, costs,
                           run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
-                          init_variables=init_variables, segments=segments)
+                          init_variables=init_variables, segments=segments,
+                          segment_counts=counts)
   if parallel.is_writer():
     summarize(workdir, records)
   return records
 
 
-def pool_superpixels(config: config_lib.ExperimentConfig, split) -> np.ndarray:
-  """[N, H, W] int32 superpixels of the pool, computed once and cached beside the data."""
-  root = os.path.join(config.data_dir or tfds_constants.DATA_DIR, 'superpixels')
-  cache = superpixels.SuperpixelCache(root)
-  return cache.get_or_compute(f'{config.dataset}/{config.dataset_config}', split.ids,
-                              split.images, n_segments=config.sp_segments,
-                              compactness=config.sp_compactness,
-                              workers=config.sp_workers or None, progress=config.progress)
+def pool_superpixels(config: config_lib.ExperimentConfig, split) -> tuple[np.ndarray, np.ndarray]:
+  """([N, H, W] int32 superpixels of the pool, [N] superpixels of each image),
+  computed once and cached beside the data."""
+  cache = superpixels.SuperpixelCache(os.path.join(_data_root(config), 'superpixels'))
+  key = f'{config.dataset}/{config.dataset_config}'
+  params = dict(n_segments=config.sp_segments, compactness=config.sp_compactness)
+  segments = cache.get_or_compute(key, split.ids, split.images, **params,
+                                  workers=config.sp_workers or None, progress=config.progress)
+  return segments, cache.segment_counts(key, split.ids, segments, **params)
 
 
 def collect(workdir: str) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from segal_jax import checkpoint
 from segal_jax import export
 from segal_jax import figures
 from segal_jax import losses
+from segal_jax import metrics
 from segal_jax import models
 from segal_jax import parallel
 from segal_jax import pool as pool_lib
@@ -193,6 +194,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         should_stop: Callable[[], bool] | None = None,
         init_variables: dict | None = None,
         segments: np.ndarray | None = None,
+        segment_counts: np.ndarray | None = None,
         annotator: annotators.Annotator | None = None) -> list[dict[str, Any]]:
   """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
 
@@ -204,10 +206,12 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     init_variables: start every cycle from these (see `initial_variables`)
       instead of the seed's random initialisation.
     segments: [N, H, W] superpixels of the pool (superpixel unit only).
-    annotator: who labels the chosen units (default: `annotators.get()`).
+    segment_counts: [N] superpixels of each pool image (None: read from `segments`).
+    annotator: who labels the chosen units (default: `annotators.from_config(config)`,
+      the simulated annotator under `al_cost_rule`).
   """
   strategy = selection.get(strategy_name)
-  annotator = annotator or annotators.get()
+  annotator = annotator or annotators.from_config(config)
   os.makedirs(run_dir, exist_ok=True)
   log = log if parallel.is_writer() else (lambda *_: None)
   root = jax.random.key(seed)
@@ -235,14 +239,27 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     _save_model(run_dir, cycle, model, ts, train_split, config)
     record = _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, costs,
                      steps, t_train)
+    if 'ranking_accuracy' in record:
+      log(f'{desc}: validation ranking accuracy {record["ranking_accuracy"]} '
+          f'(the study: {metrics.STUDY_RANKING_ACCURACY})')
     t1 = time.time()
+    record.update(scored_units=0, scored_images=0, bought_units=0, new_labeled_pixels=0,
+                  new_instances=0, new_cost=0)
     if cycle + 1 < cycles:
       request = selection.Request(
           strategy, pool, train_split, costs,
           {name: stream(name, cycle) for name in ('candidates', 'score', 'select')},
           ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats}, config, annotator,
-          segments)
-      chosen = selection.select(config.al_unit, request)
+          segments, segment_counts)
+      chosen = selection.choose(config.al_unit, request)
+      touched = chosen.chosen if chosen.picks is None else np.array(sorted(chosen.picks),
+                                                                    np.int64)
+      before = annotator.labeled_counts(pool, train_split, touched)
+      selection.annotate(config.al_unit, request, chosen)
+      after = annotator.labeled_counts(pool, train_split, touched)
+      record.update(chosen.counts, bought_units=len(chosen.names),
+                    new_labeled_pixels=after[0] - before[0], new_instances=after[1] - before[1],
+                    new_cost=annotator.cost(pool, costs) - record['cost_instances'])
       if parallel.is_writer():
         export.write_selection_csv(
             os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv'), chosen.names,
@@ -253,8 +270,10 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     state.records.append(record)
     state.pool = pool.to_json()
     _save_state(run_dir, state)
-    log(f'{desc}: {record["labeled_images"]} images, {record["cost_instances"]} instances, '
-        f'mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s)')
+    log(f'{desc}: {record["labeled_images"]} images, cost {record["cost_instances"]}, '
+        f'mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s); selection scored '
+        f'{record["scored_units"]} units in {record["scored_images"]} images and bought '
+        f'{record["bought_units"]} (cost {record["new_cost"]})')
   return state.records
 
 
@@ -272,9 +291,9 @@ def _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, 
   """The cycle's record: what is labeled, its cost, and the validation metrics."""
   variables = {'params': ts.params, 'batch_stats': ts.batch_stats}
   val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}
-  metrics = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
-                           mean=val_split.mean, std=val_split.std,
-                           num_classes=val_split.num_classes, progress=config.progress)
+  val = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
+                       mean=val_split.mean, std=val_split.std,
+                       num_classes=val_split.num_classes, progress=config.progress)
   cost = annotator.cost(pool, costs)
   record = {
       'strategy': strategy_name, 'seed': seed, 'cycle': cycle, 'unit': config.al_unit,
@@ -283,9 +302,9 @@ def _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, 
       'superpixels': pool.num_superpixels(),
       'cost_instances': cost,
       'cost_images': round(cost / max(float(np.mean(costs)), 1e-9), 2),
-      'miou': float(metrics['miou']),
-      'per_class_iou': export.nan_to_none(metrics['per_class_iou']),
-      'pixel_acc': float(metrics['pixel_acc']),
+      'miou': float(val['miou']),
+      'per_class_iou': export.nan_to_none(val['per_class_iou']),
+      'pixel_acc': float(val['pixel_acc']),
       'train_steps': int(steps), 'train_seconds': round(t_train, 2),
   }
   if selection.get(strategy_name).loss_head:

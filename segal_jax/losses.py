@@ -146,11 +146,13 @@ class JointLoss:
   margin: the ranking loss's margin (static in the jitted step).
   warmup_epochs: epochs without ranking loss at the start of each cycle.
   detach_epoch: from this epoch on the features are detached from the head.
+  The defaults are the study's code's: lambda 1, 2 warm-up epochs, detach at
+  epoch 150 of 250.
   """
-  weight: float = 0.01
+  weight: float = 1.0
   margin: float = 1.0
-  warmup_epochs: int = 1
-  detach_epoch: int = 120
+  warmup_epochs: int = 2
+  detach_epoch: int = 150
 
   @classmethod
   def from_config(cls, config) -> 'JointLoss':

@@ -81,6 +81,11 @@ def pixel_accuracy(conf) -> float:
   return float(np.trace(conf) / total)
 
 
+# The study's validation ranking accuracy of its loss-prediction head, to read
+# each cycle's own beside.
+STUDY_RANKING_ACCURACY = 0.76
+
+
 def ranking_accuracy(predicted: np.ndarray, true: np.ndarray) -> float:
   """Fraction of image pairs whose predicted-loss order matches the true order.
 

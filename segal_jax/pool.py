@@ -21,11 +21,15 @@ class PoolLabels:
 
   full: indices of images labeled whole.
   annotated: image index -> sorted instance ids annotated through superpixels.
-  chosen: image index -> superpixel ids chosen so far (never offered again).
+  chosen: image index -> superpixel ids chosen so far.
+  paid: image index -> sorted ids paid for through superpixels under the
+    annotator's cost rule (`oracle.COST_RULES`); the same as `annotated` for
+    'instances'.
   """
   full: list[int] = dataclasses.field(default_factory=list)
   annotated: dict[int, list[int]] = dataclasses.field(default_factory=dict)
   chosen: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+  paid: dict[int, list[int]] = dataclasses.field(default_factory=dict)
 
   def images(self) -> np.ndarray:
     """[n] sorted indices of every image with any label."""
@@ -34,20 +38,15 @@ class PoolLabels:
   def num_superpixels(self) -> int:
     return sum(len(v) for v in self.chosen.values())
 
-  def chosen_mask(self, indices: np.ndarray, num_segments: int) -> np.ndarray:
-    """[len(indices), num_segments] bool, True for superpixels chosen before."""
-    mask = np.zeros((len(indices), num_segments), bool)
-    for row, i in enumerate(indices):
-      mask[row, self.chosen.get(int(i), [])] = True
-    return mask
-
   def to_json(self) -> dict[str, Any]:
     return {'full': list(self.full),
             'annotated': {str(k): v for k, v in sorted(self.annotated.items())},
-            'chosen': {str(k): v for k, v in sorted(self.chosen.items())}}
+            'chosen': {str(k): v for k, v in sorted(self.chosen.items())},
+            'paid': {str(k): v for k, v in sorted(self.paid.items())}}
 
   @classmethod
   def from_json(cls, raw: dict[str, Any]) -> 'PoolLabels':
     return cls(full=[int(i) for i in raw['full']],
                annotated={int(k): [int(x) for x in v] for k, v in raw['annotated'].items()},
-               chosen={int(k): [int(x) for x in v] for k, v in raw['chosen'].items()})
+               chosen={int(k): [int(x) for x in v] for k, v in raw['chosen'].items()},
+               paid={int(k): [int(x) for x in v] for k, v in raw.get('paid', {}).items()})

@@ -3,11 +3,16 @@
 A strategy (`STRATEGIES`) says how a unit is scored and, for learning loss,
 which network and loss train it; a unit (`UNITS`: 'image', 'superpixel')
 says what is offered and how a budget (a count, or an annotation cost by the
-annotator's rule) is spent. `select` draws a random candidate subset of the
-pool (`al_candidate_factor` x what the budget needs; the reference used 3),
-scores it with the one scorer (`scoring`), and takes the top units with
+annotator's rule) is spent. Image units score a random candidate subset of
+the unlabeled images (`al_candidate_factor` x what the budget needs; the study
+used 3); superpixel units rank the superpixels of every open image (the
+study's protocol; `sp_candidate_factor` > 0 scores a random subset instead).
+Scores come from the one scorer (`scoring`); the top units are taken with
 deterministic tie-breaking. Units already labeled are never offered again:
-images labeled whole leave the pool, chosen superpixels are masked.
+images labeled whole leave the pool, and a superpixel is eligible only while
+its annotation could add a label (`eligible_superpixels`). A cost budget is
+filled without exceeding it (`oracle.fill_budget`). `al_study_exact` restores
+the study's selection where segal-jax improves on it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 from segal_jax import losses
 from segal_jax import metrics
 from segal_jax import models
+from segal_jax import oracle
 from segal_jax import pool as pool_lib
 from segal_jax import scoring
 from segal_jax import uncertainty
@@ -169,6 +175,7 @@ class Request:
   config: the `ExperimentConfig` (budget, candidates, MC passes, batch size).
   annotator: who labels the chosen units (`annotators.Annotator`).
   segments: [N, H, W] superpixels of the pool (superpixel unit).
+  segment_counts: [N] superpixels of each pool image (None: read from `segments`).
   """
   strategy: Strategy
   pool: pool_lib.PoolLabels
@@ -180,6 +187,7 @@ class Request:
   config: Any
   annotator: Any
   segments: np.ndarray | None = None
+  segment_counts: np.ndarray | None = None
 
   def score(self, indices: np.ndarray, num_segments: int = 0) -> np.ndarray:
     """The strategy's scores of pool images `indices` ([k], or [k, S] superpixel means)."""
@@ -202,28 +210,30 @@ class Selection:
   top_images: the pool images in rank order, each once (for the figures).
   chosen: [k] image indices (image unit); picks: image -> superpixel ids
     (superpixel unit).
+  counts: {'scored_units', 'scored_images'}: the units ranked and the images
+    holding them.
   """
   names: list[str]
   scores: np.ndarray
   top_images: np.ndarray
+  counts: dict[str, int]
   chosen: np.ndarray | None = None
   picks: dict[int, list[int]] | None = None
 
 
+def candidate_count(factor: float, needed: int) -> int:
+  """Images to score: factor x the `needed` images, or 0 (every open image) for factor 0."""
+  return 0 if factor <= 0 else int(math.ceil(factor * needed))
+
+
 def _candidates(key, eligible: np.ndarray, factor: float, needed: int) -> np.ndarray:
-  count = 0 if factor <= 0 else int(math.ceil(factor * needed))
-  return candidates(key, eligible, count)
-
-
-def _within_cost(unit_costs: np.ndarray, budget_cost: int) -> int:
-  """How many of the ranked units to take: until their cost reaches the budget."""
-  reached = np.flatnonzero(np.cumsum(unit_costs) >= budget_cost)
-  return int(reached[0]) + 1 if len(reached) else len(unit_costs)
+  return candidates(key, eligible, candidate_count(factor, needed))
 
 
 def _choose_images(r: Request) -> Selection:
-  """`al_budget` images, or with `al_budget_cost` > 0 images in rank order until
-  their annotation cost reaches it."""
+  """`al_budget` images, or with `al_budget_cost` > 0 images in rank order while
+  their annotation cost fits in it (`oracle.fill_budget`; `al_study_exact`:
+  the study's rule, the image that crosses the budget is bought)."""
   budget, budget_cost = r.config.al_budget, r.config.al_budget_cost
   unlabeled = np.setdiff1d(np.arange(len(r.split)), r.pool.images())
   needed = budget
@@ -237,47 +247,98 @@ def _choose_images(r: Request) -> Selection:
     all_scores = r.score(cand)
     order = top_k(all_scores, len(cand))
     chosen, scores = cand[order], all_scores[order]
-  k = _within_cost(r.costs[chosen], budget_cost) if budget_cost else min(budget, len(chosen))
-  chosen, scores = chosen[:k], scores[:k]
-  return Selection([r.split.ids[i] for i in chosen], scores, chosen, chosen=chosen)
+  counts = {'scored_units': len(chosen), 'scored_images': len(chosen)}
+  if budget_cost:
+    # An image's ids are its own: `costs[i]` distinct placeholders stand for them.
+    taken, _ = oracle.fill_budget(((i, np.arange(r.costs[i])) for i in chosen), budget_cost,
+                                  overshoot=r.config.al_study_exact)
+  else:
+    taken = np.arange(min(budget, len(chosen)))
+  chosen, scores = chosen[taken], scores[taken]
+  return Selection([r.split.ids[i] for i in chosen], scores, chosen, counts, chosen=chosen)
+
+
+def eligible_superpixels(annotator, pool: pool_lib.PoolLabels, split, segments,
+                         images: np.ndarray, segment_counts: np.ndarray, num_segments: int, *,
+                         exact: bool = False) -> np.ndarray:
+  """[len(images), num_segments] bool: the superpixels that may be chosen.
+
+  A superpixel is eligible when its annotation could add a label
+  (`annotator.addable_superpixels`: not all void, not all inside instances
+  labeled before), which also rules out every superpixel chosen before.
+  `exact` (the study): every superpixel of the image, chosen or not.
+
+  Args:
+    annotator: an `annotators.Annotator`.
+    split: the pool (`labels`, `instances` indexable by image).
+    segments: [N, H, W] superpixel ids of the pool.
+    images: [n] pool indices.
+    segment_counts: [N] superpixels of each pool image.
+  """
+  images = np.asarray(images, np.int64)
+  present = np.arange(num_segments)[None, :] < np.asarray(segment_counts)[images][:, None]
+  if exact or not len(images):
+    return present
+  addable = np.stack([annotator.addable_superpixels(pool, split, segments, i, num_segments)
+                      for i in images.tolist()])
+  return present & addable
 
 
 def _choose_superpixels(r: Request) -> Selection:
-  """`al_budget` superpixels over the pool, or with `al_budget_cost` > 0
-  superpixels in rank order until what they newly cost (the annotator's rule)
-  reaches it. Candidate images are sized by what the budget needs."""
-  budget, budget_cost = r.config.al_budget, r.config.al_budget_cost
+  """`al_budget` eligible superpixels over the pool (`eligible_superpixels`), or
+  with `al_budget_cost` > 0 superpixels in rank order while the ids they newly
+  touch (the annotator's cost rule, an id paid once however many chosen
+  superpixels touch it) fit in it (`oracle.fill_budget`; `al_study_exact`: the
+  study's rule, the superpixel that crosses the budget is bought).
+
+  `sp_candidate_factor` 0 ranks the superpixels of every image not labeled
+  whole; > 0 a random subset of that many x the images the budget needs.
+  """
+  c = r.config
+  budget, budget_cost, exact = c.al_budget, c.al_budget_cost, c.al_study_exact
   segments, n_pool = r.segments, len(r.split)
-  num_segments = int(np.max([segments[i].max() for i in range(n_pool)])) + 1
-  eligible = np.setdiff1d(np.arange(n_pool), r.pool.full)
+  counts = r.segment_counts
+  if counts is None:
+    counts = np.array([segments[i].max() + 1 for i in range(n_pool)])
+  num_segments = int(np.max(counts[:n_pool]))
+  open_images = np.setdiff1d(np.arange(n_pool), r.pool.full)
   if budget_cost:  # images whose instances could pay the budget
     needed = math.ceil(budget_cost / max(float(np.mean(r.costs)), 1.0))
   else:  # images whose superpixels could fill the budget
     needed = math.ceil(budget / num_segments)
-  cand = _candidates(r.keys['candidates'], eligible, r.config.al_candidate_factor,
-                     max(1, needed))
-  present = np.arange(num_segments)[None, :] <= np.array(
-      [segments[i].max() for i in cand])[:, None]
-  exclude = ~present | r.pool.chosen_mask(cand, num_segments)
+  cand = _candidates(r.keys['candidates'], open_images, c.sp_candidate_factor, max(1, needed))
+  allowed = eligible_superpixels(r.annotator, r.pool, r.split, segments, cand, counts,
+                                 num_segments, exact=exact)
+  cand, allowed = cand[allowed.any(axis=1)], allowed[allowed.any(axis=1)]
   if r.strategy.measure is None:
     scores = np.asarray(jax.random.uniform(r.keys['select'], (len(cand), num_segments)))
   else:
     scores = r.score(cand, num_segments)
-  flat = top_k(scores, scores.size if budget_cost else budget, exclude=exclude)
-  rows, sps = np.divmod(flat, num_segments)
+  flat = top_k(scores, scores.size if budget_cost else budget, exclude=~allowed)
   if budget_cost:
-    k = _within_cost(r.annotator.superpixel_costs(r.pool, r.split, segments, cand[rows], sps),
-                     budget_cost)
-    flat, rows, sps = flat[:k], rows[:k], sps[:k]
+    tables: dict[int, dict[int, np.ndarray]] = {}
+
+    def ids_of(f):
+      row, sp = divmod(int(f), num_segments)
+      i = int(cand[row])
+      if i not in tables:
+        tables[i] = r.annotator.superpixel_ids(r.split, segments, i)
+      return i, tables[i].get(sp, np.zeros(0, np.int64))
+
+    taken, _ = oracle.fill_budget(map(ids_of, flat), budget_cost, r.pool.paid, overshoot=exact)
+    flat = flat[taken]
+  rows, sps = np.divmod(flat, num_segments)
   picks: dict[int, list[int]] = {}
   ranked = []
   for row, sp in zip(rows, sps):
     picks.setdefault(int(cand[row]), []).append(int(sp))
     ranked.append((int(cand[row]), int(sp)))
   out_scores = np.asarray(scores).ravel()[flat] if r.strategy.measure else np.zeros(len(flat))
-  top = np.array(list(dict.fromkeys(i for i, _ in ranked)))
+  top = np.array(list(dict.fromkeys(i for i, _ in ranked)), np.int64)
   return Selection([f'{r.split.ids[i]}/{sp}' for i, sp in ranked],
-                   out_scores.astype(np.float32), top, picks=picks)
+                   out_scores.astype(np.float32), top,
+                   {'scored_units': int(allowed.sum()), 'scored_images': len(cand)},
+                   picks=picks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,11 +357,20 @@ UNITS: dict[str, Unit] = {
 }
 
 
+def choose(unit: str, request: Request) -> Selection:
+  """This cycle's units (`UNITS[unit].choose`); the pool is not changed yet."""
+  return UNITS[unit].choose(request)
+
+
+def annotate(unit: str, request: Request, chosen: Selection) -> None:
+  """Has the annotator label what `choose` chose (updates `request.pool`)."""
+  UNITS[unit].annotate(request, chosen)
+
+
 def select(unit: str, request: Request) -> Selection:
   """Chooses this cycle's units and has them annotated (updates `request.pool`)."""
-  u = UNITS[unit]
-  chosen = u.choose(request)
-  u.annotate(request, chosen)
+  chosen = choose(unit, request)
+  annotate(unit, request, chosen)
   return chosen
 
 

@@ -12,6 +12,7 @@ import concurrent.futures
 import functools
 import hashlib
 import io
+import json
 import multiprocessing
 import os
 import re
@@ -101,7 +102,7 @@ def watershed_batch(images: Sequence[np.ndarray] | np.ndarray, *,
   return np.stack(out)
 
 
-def _safe(name: Any) -> str:
+def safe_name(name: Any) -> str:
   """A file-name-safe form of `name`; a hash keeps rewritten names distinct."""
   text = str(name)
   safe = re.sub(r'[^A-Za-z0-9_.-]', '_', text)
@@ -125,8 +126,8 @@ class SuperpixelCache:
   def path(self, dataset: str, image_id: Any, *, n_segments: int = 100,
            compactness: float = 0.001) -> str:
     params = f'watershed_n{int(n_segments)}_c{float(compactness)!r}'
-    return os.path.join(self.root, _safe(dataset), _safe(params),
-                        _safe(image_id) + '.npz')
+    return os.path.join(self.root, safe_name(dataset), safe_name(params),
+                        safe_name(image_id) + '.npz')
 
   def _load(self, path: str) -> np.ndarray | None:
     try:
@@ -146,6 +147,29 @@ class SuperpixelCache:
     np.savez_compressed(buffer, segments=small)
     with _files.atomic_open(path, 'wb') as f:
       f.write(buffer.getvalue())
+
+  def segment_counts(self, dataset: str, ids: Sequence[Any], segments, *,
+                     n_segments: int = 100, compactness: float = 0.001) -> np.ndarray:
+    """[N] superpixels of each image (max id + 1), kept in `counts.json` beside the cache.
+
+    Only images missing from that index are read from `segments` ([N, H, W]),
+    so the pool is scanned once, not every cycle.
+    """
+    directory = os.path.dirname(self.path(dataset, 'x', n_segments=n_segments,
+                                          compactness=compactness))
+    index_path = os.path.join(directory, 'counts.json')
+    try:
+      with open(index_path) as f:
+        index = json.load(f)
+    except (OSError, ValueError):
+      index = {}
+    missing = [k for k, i in enumerate(ids) if str(i) not in index]
+    for k in missing:
+      index[str(ids[k])] = int(np.asarray(segments[k]).max()) + 1
+    if missing:
+      with _files.atomic_open(index_path, 'w') as f:
+        json.dump(index, f, sort_keys=True)
+    return np.array([index[str(i)] for i in ids], np.int64)
 
   def get_or_compute(
       self, dataset: str, ids: Sequence[Any],

@@ -187,15 +187,16 @@ def _train_step(state: TrainState, batch: Batch, key: jax.Array, controls: jax.A
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_train_step(mesh: jax.sharding.Mesh, loss_fn: losses.LossFn,
-                       crop: tuple[int, int], scale_range: tuple[float, float],
-                       flip: bool) -> Callable:
+def jitted_train_step(mesh: jax.sharding.Mesh, loss_fn: losses.LossFn,
+                      crop: tuple[int, int], scale_range: tuple[float, float],
+                      flip: bool) -> Callable:
   """The one jitted train step: (state, batch, step_key, mean, std, controls) ->
   (state, metrics) over `mesh`.
 
   The state, `step_key`, `mean`, `std` and `controls` are replicated and the
   batch split along `data`. The step's key is fold_in(step_key, state.step),
-  derived on the device so no key crosses from the host each step.
+  derived on the device so no key crosses from the host each step. `fit`
+  and `train_step` run it; `plan` asks XLA for its cost.
   """
   rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
@@ -212,7 +213,7 @@ def _one_device() -> jax.sharding.Mesh:
   return parallel.make_mesh(jax.local_devices()[:1])
 
 
-def _controls(loss_fn, epoch: int) -> np.ndarray:
+def loss_controls(loss_fn, epoch: int) -> np.ndarray:
   """The loss's controls for `epoch` (`loss_fn.controls(epoch)`), else none."""
   controls = getattr(loss_fn, 'controls', None)
   return np.zeros(0, np.float32) if controls is None else np.asarray(controls(epoch),
@@ -230,9 +231,9 @@ def train_step(state: TrainState, batch: Batch, step_key: jax.Array, *, mean, st
   `loss_fn.controls(0)` (none for the plain loss); `mesh` to one device.
   """
   mesh = _one_device() if mesh is None else mesh
-  step = _jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
-                            tuple(float(s) for s in scale_range), bool(flip))
-  controls = _controls(loss_fn, 0) if controls is None else controls
+  step = jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
+                           tuple(float(s) for s in scale_range), bool(flip))
+  controls = loss_controls(loss_fn, 0) if controls is None else controls
   return step(state, batch, step_key, jnp.asarray(mean, jnp.float32),
               jnp.asarray(std, jnp.float32), jnp.asarray(controls, jnp.float32))
 
@@ -357,8 +358,8 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   parallel.check_batch_size(batch_size, '--train_batch_size', mesh.size)
   rows = parallel.local_rows(batch_size, mesh)
   loss_fn = loss_prediction or loss_fn or losses.segmentation_loss
-  step_fn = _jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
-                               tuple(float(s) for s in scale_range), bool(flip))
+  step_fn = jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
+                              tuple(float(s) for s in scale_range), bool(flip))
   mean, std = parallel.replicate((np.asarray(mean, np.float32),
                                   np.asarray(std, np.float32)), mesh)
   perm_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
@@ -389,7 +390,7 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
   with bar, contextlib.closing(stream):
     for epoch in range(start_epoch, epochs):
       epoch_losses, pending = [], None
-      controls = parallel.replicate(_controls(loss_fn, epoch), mesh)
+      controls = parallel.replicate(loss_controls(loss_fn, epoch), mesh)
       for _ in range(steps_per_epoch):
         state, step_metrics = step_fn(state, next(stream), step_key, mean, std, controls)
         # Read the previous step's loss while this one runs: keeps one step in flight.

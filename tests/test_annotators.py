@@ -29,21 +29,69 @@ def test_registry():
 
 
 def test_instance_overlap_costs_labels_and_superpixels():
-  ann, split = annotators.get(), _split()
+  ann, split = annotators.get(rule='instances'), _split()
   np.testing.assert_array_equal(ann.image_costs(split), [3, 3])  # road + two cars
+  # The study's rule also pays for image 1's void id 0.
+  np.testing.assert_array_equal(annotators.get().image_costs(split), [3, 4])
   pool = pool_lib.PoolLabels()
   ann.annotate_images(pool, split, [1])
   segments = np.zeros((2, 4, 4), np.int32)
   segments[:, :, 2:] = 1  # superpixel 1: the right half
-  # Ranked (image 0, superpixel 1) then (image 0, superpixel 0): the first touches
-  # road and one car; the second road (seen) and the other car.
-  costs = ann.superpixel_costs(pool, split, segments, np.array([0, 0]), np.array([1, 0]))
-  np.testing.assert_array_equal(costs, [2, 1])
-  ann.annotate_superpixels(pool, split, segments, {0: [1]})
+  # Superpixel 1 touches road and the right car; superpixel 0 road and the left car.
+  table = ann.superpixel_ids(split, segments, 0)
+  assert {k: v.tolist() for k, v in table.items()} == {0: [7, 26000], 1: [7, 26001]}
+  assert ann.annotate_superpixels(pool, split, segments, {0: [1]}) == 2
   assert pool.chosen == {0: [1]} and pool.annotated == {0: [7, 26001]}
+  assert pool.paid == {0: [7, 26001]}
   assert ann.cost(pool, ann.image_costs(split)) == 3 + 2
+  # Superpixel 1 can add no label any more; superpixel 0 still holds the left car.
+  assert ann.addable_superpixels(pool, split, segments, 0, 3).tolist() == [True, False, False]
   got = ann.labels(pool, split, np.array([0, 1]))
   # Image 1 is labeled whole; image 0 carries road and the right car, 255 elsewhere.
   want0 = np.where(split.instances[0] == 26000, 255, split.labels[0])
   np.testing.assert_array_equal(got[0], want0)
   np.testing.assert_array_equal(got[1], split.labels[1])
+
+
+def test_unknown_cost_rule():
+  with pytest.raises(UserError, match='cost rule'):
+    annotators.get(rule='pixels')
+
+
+# --- cost rules on the oracle's hand map: same labels, different ids paid ---
+
+def _hand():
+  from tests import test_oracle as hand  # pylint: disable=g-import-not-at-top
+  split = types.SimpleNamespace(labels=np.stack([hand.LABEL] * 2),
+                                instances=np.stack([hand.INSTANCE] * 2))
+  return split, np.stack([hand.SEGMENTS] * 2)
+
+
+def test_cost_rules_pay_different_ids_for_the_same_labels():
+  split, segments = _hand()
+  study_ann, instances_ann = annotators.get(rule='study'), annotators.get(rule='instances')
+  study, instances = pool_lib.PoolLabels(full=[0]), pool_lib.PoolLabels(full=[0])
+  # Superpixels 4 and 5 touch ids {0, 26002} and {1, 7} (hand-read): the study
+  # pays for all four, the instance rule for car 2 and road only.
+  assert study_ann.annotate_superpixels(study, split, segments, {1: [4, 5]}) == 4
+  assert instances_ann.annotate_superpixels(instances, split, segments, {1: [4, 5]}) == 2
+  assert study.annotated == instances.annotated == {1: [7, 26002]}
+  np.testing.assert_array_equal(study_ann.labels(study, split, np.array([1])),
+                                instances_ann.labels(instances, split, np.array([1])))
+  whole = np.array([6, 6])  # cost of a whole image, the study's rule
+  assert study_ann.cost(study, whole) == 6 + 4
+  # Touching an id again costs nothing; superpixel 3 (road) adds nothing new.
+  assert study_ann.annotate_superpixels(study, split, segments, {1: [3]}) == 0
+  restored = pool_lib.PoolLabels.from_json(study.to_json())
+  assert restored == study
+
+
+def test_labeled_counts():
+  split, segments = _hand()
+  ann = annotators.get()
+  pool = pool_lib.PoolLabels(full=[0])
+  ann.annotate_superpixels(pool, split, segments, {1: [4]})
+  # Image 0: every non-void pixel (21) and its 4 instances; image 1: car 2 (2 pixels).
+  assert ann.labeled_counts(pool, split, [0]) == (21, 4)
+  assert ann.labeled_counts(pool, split, [1]) == (2, 1)
+  assert ann.labeled_counts(pool, split, []) == (0, 0)

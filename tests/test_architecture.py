@@ -27,7 +27,7 @@ LAYERS = (
     ('selection', 'checkpoint'),
     ('figures', 'folder_scoring'),
     ('loop',),
-    ('experiment',),
+    ('experiment', 'plan'),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -47,3 +47,33 @@ def test_fingerprint_ignores_strategies_and_outputs():
   a = dataclasses.replace(BASE, al_strategies=('random',), progress=False)
   assert a.fingerprint() == BASE.fingerprint()
   assert dataclasses.replace(BASE, train_lr=0.02).fingerprint() != BASE.fingerprint()
+
+
+def test_missing_init_checkpoint_names_the_two_commands(tmp_path):
+  path = str(tmp_path / 'checkpoints' / 'drn_d_22_imagenet')
+  with pytest.raises(UserError) as e:
+    experiment.validate(dataclasses.replace(BASE, init_checkpoint=path))
+  message = str(e.value)
+  assert '\n' not in message and path in message
+  assert 'http://dl.yf.io/drn/drn_d_22-4bd2f8ea.pth' in message
+  assert (f'python -m launch.convert --source=drn_d_22-4bd2f8ea.pth --arch=drn_d_22 '
+          f'--out={path}') in message
+
+
+def test_cityscapes_configs_start_from_the_imagenet_trunk():
+  import os  # pylint: disable=g-import-not-at-top
+  root = os.path.join(os.path.dirname(__file__), '..', 'configs', 'cityscapes')
+  with open(os.path.join(root, 'base.flags')) as f:
+    assert '--init_checkpoint=checkpoints/drn_d_22_imagenet' in f.read().splitlines()
+
+
+def test_cost_rule_choices_are_the_oracles():
+  from segal_jax import oracle  # pylint: disable=g-import-not-at-top
+  assert config_lib._CHOICES['al_cost_rule'] == oracle.COST_RULES  # pylint: disable=protected-access
+  with pytest.raises(UserError, match='al_cost_rule'):
+    config_lib.validate(dataclasses.replace(BASE, al_cost_rule='pixels'))
+
+
+def test_negative_sp_candidate_factor():
+  with pytest.raises(UserError, match='sp_candidate_factor'):
+    config_lib.validate(dataclasses.replace(BASE, sp_candidate_factor=-1))

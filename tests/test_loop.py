@@ -154,49 +154,88 @@ def test_superpixel_experiment_budgets_costs_and_disjointness(tmp_path):
   workdir = str(tmp_path / 'run')
   records = experiment.run(config, workdir, log=lambda *_: None)
   train_split, _, costs = experiment.load_data(config)
-  segments = experiment.pool_superpixels(config, train_split)
+  segments, counts = experiment.pool_superpixels(config, train_split)
+  assert counts.tolist() == [int(s.max()) + 1 for s in segments]
   for strategy in config.al_strategies:
     rs = [r for r in records if r['strategy'] == strategy]
     assert [r['superpixels'] for r in rs] == [0, 30, 60]
     assert [r['full_images'] for r in rs] == [4, 4, 4]
     run_dir = experiment.run_dir(workdir, strategy, 0)
     labels = pool_lib.PoolLabels.from_json(_saved_state(run_dir, config)['pool'])
-    # Chosen superpixels: exactly the budget, never twice, never in a full image.
+    # Chosen superpixels: exactly the budget, never twice, never in a full image,
+    # never one that could add no label; every open image scored each cycle.
     units = set()
+    full = {train_split.ids[i] for i in labels.full}
     for cycle in (1, 2):
       with open(os.path.join(run_dir, f'selection_cycle{cycle:02d}.csv')) as f:
         rows = list(csv.reader(f))[1:]
       chosen = {r[0] for r in rows}
       assert len(rows) == len(chosen) == 30 and not units & chosen
+      assert not {c.split('/')[0] for c in chosen} & full
+      open_ = _open_superpixels(train_split, segments, units, labels.full)
+      assert all(open_[c] for c in chosen)
+      record = rs[cycle - 1]
+      assert record['scored_images'] == len({k.split('/')[0] for k, v in open_.items() if v})
+      assert record['scored_images'] == len(train_split) - len(full)  # the whole pool
+      assert record['scored_units'] == sum(open_.values())
+      assert record['bought_units'] == 30 and record['new_cost'] > 0
+      assert record['new_labeled_pixels'] > 0 and record['new_instances'] > 0
       units |= chosen
     assert sum(len(v) for v in labels.chosen.values()) == 60
     figures = os.listdir(os.path.join(run_dir, 'figures'))
     assert 'cycle01_superpixels.png' in figures
     assert ('cycle01_uncertainty.png' in figures) == (strategy != 'random')
     assert not set(labels.chosen) & set(labels.full)
-    # Cost: full images' instances plus, per partial image, the instances
-    # touching its chosen superpixels (recomputed with the annotator).
-    expected = int(costs[labels.full].sum())
+    # Cost (the study's rule): full images' distinct instance-map ids plus, per
+    # partial image, the distinct ids under its chosen superpixels (NumPy).
+    expected = sum(len(np.unique(train_split.instances[i])) for i in labels.full)
     for i, sps in labels.chosen.items():
-      _, ids, cost = oracle.annotate_superpixels(train_split.labels[i], train_split.instances[i],
-                                                 segments[i], sps)
+      _, ids, _ = oracle.annotate_superpixels(train_split.labels[i], train_split.instances[i],
+                                              segments[i], sps)
       assert ids.tolist() == labels.annotated[i]
-      expected += cost
+      expected += len(np.unique(train_split.instances[i][np.isin(segments[i], sps)]))
     assert rs[-1]['cost_instances'] == expected
+    assert int(costs[labels.full].sum()) == sum(
+        len(np.unique(train_split.instances[i])) for i in labels.full)
+
+
+def _open_superpixels(split, segments, chosen, full):
+  """{'image id/superpixel': True if it holds a non-void pixel outside every
+  instance annotated through the `chosen` ones}, plain NumPy, every image not full."""
+  by_image = {}
+  for name in chosen:
+    image_id, sp = name.split('/')
+    by_image.setdefault(image_id, []).append(int(sp))
+  out = {}
+  for i, image_id in enumerate(split.ids):
+    if i in full:
+      continue
+    label, instance, seg = split.labels[i], split.instances[i], segments[i]
+    valid = (instance > 0) & (label != 255)
+    picked = np.isin(seg, by_image.get(image_id, []))
+    annotated = np.unique(instance[picked & valid])
+    open_pixels = valid & ~np.isin(instance, annotated)
+    for sp in np.unique(seg):
+      out[f'{image_id}/{sp}'] = bool(open_pixels[seg == sp].any())
+  return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('unit', ['image', 'superpixel'])
-def test_cost_budget_stops_at_the_budget(tmp_path, unit):
+@pytest.mark.parametrize('unit,exact', [('image', False), ('superpixel', False),
+                                        ('superpixel', True)])
+def test_cost_budget_never_exceeds_the_budget(tmp_path, unit, exact):
   config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_unit=unit,
                                al_initial=4, al_budget_cost=60, al_cycles=3, sp_segments=20,
-                               sp_workers=1, al_strategies=('mc_variance',))
+                               sp_workers=1, al_strategies=('mc_variance',),
+                               al_study_exact=exact)
   records = experiment.run(config, str(tmp_path / 'run'), log=lambda *_: None)
   spent = np.diff([r['cost_instances'] for r in records])
-  # Each cycle buys units until the new instances reach the budget: at least
-  # the budget, and less than the budget plus what one unit can add.
+  assert [r['new_cost'] for r in records[:-1]] == spent.tolist()
   _, _, costs = experiment.load_data(config)
-  assert all(60 <= s < 60 + costs.max() for s in spent), spent
+  if exact:  # the study's rule: buy until the budget is reached, crossing it by < one unit
+    assert all(60 <= s < 60 + costs.max() for s in spent), spent
+  else:  # skip what does not fit: never above the budget, and filled
+    assert all(60 - costs.max() < s <= 60 for s in spent), spent
 
 
 @pytest.mark.slow

@@ -1,8 +1,11 @@
 """Tests for segal_jax.losses against NumPy formulas and hand-computed cases."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -135,7 +138,48 @@ def test_schedule_controls():
                                 np.array([[0, 0], [0.01, 0], [0.01, 0], [0.01, 1], [0.01, 1]],
                                          np.float32))
   assert losses.JointLoss.from_config(config_lib.ExperimentConfig()) == losses.JointLoss(
-      0.01, 1.0, 1, 120)
+      1.0, 1.0, 2, 150)
+
+
+def test_study_schedule_is_the_default():
+  """The study's code: lambda 1, 2 warm-up epochs, features detached from epoch 150."""
+  got = losses.JointLoss.from_config(config_lib.ExperimentConfig())
+  assert got == losses.JointLoss()
+  # epoch -> (ranking-loss weight, detach), by hand from the study's values.
+  expected = {0: (0, 0), 1: (0, 0), 2: (1, 0), 149: (1, 0), 150: (1, 1), 249: (1, 1)}
+  for epoch, want in expected.items():
+    np.testing.assert_array_equal(got.controls(epoch), np.array(want, np.float32))
+  flags = open(os.path.join(os.path.dirname(__file__), '..', 'configs', 'base.flags')).read()
+  for line in ('--lp_weight=1.0', '--lp_warmup_epochs=2', '--lp_detach_epoch=150'):
+    assert line in flags.splitlines()
+
+
+@pytest.mark.slow
+def test_schedule_values_reach_the_train_step(monkeypatch):
+  """Each step of `train.fit` receives the epoch's (lambda, detach) of the config."""
+  seen = []
+  real = train.jitted_train_step
+
+  def spy(*args):
+    fn = real(*args)
+
+    def step(*a):
+      seen.append(np.asarray(jax.device_get(a[5])).tolist())
+      return fn(*a)
+    return step
+
+  monkeypatch.setattr(train, 'jitted_train_step', spy)
+  config = config_lib.ExperimentConfig(lp_weight=1.0, lp_warmup_epochs=1, lp_detach_epoch=2)
+  model = models.DRNSegWithLossHead(**KW, hidden=8)
+  ts = train.create_train_state(model, jax.random.key(0), image_shape=(32, 64, 3),
+                                tx=optax.sgd(0.01))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (4, 32, 64, 3), np.uint8)
+  labels = rng.integers(0, 5, (4, 32, 64), np.uint8)
+  train.fit(ts, lambda idx: {'image': images[idx], 'label': labels[idx]}, np.arange(4),
+            epochs=3, batch_size=4, key=jax.random.key(1), mean=(0.5,) * 3, std=(0.2,) * 3,
+            crop=(32, 64), progress=False, loss_fn=losses.JointLoss.from_config(config))
+  assert seen == [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
 
 
 @pytest.mark.slow

@@ -239,3 +239,88 @@ def test_matches_per_instance_loop_on_synthetic_city():
     np.testing.assert_array_equal(again[0], want_more[0])
     assert again[2] == want_more[2]
     assert oracle.count_instances(instance) == oracle.count_instances(instance, label)
+
+
+# --- cost rules, addable superpixels, budget filling ---
+
+def test_cost_rules_on_the_hand_map():
+  # Distinct values of INSTANCE: 0, 1, 7, 23, 26001, 26002 (void ones included).
+  assert oracle.image_costs(INSTANCE, LABEL) == {'study': 6, 'instances': 4}
+  # Superpixel 4 touches car 2 and void 0; superpixel 1 sky and void 0 (hand-read).
+  assert oracle.touched_ids(INSTANCE, LABEL, SEGMENTS, [4], 'study').tolist() == [0, 26002]
+  assert oracle.touched_ids(INSTANCE, LABEL, SEGMENTS, [4], 'instances').tolist() == [26002]
+  assert oracle.touched_ids(INSTANCE, LABEL, SEGMENTS, [5], 'study').tolist() == [1, 7]
+  table = oracle.superpixel_ids(INSTANCE, LABEL, SEGMENTS, 'study')
+  assert {k: v.tolist() for k, v in table.items()} == {
+      0: [23], 1: [23], 2: [7, 26001], 3: [7], 4: [0, 26002], 5: [1, 7]}
+  with pytest.raises(ValueError):
+    oracle.cost_ids(INSTANCE, LABEL, 'pixels')
+
+
+@hypothesis.settings(deadline=None, max_examples=30)
+@hypothesis.given(st.integers(0, 2**16), st.sampled_from(oracle.COST_RULES))
+def test_superpixel_ids_match_a_per_superpixel_loop(seed, rule):
+  rng = np.random.default_rng(seed)
+  instance = rng.choice([0, 1, 7, 23, 26001, 26002, 33000], (6, 7)).astype(np.int32)
+  label = rng.choice([0, 13, 255], (6, 7)).astype(np.uint8)
+  segments = rng.integers(0, 5, (6, 7))
+  table = oracle.superpixel_ids(instance, label, segments, rule)
+  for sp in range(5):
+    inside = segments == sp
+    if rule == 'study':
+      want = set(instance[inside].tolist())
+    else:
+      want = {int(i) for i, l in zip(instance[inside], label[inside]) if i > 0 and l != 255}
+    assert set(table.get(sp, np.zeros(0)).tolist()) == want
+    assert set(oracle.touched_ids(instance, label, segments, [sp], rule).tolist()) == want
+
+
+def test_addable_superpixels_excludes_void_and_labeled():
+  # Nothing annotated: superpixels 0-5 each hold some instance pixel.
+  assert oracle.addable_superpixels(LABEL, INSTANCE, SEGMENTS, [], 7).tolist() == [
+      True] * 6 + [False]
+  # Sky (23) and road (7) annotated: 0, 1, 3 are inside them; 5 is road + void;
+  # 2 still holds car 1, 4 car 2.
+  got = oracle.addable_superpixels(LABEL, INSTANCE, SEGMENTS, [7, 23], 6)
+  assert got.tolist() == [False, False, True, False, True, False]
+  # A superpixel of void pixels only adds nothing.
+  segments = SEGMENTS.copy()
+  segments[1:3, 5] = 6
+  assert not oracle.addable_superpixels(LABEL, INSTANCE, segments, [], 7)[6]
+  # Whatever a chosen superpixel touches is annotated: it is never addable again.
+  _, annotated, _ = annotate([2, 4])
+  got = oracle.addable_superpixels(LABEL, INSTANCE, SEGMENTS, annotated, 6)
+  assert not got[2] and not got[4]
+
+
+def test_fill_budget_hand_cases():
+  units = [('a', [1, 2, 3]), ('b', [1, 2]), ('a', [3, 4]), ('c', [9])]
+  # 3 (a) + 2 (b) = 5; a's second unit adds only id 4: 6; c does not fit in 6.
+  assert oracle.fill_budget(units, 6) == ([0, 1, 2], [3, 2, 1])
+  # Budget 4: b does not fit after a (3 + 2 > 4), a's second adds 1 -> 4.
+  assert oracle.fill_budget(units, 4) == ([0, 2], [3, 1])
+  # The study's rule buys the unit that crosses the budget.
+  assert oracle.fill_budget(units, 4, overshoot=True) == ([0, 1], [3, 2])
+  # Ids paid in earlier cycles cost nothing.
+  assert oracle.fill_budget(units, 2, paid={'a': [1, 2, 3]}) == ([0, 1], [0, 2])
+  assert oracle.fill_budget(iter(units), 1) == ([3], [1])
+
+
+@hypothesis.settings(deadline=None, max_examples=60)
+@hypothesis.given(st.lists(st.tuples(st.integers(0, 3), st.lists(st.integers(0, 6), max_size=5)),
+                           max_size=12), st.integers(1, 15), st.booleans())
+def test_fill_budget_never_exceeds_and_fills_greedily(units, budget, overshoot):
+  taken, costs = oracle.fill_budget(units, budget, overshoot=overshoot)
+  # Independent reference: replay with plain sets.
+  paid, spent, want = {}, 0, []
+  for pos, (g, ids) in enumerate(units):
+    if spent >= budget:
+      break
+    new = set(ids) - paid.get(g, set())
+    if overshoot or spent + len(new) <= budget:
+      paid.setdefault(g, set()).update(new)
+      spent += len(new)
+      want.append(pos)
+  assert taken == want and sum(costs) == spent
+  if not overshoot:
+    assert spent <= budget

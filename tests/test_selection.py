@@ -1,4 +1,5 @@
-"""Selection: top-k semantics, candidate sampling and strategy registry."""
+"""Selection: top-k semantics, candidate sampling, strategy registry, and the units'
+eligibility and budgets on a hand-made pool."""
 
 import jax
 import numpy as np
@@ -6,6 +7,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from segal_jax import annotators
+from segal_jax import config as config_lib
+from segal_jax import pool as pool_lib
 from segal_jax import selection
 from segal_jax.errors import UserError
 
@@ -53,3 +57,145 @@ def test_candidates_subset_and_deterministic():
 def test_unknown_strategy_is_user_error():
   with pytest.raises(UserError, match='unknown strategy'):
     selection.get('entropyy')
+
+
+# --- units: whole-pool superpixel ranking, eligibility and budgets on a hand-made pool ---
+
+V = 255
+
+
+class _Split:
+  """Four copies of the oracle's hand map; image 3 is all void."""
+
+  def __init__(self):
+    from tests import test_oracle as hand  # pylint: disable=g-import-not-at-top
+    self.labels = np.stack([hand.LABEL] * 3 + [np.full_like(hand.LABEL, V)])
+    self.instances = np.stack([hand.INSTANCE] * 4)
+    self.segments = np.stack([hand.SEGMENTS] * 4)
+    self.ids = [str(i) for i in range(4)]
+    self.images, self.mean, self.std = None, (0.5,) * 3, (0.2,) * 3
+
+  def __len__(self):
+    return len(self.labels)
+
+
+SPLIT = _Split()
+KEYS = {name: jax.random.key(k) for k, name in enumerate(('candidates', 'score', 'select'))}
+
+
+def _pool():
+  """Image 0 labeled whole; image 1 has superpixels 0 (sky) and 3 (road) annotated."""
+  pool = pool_lib.PoolLabels(full=[0])
+  annotators.get().annotate_superpixels(pool, SPLIT, SPLIT.segments, {1: [0, 3]})
+  return pool
+
+
+@pytest.fixture
+def scored(monkeypatch):
+  """Replaces the network's scores: superpixel s of image i scores 100 - 10 i + s,
+  image i scores -i."""
+  calls = []
+
+  def fake(self, indices, num_segments=0):
+    del self
+    calls.append(np.asarray(indices).tolist())
+    i = np.asarray(indices, np.float32)[:, None]
+    if not num_segments:
+      return -i[:, 0]
+    return 100 - 10 * i + np.arange(num_segments, dtype=np.float32)[None, :]
+
+  monkeypatch.setattr(selection.Request, 'score', fake)
+  return calls
+
+
+def _choose(pool, unit='superpixel', costs=(6, 6, 6, 6), keys=None, **config):
+  config = config_lib.ExperimentConfig(**{'al_budget': 3, 'al_candidate_factor': 0.0,
+                                          **config})
+  request = selection.Request(selection.get('mc_variance'), pool, SPLIT, np.asarray(costs),
+                              keys or KEYS, None, None, config, annotators.get(),
+                              SPLIT.segments)
+  return selection.choose(unit, request)
+
+
+def _ranked(chosen):
+  return [tuple(int(x) for x in name.split('/')) for name in chosen.names]
+
+
+def test_whole_pool_ranked_and_unaddable_superpixels_excluded(scored):
+  chosen = _choose(_pool())
+  # Scored: every image not labeled whole that can still gain a label (image 3 is all void).
+  assert scored == [[1, 2]]
+  # Eligible by hand: image 1 only 2 (car 1) and 4 (car 2): 0 and 3 were chosen,
+  # 1 lies in the annotated sky, 5 is road + void; image 2 all six.
+  assert chosen.counts == {'scored_units': 8, 'scored_images': 2}
+  assert _ranked(chosen) == [(1, 4), (1, 2), (2, 5)]
+  assert chosen.picks == {1: [4, 2], 2: [5]}
+  np.testing.assert_array_equal(chosen.scores, [94, 92, 85])
+
+
+def test_sp_candidate_factor_scores_a_subset(scored):
+  # Budget 3 of 6 superpixels an image: one image needed, 2 x that drawn from the
+  # open images 1, 2, 3 (al_candidate_factor is for images only); 3 adds nothing.
+  for key in range(6):
+    keys = {**KEYS, 'candidates': jax.random.key(key)}
+    drawn = selection.candidates(keys['candidates'], np.array([1, 2, 3]), 2).tolist()
+    chosen = _choose(_pool(), keys=keys, sp_candidate_factor=2.0, al_candidate_factor=50.0)
+    assert scored[-1] == [i for i in drawn if i != 3]
+    assert chosen.counts['scored_images'] == len(scored[-1])
+
+
+def test_eligible_mask_by_hand():
+  got = selection.eligible_superpixels(annotators.get(), _pool(), SPLIT, SPLIT.segments,
+                                       np.array([1, 2, 3]), np.array([6, 6, 6, 6]), 7)
+  want = np.zeros((3, 7), bool)
+  want[0, [2, 4]] = True
+  want[1, :6] = True
+  np.testing.assert_array_equal(got, want)
+  exact = selection.eligible_superpixels(annotators.get(), _pool(), SPLIT, SPLIT.segments,
+                                         np.array([1, 3]), np.array([6, 6, 6, 5]), 6,
+                                         exact=True)
+  np.testing.assert_array_equal(exact, [[True] * 6, [True] * 5 + [False]])
+
+
+def test_study_exact_reselects_and_scores_every_image(scored):
+  chosen = _choose(_pool(), al_study_exact=True)
+  assert scored == [[1, 2, 3]]
+  assert _ranked(chosen) == [(1, 5), (1, 4), (1, 3)]  # 3 was chosen before, 5 adds no label
+  assert chosen.counts == {'scored_units': 18, 'scored_images': 3}
+
+
+@pytest.mark.parametrize('budget_cost,exact,want', [
+    # Image 1 has paid sky 23 and road 7 (study rule). (1, 4) touches {0, 26002}: 2;
+    # (1, 2) touches {7, 26001}: 1 new; then (2, 5) touches {1, 7}: 2.
+    (3, False, [(1, 4), (1, 2)]),
+    (2, False, [(1, 4)]),
+    (1, False, [(1, 2)]),          # (1, 4) costs 2 and is skipped
+    # (2, 5) {1, 7} and (2, 4) {0, 26002} would make 5; (2, 3) {7} fits: 4.
+    (4, False, [(1, 4), (1, 2), (2, 3)]),
+    (1, True, [(1, 5)]),           # the study: rank order, (1, 5) pays for void 1
+])
+def test_cost_budget_by_hand(scored, budget_cost, exact, want):
+  del scored
+  pool = _pool()
+  assert pool.paid == {1: [7, 23]}
+  chosen = _choose(pool, al_budget_cost=budget_cost, al_study_exact=exact)
+  assert _ranked(chosen) == want
+  cost = annotators.get().annotate_superpixels(pool, SPLIT, SPLIT.segments, chosen.picks)
+  assert cost <= budget_cost or exact
+
+
+def test_image_cost_budget_skips_what_does_not_fit(scored):
+  del scored
+  costs = (5, 3, 4, 2)
+  # Ranked 0, 1, 2, 3 (scores -index): 5 fits, 3 does not (8), 4 does not, 2 does (7).
+  chosen = _choose(pool_lib.PoolLabels(), 'image', costs, al_budget=0, al_budget_cost=7)
+  assert chosen.chosen.tolist() == [0, 3] and chosen.counts['scored_images'] == 4
+  chosen = _choose(pool_lib.PoolLabels(), 'image', costs, al_budget=0, al_budget_cost=7,
+                   al_study_exact=True)
+  assert chosen.chosen.tolist() == [0, 1]  # the study's rule: 5 + 3 crosses 7
+
+
+def test_candidate_count():
+  assert selection.candidate_count(0, 10) == 0
+  assert selection.candidate_count(3, 150) == 450
+  assert selection.candidate_count(1.5, 3) == 5  # ceil(4.5)

@@ -174,8 +174,8 @@ def test_second_fit_and_evaluate_do_not_retrace(monkeypatch):
                  num_classes=C, progress=False)
   # A trace more (of either step) would have raised: check the wrapper counts.
   with pytest.raises(AssertionError):
-    train._jitted_train_step(parallel.default_mesh(), losses.segmentation_loss, (10, 15),
-                             (0.5, 2.0), True)(
+    train.jitted_train_step(parallel.default_mesh(), losses.segmentation_loss, (10, 15),
+                            (0.5, 2.0), True)(
         jax.tree.map(jnp.copy, state), data, jax.random.key(0), jnp.asarray(MEAN),
         jnp.asarray(STD), jnp.zeros(0))
 

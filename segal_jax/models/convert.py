@@ -25,6 +25,9 @@ from segal_jax.errors import UserError
 from segal_jax.models import _blocks
 from segal_jax.models import drn
 
+# The DRN authors' ImageNet classification models (github.com/fyu/drn), by arch.
+IMAGENET_URLS = {'drn_d_22': 'http://dl.yf.io/drn/drn_d_22-4bd2f8ea.pth'}
+
 _LEAF = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
          'mean': 'running_mean', 'var': 'running_var'}
 _BLOCK_PART = {'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}
@@ -217,3 +220,13 @@ def load_torch_file(path: str) -> dict[str, np.ndarray]:
                     'save model.state_dict() rather than the model')
   return {k: v.detach().cpu().float().numpy() for k, v in obj.items()
           if isinstance(v, torch.Tensor)}
+
+
+def init_checkpoint_fix(arch: str, out: str) -> str:
+  """How to make the ImageNet-initialised trunk `out` for `arch`: the two commands."""
+  url = IMAGENET_URLS.get(arch)
+  if url is None:
+    return (f'convert an ImageNet checkpoint of {arch} with python -m launch.convert '
+            f'--source=FILE.pth --arch={arch} --out={out}')
+  return (f"download {url} (the DRN authors' ImageNet model), then run python -m "
+          f'launch.convert --source={url.rsplit("/", 1)[1]} --arch={arch} --out={out}')

@@ -30,15 +30,18 @@ def _stem(city, k):
   return f'{city}_{k:06d}_{19 + 7 * k:06d}'
 
 
-def make_zips(manual_dir, skip_instance_of=None):
-  """Writes the two zips; returns {image id: (image, label ids, instance ids)}."""
+def make_zips(manual_dir, skip_instance_of=None, layout=LAYOUT):
+  """Writes the two zips; returns {image id: (image, label ids, instance ids)}.
+
+  layout: [(zip folder, city, number of images)].
+  """
   os.makedirs(manual_dir, exist_ok=True)
   rng = np.random.default_rng(0)
   truth = {}
   with zipfile.ZipFile(os.path.join(manual_dir, 'leftImg8bit_trainvaltest.zip'), 'w') as zi, \
       zipfile.ZipFile(os.path.join(manual_dir, 'gtFine_trainvaltest.zip'), 'w') as zl:
     zi.writestr('README', 'not an image')
-    for folder, city, n in LAYOUT:
+    for folder, city, n in layout:
       for k in range(n):
         stem = _stem(city, k)
         image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
@@ -152,3 +155,35 @@ def test_bad_config_and_split():
     cityscapes.builder(config='eighth')
   with pytest.raises(errors.UserError, match='no split'):
     cityscapes.load_split('extra', config='quarter')
+
+
+def test_image_costs_follow_the_study_rule_and_are_stored(built):
+  """The study counts every distinct value of *_instanceIds.png, void included."""
+  import json  # pylint: disable=g-import-not-at-top
+  from segal_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from segal_jax import experiment  # pylint: disable=g-import-not-at-top
+  data_dir, truth, splits = built
+  split = splits['full', 'train']
+  config = config_lib.ExperimentConfig(dataset='cityscapes', dataset_config='full',
+                                       data_dir=data_dir)
+  costs = experiment.image_costs(config, split)
+  expected_train_id = np.full(256, 255, np.uint8)
+  for label_id, train_id in TRAIN_IDS.items():
+    expected_train_id[label_id] = train_id
+  study, instances = [], []
+  for image_id in split.ids:  # straight from the PNGs written into the zips
+    _, _, label_ids, instance = truth[image_id]
+    study.append(len(set(instance.ravel().tolist())))
+    valid = (instance > 0) & (expected_train_id[label_ids] != 255)
+    instances.append(len(set(instance[valid].ravel().tolist())))
+  assert costs['study'].tolist() == study
+  assert costs['instances'].tolist() == instances
+  assert all(s > i for s, i in zip(study, instances))  # void ids count for the study
+  # Stored beside the data set: a second start reads the file instead of decoding.
+  path = os.path.join(data_dir, 'instance_counts', 'cityscapes', 'full.json')
+  with open(path) as f:
+    stored = json.load(f)
+  stored['study'] = [7, 8]
+  with open(path, 'w') as f:
+    json.dump(stored, f)
+  assert experiment.image_costs(config, split)['study'].tolist() == [7, 8]

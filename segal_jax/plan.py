@@ -1,0 +1,202 @@
+"""A run's plan, checked and priced before anything is built or trained (`--dry_run`).
+
+`cycles` is pure: from the configuration and the pool's size it says, for each
+cycle of each strategy, how many images train for how many steps
+(`loop.train_schedule`), how many units and images are scored with how many
+passes (`selection.candidate_count`), and how many units are bought.
+`train_step_flops` asks XLA's cost analysis for the one compiled training step
+(`train.jitted_train_step`; nothing is allocated: the state and batch are
+abstract shapes); `describe` puts them together after `check_data` has found
+the data set, built or as source files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import zipfile
+
+import jax
+import jax.numpy as jnp
+
+from segal_jax import data
+from segal_jax import loop
+from segal_jax import parallel
+from segal_jax import selection
+from segal_jax import train
+from segal_jax.config import ExperimentConfig
+from segal_jax.data import cityscapes
+from segal_jax.data import image_folder
+from segal_jax.data import labels
+from segal_jax.data import synthetic_city
+from segal_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class CyclePlan:
+  """One cycle of one strategy.
+
+  labeled_images: images training sees (superpixel units: at most, as if
+    every superpixel bought so far lay in another image).
+  scored_units / scored_images: what selection after this cycle scores
+    (superpixel units: at most, every superpixel of every open image).
+  passes: forward passes per scored image (MC passes, 1, or 0 for random).
+  buy: units bought after this cycle (cost budgets: the cost to spend).
+  """
+  cycle: int
+  labeled_images: int
+  epochs: int
+  train_steps: int
+  scored_units: int
+  scored_images: int
+  passes: int
+  buy: int
+
+
+def cycles(config: ExperimentConfig, strategy_name: str, pool_size: int) -> list[CyclePlan]:
+  """The plan of one strategy (every seed runs the same plan)."""
+  strategy = selection.get(strategy_name)
+  if strategy.full:
+    epochs, steps = loop.train_schedule(config, pool_size)
+    return [CyclePlan(0, pool_size, epochs, steps, 0, 0, 0, 0)]
+  passes = 0 if strategy.measure is None else (config.mc_passes if strategy.mc else 1)
+  cost_mode = bool(config.al_budget_cost)
+  superpixel = config.al_unit == 'superpixel'
+  out = []
+  for cycle in range(config.al_cycles):
+    bought = 0 if cost_mode else cycle * config.al_budget
+    labeled = min(pool_size, config.al_initial + bought)
+    epochs, steps = loop.train_schedule(config, labeled, config.warm_start and cycle > 0)
+    last = cycle + 1 == config.al_cycles
+    if superpixel:
+      open_images = pool_size - config.al_initial
+      needed = math.ceil(config.al_budget / config.sp_segments)
+      images = _subset(open_images, config.sp_candidate_factor, needed)
+      units = images * config.sp_segments
+    else:
+      open_images = pool_size - labeled
+      images = _subset(open_images, config.al_candidate_factor, config.al_budget)
+      units = images
+    if last:
+      units = images = 0
+    buy = 0 if last else (config.al_budget_cost or config.al_budget)
+    scored = passes > 0
+    out.append(CyclePlan(cycle, labeled, epochs, steps, units if scored else 0,
+                         images if scored else 0, passes if scored and images else 0, buy))
+  return out
+
+
+def _subset(open_images: int, factor: float, needed: int) -> int:
+  """Images scored: all open ones (factor 0) or factor x needed of them."""
+  count = selection.candidate_count(factor, max(1, needed))
+  return max(0, open_images if count == 0 else min(open_images, count))
+
+
+def train_step_flops(config: ExperimentConfig, num_classes: int, strategy_name: str) -> float:
+  """FLOPs of one training step, from XLA's cost analysis of the compiled step.
+
+  The step is `train.jitted_train_step` with the strategy's training loss; the
+  state and the batch ([train_batch_size] crops of `train_crop`) are abstract
+  shapes, so nothing is initialised or allocated.
+  """
+  model = loop.build_model(config, num_classes, strategy_name)
+  loss_fn = selection.get(strategy_name).training_loss(config)
+  h, w = config.train_crop
+  tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+                            weight_decay=config.train_weight_decay,
+                            schedule=config.train_schedule, total_steps=1000, step_every=400)
+  state = jax.eval_shape(lambda k: train.create_train_state(model, k, image_shape=(h, w, 3),
+                                                            tx=tx), jax.random.key(0))
+  b = config.train_batch_size
+  batch = {'image': jax.ShapeDtypeStruct((b, h, w, 3), jnp.uint8),
+           'label': jax.ShapeDtypeStruct((b, h, w), jnp.uint8)}
+  step = train.jitted_train_step(parallel.default_mesh(), loss_fn, (h, w),
+                                 (config.train_scale_min, config.train_scale_max), True)
+  vec = jax.ShapeDtypeStruct((3,), jnp.float32)
+  controls = jax.ShapeDtypeStruct(train.loss_controls(loss_fn, 0).shape, jnp.float32)
+  analysis = step.lower(state, batch, jax.eval_shape(lambda: jax.random.key(0)), vec, vec,
+                        controls).compile().cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per device program
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', float('nan')))
+
+
+def check_data(config: ExperimentConfig) -> tuple[str, int]:
+  """(where the data set is, its training pool size), building nothing.
+
+  Raises:
+    UserError: the data set is neither built nor has its source files in place.
+  """
+  data_dir = config.data_dir or None
+  if config.dataset == 'cityscapes':
+    b = cityscapes.builder(data_dir=data_dir, config=config.dataset_config or None)
+    if b.is_prepared():
+      return f'built at {b.data_path}', b.info.splits['train'].num_examples
+    manual = os.path.join(b.data_dir_root, 'downloads', 'manual')
+    images_zip, _ = cityscapes.check_manual_dir(manual)
+    with zipfile.ZipFile(images_zip) as z:
+      n = sum(1 for name in z.namelist()
+              if name.startswith('leftImg8bit/train/') and name.endswith('_leftImg8bit.png'))
+    return f'not built yet; its source zips are in {manual}', n
+  if config.dataset == 'synthetic_city':
+    names = {c.name: c for c in synthetic_city.SyntheticCity.BUILDER_CONFIGS}
+    if config.dataset_config not in names:
+      raise UserError(f'synthetic_city has no config {config.dataset_config!r}',
+                      f'use one of {", ".join(names)}')
+    return 'generated on first use', names[config.dataset_config].num_train
+  if config.dataset.startswith(data.IMAGE_FOLDER_PREFIX):
+    path = config.dataset[len(data.IMAGE_FOLDER_PREFIX):]
+    options = image_folder.parse_options(config.dataset_config or None)
+    splits = image_folder.find_splits(path, options.get('val_fraction', 0.2),
+                                      options.get('seed', 0))
+    return f'files in {path} (built on first use)', len(splits['train'])
+  raise UserError(f'unknown dataset {config.dataset!r}',
+                  f'choose one of {", ".join(sorted(data.DATASETS))} or image_folder:PATH')
+
+
+def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
+  """The plan as text: the data, then per strategy every cycle, then the FLOPs."""
+  where, pool = check_data(config)
+  selection.check_config(config, pool_size=pool)
+  lines = [f'data: {config.dataset}/{config.dataset_config}: {where}; pool of {pool} images',
+           f'init: {config.init_checkpoint or "random initialisation"}',
+           f'seeds: {",".join(map(str, config.al_seeds))}; unit: {config.al_unit}; '
+           f'budget: {_budget(config)} per cycle; cost rule: {config.al_cost_rule}'
+           + ('; the study\'s selection exactly' if config.al_study_exact else '')]
+  total_flops = 0.0
+  for name in config.al_strategies:
+    plan = cycles(config, name, pool)
+    step_flops = train_step_flops(config, labels.NUM_CLASSES, name) if flops else float('nan')
+    steps = sum(c.train_steps for c in plan)
+    total_flops += steps * step_flops * len(config.al_seeds)
+    lines.append(f'strategy {name} (per seed):')
+    for c in plan:
+      line = (f'  cycle {c.cycle}: train on {"at most " if config.al_unit == "superpixel" and c.cycle else ""}'
+              f'{c.labeled_images} images, {c.epochs} epochs, {c.train_steps} steps')
+      if c.buy and c.passes:
+        up_to = 'up to ' if config.al_unit == 'superpixel' else ''
+        line += (f'; score {up_to}{c.scored_units} units in {up_to}{c.scored_images} images '
+                 f'x {c.passes} passes; buy {c.buy} {_unit_word(config)}')
+      elif c.buy:
+        line += f'; buy {c.buy} {_unit_word(config)} at random (nothing scored)'
+
+      lines.append(line)
+    lines.append(f'  {steps} training steps x {step_flops:.3g} FLOPs a step '
+                 f'= {steps * step_flops:.3g} FLOPs')
+  lines.append(f'total training: {total_flops:.3g} FLOPs over {len(config.al_strategies)} '
+               f'strategies x {len(config.al_seeds)} seeds (scoring and evaluation not counted)')
+  return '\n'.join(lines)
+
+
+def _budget(config: ExperimentConfig) -> str:
+  if config.al_budget_cost:
+    return f'{config.al_budget_cost} cost'
+  return f'{config.al_budget} {config.al_unit}s'
+
+
+def _unit_word(config: ExperimentConfig) -> str:
+  if config.al_budget_cost:
+    return f'cost ({config.al_unit}s while they fit)'
+  return f'{config.al_unit}s'
+
