@@ -26,7 +26,7 @@ class ExperimentConfig:
 
   # Data.
   dataset: str = _f('synthetic_city', 'Data set name: synthetic_city.')
-  dataset_config: str = _f('small', 'Builder config of the data set (synthetic_city: tiny, small, default).')
+  dataset_config: str = _f('small', 'Builder config of the data set (synthetic_city: tiny, small, default, bench).')
   data_dir: str = _f('', 'tensorflow-datasets data directory (empty: the tfds default).', defining=False)
 
   # Model.
@@ -50,6 +50,13 @@ class ExperimentConfig:
   train_crop: tuple[int, ...] = _f((128, 256), 'Training crop height,width.')
   train_scale_min: float = _f(0.5, 'Smallest random scale of training augmentation.')
   train_scale_max: float = _f(2.0, 'Largest random scale of training augmentation.')
+  stop_holdout: float = _f(0.0, 'Hold out this fraction of the labeled images and stop a '
+                           "cycle's training when their loss stops improving, keeping the best "
+                           'model (0: off); train_epochs/train_min_steps then cap the length.')
+  stop_patience: int = _f(5, 'Held-out evaluations without improvement that stop training.')
+  stop_min_delta: float = _f(0.01, 'Relative drop of the held-out loss that counts as improvement.')
+  stop_every_steps: int = _f(100, 'Evaluate the held-out loss about every this many steps '
+                             '(whole epochs, at least one).')
   warm_start: bool = _f(False, 'Start each cycle from the previous cycle\'s model instead of the '
                         'initial variables, training warm_start_fraction of the epochs.')
   warm_start_fraction: float = _f(0.3, 'Fraction of the epochs a warm-started cycle trains.')
@@ -176,6 +183,15 @@ def validate(config: ExperimentConfig) -> None:
   if not 0 < config.train_scale_min <= config.train_scale_max:
     raise UserError('--train_scale_min must be positive and at most --train_scale_max',
                     'use e.g. 0.5 and 2.0')
+  if not 0 <= config.stop_holdout < 1:
+    raise UserError(f'--stop_holdout={config.stop_holdout} is outside [0, 1)',
+                    'use 0 (off) or e.g. 0.1')
+  if config.stop_patience < 1 or config.stop_every_steps < 1:
+    raise UserError('--stop_patience and --stop_every_steps must be at least 1',
+                    'use e.g. --stop_patience=5 --stop_every_steps=100')
+  if not 0 <= config.stop_min_delta < 1:
+    raise UserError(f'--stop_min_delta={config.stop_min_delta} is outside [0, 1)',
+                    'use e.g. 0.01')
   if not 0 < config.warm_start_fraction <= 1:
     raise UserError(f'--warm_start_fraction={config.warm_start_fraction} is outside (0, 1]',
                     'use e.g. 0.3')

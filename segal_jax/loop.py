@@ -31,6 +31,7 @@ from segal_jax import models
 from segal_jax import parallel
 from segal_jax import pool as pool_lib
 from segal_jax import selection
+from segal_jax import stopping
 from segal_jax import train
 from segal_jax.config import ExperimentConfig
 from segal_jax.errors import UserError
@@ -112,7 +113,8 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
   `UserError` while training (e.g. a diverging loss) is raised again naming
   `where` (the run and cycle).
   """
-  labeled = labels.images()
+  get_batch = lambda idx: {'image': train_split.images[idx], 'label': get_labels(idx)}
+  labeled, tracker = _holdout(config, labels.images(), train_key, get_batch, train_split)
   warm = config.warm_start and cycle > 0
   if warm:  # start from the previous cycle's model (kept by _save_model)
     _, init_variables, _ = checkpoint.load_model(
@@ -134,41 +136,71 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
   identity = {k: al_state[k] for k in ('fingerprint', 'cycle', 'pool')}
   ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, checkpoint.RUN_CHECKPOINTS))
   start_epoch = 0
-  restored = ckpt.restore_latest(ts) if ckpt.all_steps() else None
+  pack = tracker.pack if tracker else (lambda state: state)
+  restored = ckpt.restore_latest(pack(ts)) if ckpt.all_steps() else None
   if restored is not None:
-    _, saved_ts, al = restored
-    if saved_ts is not None and {k: al.get(k) for k in identity} == identity:
-      ts, start_epoch = saved_ts, int(al['epoch']) + 1
+    _, saved, al = restored
+    if saved is not None and {k: al.get(k) for k in identity} == identity:
+      ts, start_epoch = tracker.unpack(saved, al) if tracker else saved, int(al['epoch']) + 1
       log(f'{desc}: resuming at epoch {start_epoch} of {epochs}')
 
   def on_epoch_end(epoch, state):
+    converged = tracker is not None and tracker.on_epoch_end(epoch, state)
     stop = should_stop is not None and should_stop()
     every = config.ckpt_every_epochs
-    if stop or (every and (epoch + 1) % every == 0 and epoch + 1 < epochs):
+    if stop or converged or (every and (epoch + 1) % every == 0 and epoch + 1 < epochs):
       # A copy: the next train step donates (reuses) the state's buffers.
-      ckpt.save(cycle * checkpoint.STEPS_PER_CYCLE + epoch, jax.tree.map(jnp.copy, state),
-                {**al_state, 'epoch': epoch})
+      ckpt.save(cycle * checkpoint.STEPS_PER_CYCLE + epoch, pack(jax.tree.map(jnp.copy, state)),
+                {**al_state, 'epoch': epoch, **(tracker.to_json() if tracker else {})})
     if stop:
       ckpt.close()
       raise Preempted(f'stopped on request during cycle {cycle} after epoch {epoch}; '
                       'the training state is saved',
                       'rerun the same command to resume')
+    if converged:
+      raise stopping.Converged()
 
-  get_batch = lambda idx: {'image': train_split.images[idx], 'label': get_labels(idx)}
   try:
-    ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs, batch_size=config.train_batch_size,
-                      key=train_key, mean=train_split.mean, std=train_split.std,
-                      crop=tuple(config.train_crop),
-                      scale_range=(config.train_scale_min, config.train_scale_max),
-                      progress=config.progress, desc=desc, start_epoch=start_epoch,
-                      on_epoch_end=on_epoch_end, loss_fn=loss_fn)
+    if not (tracker and tracker.stopped()):  # a resumed cycle may have converged already
+      ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs,
+                        batch_size=config.train_batch_size,
+                        key=train_key, mean=train_split.mean, std=train_split.std,
+                        crop=tuple(config.train_crop),
+                        scale_range=(config.train_scale_min, config.train_scale_max),
+                        progress=config.progress, desc=desc, start_epoch=start_epoch,
+                        on_epoch_end=on_epoch_end, loss_fn=loss_fn)
+  except stopping.Converged:
+    pass
   except Preempted:
     raise
   except UserError as e:  # e.g. a diverging loss: say which run and cycle
     raise UserError(f'{where}: {e.problem}', e.fix) from e
   finally:
     ckpt.close()
-  return ts, steps
+  if tracker is None:
+    return ts, steps
+  if tracker.stopped():
+    steps = (tracker.epochs[-1] + 1) * (steps // epochs)
+    log(f'{desc}: held-out loss stopped improving; stopped after {steps} steps')
+  return tracker.result(ts), steps
+
+
+def _holdout(config, labeled, train_key, get_batch, split):
+  """(images to train on, `stopping.Tracker` or None): with `stop_holdout`, a
+  seeded slice of the labeled images is held out to stop training early."""
+  if config.stop_holdout <= 0:
+    return labeled, None
+  trained, held = stopping.holdout_split(labeled, config.stop_holdout,
+                                         jax.random.fold_in(train_key, 2))
+  if not len(held):
+    return labeled, None
+  loss = lambda s: stopping.heldout_loss(
+      s.apply_fn, {'params': s.params, 'batch_stats': s.batch_stats}, get_batch, held,
+      batch_size=config.eval_batch_size, mean=split.mean, std=split.std)
+  every = stopping.eval_every_epochs(config.stop_every_steps,
+                                     len(trained) // config.train_batch_size)
+  return trained, stopping.Tracker(loss, every=every, patience=config.stop_patience,
+                                   min_delta=config.stop_min_delta)
 
 
 def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> None:

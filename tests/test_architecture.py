@@ -23,7 +23,7 @@ LAYERS = (
     ('models',),
     ('uncertainty', 'superpixels', 'metrics', 'oracle', 'statistics', 'export', 'annotations'),
     ('losses', 'pool'),
-    ('scoring', 'annotators', 'train'),
+    ('scoring', 'annotators', 'train', 'stopping'),
     ('selection', 'checkpoint'),
     ('figures', 'folder_scoring'),
     ('loop',),

@@ -26,6 +26,9 @@ BASE = config_lib.ExperimentConfig()
     ({'train_crop': (4, 8)}, 'train_crop'),
     ({'dropout_placement': 'none'}, 'needs MC dropout'),
     ({'al_unit': 'pixel'}, 'al_unit'),
+    ({'stop_holdout': 1.0}, 'stop_holdout'),
+    ({'stop_patience': 0}, 'stop_patience'),
+    ({'stop_min_delta': -0.1}, 'stop_min_delta'),
 ])
 def test_invalid_values(change, pattern):
   with pytest.raises(UserError, match=pattern):

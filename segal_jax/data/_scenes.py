@@ -8,8 +8,11 @@ instances `label_id * 1000 + k`; stuff pixels carry their label id; a little
 void (bins, the ego vehicle's bonnet) maps to the ignore label.
 
 The module constants below are the difficulty knobs; `render_scene` reads them
-at call time, so they can be tuned by assignment.
+at call time, so they can be tuned by assignment or, for one call, with
+`knobs(NAME=value, ...)`.
 """
+
+import contextlib
 
 import numpy as np
 
@@ -44,6 +47,31 @@ P_PARKED_BICYCLES = 0.3
 P_TREES = 0.45         # per side: a row of street trees
 P_SIGN, P_LIGHT, P_ARM = 0.55, 0.3, 0.15   # per pole
 P_EGO = 0.3            # the bonnet of the ego car at the bottom (void)
+MAX_OBJECT_DEPTH = np.inf  # metres: objects stand no farther (larger objects when lower)
+
+_KNOBS = ('TEXTURE', 'COLOR_JITTER', 'CONFUSION', 'PIXEL_NOISE', 'BLUR', 'GAIN_RANGE',
+          'CAST_STD', 'UNEVEN_LIGHT', 'SHADOW_PROB', 'MEAN_CARS', 'MEAN_PERSONS',
+          'MEAN_POLES', 'MEAN_BINS', 'P_TRUCK', 'P_BUS', 'P_TRAIN', 'P_MOTORCYCLE',
+          'P_CYCLIST', 'P_PARKED_BICYCLES', 'P_TREES', 'P_SIGN', 'P_LIGHT', 'P_ARM',
+          'P_EGO', 'MAX_OBJECT_DEPTH')
+
+
+@contextlib.contextmanager
+def knobs(**values):
+  """Sets difficulty knobs (module constants) for the duration of a `with` block.
+
+  Raises:
+    KeyError: a name that is not a knob.
+  """
+  unknown = sorted(set(values) - set(_KNOBS))
+  if unknown:
+    raise KeyError(f'not scene knobs: {unknown}')
+  saved = {name: globals()[name] for name in values}
+  globals().update(values)
+  try:
+    yield
+  finally:
+    globals().update(saved)
 
 
 def _log_uniform(rng, lo, hi, size=None):
@@ -53,7 +81,7 @@ def _log_uniform(rng, lo, hi, size=None):
 
 def _place_objects(cv, rng, st, z_near):
   """Returns [(depth, painter)] for every object of the scene, unsorted."""
-  spread, z_far = COLOR_JITTER, st.z_end * 0.95
+  spread, z_far = COLOR_JITTER, min(st.z_end * 0.95, MAX_OBJECT_DEPTH)
   items = []
   lane = lambda: rng.uniform(st.road[0] + 1.2, st.road[1] - 1.2)
   walk = lambda side: (rng.uniform(st.facade[0] + 0.5, st.road[0] - 0.6) if side == 0
