@@ -1,0 +1,1 @@
+"""Measurements of segal-jax beside its peers (not library code)."""
