@@ -88,13 +88,16 @@ def _jax_task(task: str, s: PeerSize) -> Callable[[], Any]:
              'label': labels}
     mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
 
+    kwargs = {'mean': mean, 'std': std, 'crop': (h, w), 'scale_range': (0.5, 2.0),
+              'flip': True}
+
     def step():
       key = jax.random.fold_in(jax.random.key(1), holder['step'])
-      holder['state'], metrics = train.train_step(
-          holder['state'], batch, key, mean=mean, std=std, crop=(h, w),
-          scale_range=(0.5, 2.0), flip=True)
+      holder['state'], metrics = train.train_step(holder['state'], batch, key, **kwargs)
       holder['step'] += 1
       return float(metrics['loss'])
+    step.hlo_text = lambda: train.train_step.lower(
+        holder['state'], batch, jax.random.key(1), **kwargs).compile().as_text()
     return step
   images = jnp.asarray(rng.standard_normal((s.batch, s.height, s.width, 3),
                                            dtype=np.float32))
@@ -102,16 +105,19 @@ def _jax_task(task: str, s: PeerSize) -> Callable[[], Any]:
   m = model(placement)
   variables = jax.jit(lambda x: m.init(jax.random.key(0), x, train=False))(images[:1])
   if task == 'forward':
-    fwd = jax.jit(lambda v, x: m.apply(v, x, train=False))
-    return lambda: np.asarray(fwd(variables, images))
+    fn, args = jax.jit(lambda v, x: m.apply(v, x, train=False)), (variables, images)
+  else:
+    @jax.jit
+    def fn(v, x, key, ids):
+      maps = uncertainty.mc_forward(m.apply, v, x, key, image_ids=ids,
+                                    passes=s.passes, measures=('mc_variance',))
+      return uncertainty.image_scores(maps['mc_variance'])
+    args = (variables, images, jax.random.key(42), jnp.arange(s.batch, dtype=jnp.int32))
 
-  @jax.jit
-  def score(v, x, key, ids):
-    maps = uncertainty.mc_forward(m.apply, v, x, key, image_ids=ids, passes=s.passes,
-                                  measures=('mc_variance',))
-    return uncertainty.image_scores(maps['mc_variance'])
-  ids = jnp.arange(s.batch, dtype=jnp.int32)
-  return lambda: np.asarray(score(variables, images, jax.random.key(42), ids))
+  def run():
+    return np.asarray(fn(*args))
+  run.hlo_text = lambda: fn.lower(*args).compile().as_text()
+  return run
 
 
 def _worker(side: str, size: str, threads: int | None) -> None:

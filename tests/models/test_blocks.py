@@ -80,3 +80,13 @@ def test_drn_gradients_unchanged(monkeypatch):
   taps = grads()
   for a, b in zip(jax.tree.leaves(taps), jax.tree.leaves(plain)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))) + 1e-8)
+
+
+def test_upsampling_equals_matrix_products():
+  """The shifted-copies upsampler against `_upsample_matrix` products in NumPy."""
+  x = np.random.default_rng(3).standard_normal((2, 3, 5, 4)).astype(np.float64)
+  u_h, u_w = _blocks._upsample_matrix(3), _blocks._upsample_matrix(5)  # pylint: disable=protected-access
+  want = np.einsum('oh,bhwc,pw->bopc', u_h, x, u_w)
+  got = _blocks.upsample_bilinear_x8(jnp.asarray(x, jnp.float32))
+  assert got.shape == (2, 24, 40, 4)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
