@@ -33,6 +33,27 @@ def _op_names(hlo_text: str) -> dict[str, str]:
   return names
 
 
+# (category, predicate on the JAX op_name), first match wins.
+CATEGORIES = (
+    ('dropout random bits', lambda n: '_bernoulli' in n or '_uniform' in n),
+    ('conv kernel gradient', lambda n: 'transpose(' in n and 'conv' in n
+     and ('dot_general' in n or 'matmul' in n or '_conv_bwd' in n)),
+    ('conv input gradient', lambda n: 'transpose(' in n and 'conv_general_dilated' in n),
+    ('conv forward', lambda n: 'conv_general_dilated' in n),
+    ('batch norm', lambda n: '/bn' in n or 'BatchNorm' in n),
+    ('softmax, statistics, upsampling', lambda n: 'mc_forward' in n or 'scan' in n
+     or 'while' in n or '_pass_probs' in n or 'cross_entropy' in n),
+)
+
+
+def categories(rows: list[tuple]) -> dict[str, float]:
+  """ms per run by `CATEGORIES` (the rest under 'other') from `jax_profile` rows."""
+  out = collections.Counter()
+  for ms, _, name in rows:
+    out[next((c for c, pred in CATEGORIES if pred(name)), 'other')] += ms
+  return dict(out.most_common())
+
+
 def jax_profile(task: str, size: str = 'small', runs: int = 2) -> list[tuple]:
   """[(ms per run, XLA op, JAX op_name)] over all XLA ops, largest first."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -79,6 +100,8 @@ def main() -> None:
   if args.side in ('both', 'jax'):
     rows = jax_profile(args.task)
     print(f'segal-jax, {args.task}: {sum(r[0] for r in rows):.0f} ms of XLA ops per run')
+    for category, ms in categories(rows).items():
+      print(f'  {ms:8.1f} ms  [{category}]')
     for ms, op, name in rows[:args.top]:
       print(f'  {ms:8.1f} ms  {op:32s} {name}')
   if args.side in ('both', 'torch'):

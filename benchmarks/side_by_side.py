@@ -6,7 +6,9 @@ Each framework runs in its own long-lived worker process (so neither's thread
 pool spins while the other works); the driver sends both the same tasks in
 alternating order, a short burst at a time, and reports per task the median
 over all runs of each side, the ratio of the medians (PyTorch time / segal-jax
-time: > 1 means segal-jax is faster) and the spread of the per-round ratios.
+time: > 1 means segal-jax is faster), the spread of the per-round ratios, and
+the same ratio of process CPU times (with one thread a side, the work done,
+whatever share of the cores the machine's other jobs leave).
 The load average is sampled before every burst (the machine may be shared).
 
 Tasks: `forward` (one deterministic forward of the MC batch), `mc_stages` and
@@ -133,12 +135,13 @@ def _worker(side: str, size: str, threads: int | None) -> None:
     if task not in built:
       built[task] = make(task, SIZES[size])
       built[task]()  # warm-up (and compilation)
-    runs = []
+    runs, cpu = [], []
     for _ in range(int(repeats)):
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       built[task]()
       runs.append(time.perf_counter() - start)
-    print(json.dumps(runs), flush=True)
+      cpu.append(time.process_time() - start_cpu)
+    print(json.dumps({'wall': runs, 'cpu': cpu}), flush=True)
 
 
 def _env(threads: int | None) -> dict[str, str]:
@@ -167,6 +170,7 @@ def run(size: str, tasks=TASKS, rounds: int = 5, repeats: int = 2,
                                   stdout=subprocess.PIPE, text=True, env=_env(threads))
            for side in ('torch', 'jax')}
   runs = {t: {'torch': [], 'jax': []} for t in tasks}
+  cpu = {t: {'torch': [], 'jax': []} for t in tasks}
   round_ratios = {t: [] for t in tasks}
   loads = []
   try:
@@ -178,8 +182,9 @@ def run(size: str, tasks=TASKS, rounds: int = 5, repeats: int = 2,
           procs[side].stdin.write(f'{t} {repeats}\n')
           procs[side].stdin.flush()
           times = json.loads(procs[side].stdout.readline())
-          runs[t][side] += times
-          medians[side] = statistics.median(times)
+          runs[t][side] += times['wall']
+          cpu[t][side] += times['cpu']
+          medians[side] = statistics.median(times['wall'])
         round_ratios[t].append(medians['torch'] / medians['jax'])
   finally:
     for p in procs.values():
@@ -190,12 +195,15 @@ def run(size: str, tasks=TASKS, rounds: int = 5, repeats: int = 2,
   for t in tasks:
     torch_s, jax_s = (statistics.median(runs[t][k]) for k in ('torch', 'jax'))
     items = s.train_batch if t == 'train' else s.batch
+    torch_cpu, jax_cpu = (statistics.median(cpu[t][k]) for k in ('torch', 'jax'))
     results[t] = {'torch_median_s': torch_s, 'jax_median_s': jax_s,
-                  'ratio': torch_s / jax_s,
+                  'ratio': torch_s / jax_s, 'torch_cpu_s': torch_cpu,
+                  'jax_cpu_s': jax_cpu, 'cpu_ratio': torch_cpu / jax_cpu,
                   'round_ratio_min': min(round_ratios[t]),
                   'round_ratio_max': max(round_ratios[t]),
                   'torch_images_per_s': items / torch_s,
-                  'jax_images_per_s': items / jax_s, 'runs_s': runs[t]}
+                  'jax_images_per_s': items / jax_s, 'runs_s': runs[t],
+                  'cpu_s': cpu[t]}
   return {'size': size, 'spec': dataclasses.asdict(s), 'rounds': rounds,
           'repeats': repeats, 'threads': threads, 'load_average_1min': {
               'min': min(loads), 'median': statistics.median(loads), 'max': max(loads)},
@@ -204,15 +212,16 @@ def run(size: str, tasks=TASKS, rounds: int = 5, repeats: int = 2,
 
 
 def format_table(report: dict[str, Any]) -> str:
-  rows = ['| task | PyTorch | segal-jax | segal-jax / PyTorch (per-round range) |',
-          '|---|---|---|---|']
+  rows = ['| task | PyTorch | segal-jax | segal-jax / PyTorch (per-round range) '
+          '| CPU-time ratio |', '|---|---|---|---|---|']
   for t, r in report['results'].items():
     if t == 'train':
       a, b = (f"{r[k]:.2f} img/s" for k in ('torch_images_per_s', 'jax_images_per_s'))
     else:
       a, b = (f"{r[k]:.3f} s" for k in ('torch_median_s', 'jax_median_s'))
     rows.append(f"| {t} | {a} | {b} | {r['ratio']:.2f}x "
-                f"({r['round_ratio_min']:.2f}-{r['round_ratio_max']:.2f}) |")
+                f"({r['round_ratio_min']:.2f}-{r['round_ratio_max']:.2f}) "
+                f"| {r['cpu_ratio']:.2f}x |")
   return '\n'.join(rows)
 
 
