@@ -102,6 +102,12 @@ def main() -> None:
     print(f'segal-jax, {args.task}: {sum(r[0] for r in rows):.0f} ms of XLA ops per run')
     for category, ms in categories(rows).items():
       print(f'  {ms:8.1f} ms  [{category}]')
+    other = [r for r in rows
+             if not any(pred(r[2]) for _, pred in CATEGORIES)][:args.top]
+    print('  largest in [other]:')
+    for ms, op, name in other:
+      print(f'  {ms:8.1f} ms  {op:32s} {name}')
+    print('  largest ops:')
     for ms, op, name in rows[:args.top]:
       print(f'  {ms:8.1f} ms  {op:32s} {name}')
   if args.side in ('both', 'torch'):
