@@ -372,19 +372,19 @@ def bench_memory(spec: Size, passes: int) -> dict[str, Any]:
   """Compiled scratch memory of scoring one image, chunked (1 pass at a time)."""
   model = _model('stages', spec.model_width)
   variables = _variables(model, spec.height, spec.width)
-  images = jnp.zeros((1, spec.height, spec.width, 3), jnp.float32)
+  images = jnp.zeros((1, spec.height, spec.width, 3), jnp.uint8)  # the scorer normalises
   key, ids = jax.random.key(0), jnp.zeros((1,), jnp.int32)
   chunked = _temp_bytes(_product_scorer(model, passes, 1, False),
-                        variables, images, key, ids)
+                        variables, images, ids, key, {})
   unchunked = _temp_bytes(_product_scorer(model, passes, None, False),
-                          variables, images, key, ids)
+                          variables, images, ids, key, {})
   forward = _forward_temp(model, spec.height, spec.width)
   host = reference.host_probs_bytes(passes, 1, spec.height, spec.width, NUM_CLASSES)
   return harness.make_entry(chunked['temp'], host, host / max(chunked['temp'], 1), 'bytes',
                 passes=passes, image=[spec.height, spec.width],
                 product_unchunked_temp=unchunked['temp'],
                 reference_forward_temp=forward['temp'],
-                note='product: compiled temp bytes of mc_forward (chunk_size=1); '
+                note='product: compiled temp bytes of the scorer (chunk_size=1); '
                      'reference: host D x H x W x C float32 probabilities')
 
 
@@ -425,11 +425,12 @@ def bench_gpu_tflops(spec: Size, repeats: int) -> dict[str, Any]:
                   skipped='CPU backend: run --size=cityscapes on a GPU')
   model = _model('stages', spec.model_width)
   variables = _variables(model, spec.height, spec.width)
-  images = _normalise(_scenes_of(spec.batch, spec.height, spec.width)[0])
+  images = jnp.asarray(_scenes_of(spec.batch, spec.height, spec.width)[0])
   key, ids = jax.random.key(42), jnp.arange(spec.batch, dtype=jnp.int32)
   scorer = _product_scorer(model, spec.passes, spec.mc_chunk, False)
-  flops = _flops(scorer, variables, images, key, ids, compiled=True)
-  times = harness.time_runs(lambda: np.asarray(scorer(variables, images, key, ids)), repeats)
+  flops = _flops(scorer, variables, images, ids, key, {}, compiled=True)
+  times = harness.time_runs(
+      lambda: np.asarray(scorer(variables, images, ids, key, {})['scores']), repeats)
   kind = jax.devices()[0].device_kind
   peak = harness.PEAK_TFLOPS.get(kind, {}).get('float32')
   achieved = None if flops is None else flops / times['median_s'] / 1e12

@@ -11,13 +11,12 @@ import csv
 import io
 import json
 import math
-import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from segal_jax import statistics
-from segal_jax._files import atomic_open  # pylint: disable=unused-import (export.atomic_open)
+from segal_jax._files import atomic_open  # public here too: export.atomic_open
 from segal_jax.errors import UserError
 
 
