@@ -7,7 +7,7 @@ and labelled with the JAX operation they come from (the compiled HLO's
 `op_name` metadata) and their FLOPs where the op is a convolution or a
 matrix product. PyTorch: `torch.profiler`'s self CPU time by operator.
 Tasks are `side_by_side`'s (`forward`, `mc_stages`, `mc_head`, `train`) at
-its `small` size.
+its sizes (`--size`, default `small`).
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ def jax_profile(task: str, size: str = 'small', runs: int = 2) -> list[tuple]:
   """[(ms per run, XLA op, JAX op_name)] over all XLA ops, largest first."""
   import jax  # pylint: disable=import-outside-toplevel
   from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
-  fn = side_by_side._jax_task(task, side_by_side.SIZES[size])  # pylint: disable=protected-access
+  fn = side_by_side._jax_task(task, side_by_side.peer_size(size))  # pylint: disable=protected-access
   fn()
-  fn()
+  fn()  # the train step compiles twice (see side_by_side._worker)
   with tempfile.TemporaryDirectory() as d:
     jax.profiler.start_trace(d)
     for _ in range(runs):
@@ -82,7 +82,7 @@ def jax_profile(task: str, size: str = 'small', runs: int = 2) -> list[tuple]:
 def torch_profile(task: str, size: str = 'small', runs: int = 2) -> list[tuple]:
   """[(ms per run, operator)] by self CPU time, largest first."""
   import torch  # pylint: disable=import-outside-toplevel
-  fn = side_by_side._torch_task(task, side_by_side.SIZES[size])  # pylint: disable=protected-access
+  fn = side_by_side._torch_task(task, side_by_side.peer_size(size))  # pylint: disable=protected-access
   fn()
   with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
     for _ in range(runs):
@@ -96,9 +96,10 @@ def main() -> None:
   parser.add_argument('--task', default='train', choices=side_by_side.TASKS)
   parser.add_argument('--side', default='both', choices=('both', 'jax', 'torch'))
   parser.add_argument('--top', type=int, default=15)
+  parser.add_argument('--size', default='small', choices=('tiny', 'small', 'cityscapes'))
   args = parser.parse_args()
   if args.side in ('both', 'jax'):
-    rows = jax_profile(args.task)
+    rows = jax_profile(args.task, args.size)
     print(f'segal-jax, {args.task}: {sum(r[0] for r in rows):.0f} ms of XLA ops per run')
     for category, ms in categories(rows).items():
       print(f'  {ms:8.1f} ms  [{category}]')
@@ -111,7 +112,7 @@ def main() -> None:
     for ms, op, name in rows[:args.top]:
       print(f'  {ms:8.1f} ms  {op:32s} {name}')
   if args.side in ('both', 'torch'):
-    rows = torch_profile(args.task)
+    rows = torch_profile(args.task, args.size)
     print(f'PyTorch, {args.task}: {sum(r[0] for r in rows):.0f} ms self CPU per run')
     for ms, op in rows[:args.top]:
       print(f'  {ms:8.1f} ms  {op}')

@@ -11,15 +11,12 @@ What it does is what the study's code does, on a `TorchDRNSeg` DRN-D:
   added to the gradient) on cross-entropy with `ignore_index=255`, BatchNorm
   and dropout in train mode.
 
-`time_mc_scoring` and `time_train_step` return dicts of medians (with min,
-max and every run) so a caller can put them beside segal-jax's numbers.
+`benchmarks.side_by_side` times them beside segal-jax.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -90,19 +87,6 @@ def make_train_step(model: nn.Module, lr: float = 0.01
   return step
 
 
-def time_runs(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any]:
-  """Median, min, max and all wall times of `fn()` (seconds)."""
-  for _ in range(warmup):
-    fn()
-  runs = []
-  for _ in range(max(1, repeats)):
-    start = time.perf_counter()
-    fn()
-    runs.append(time.perf_counter() - start)
-  return {'median_s': statistics.median(runs), 'min_s': min(runs),
-          'max_s': max(runs), 'runs_s': runs}
-
-
 def inputs(batch: int, height: int, width: int, num_classes: int = 19,
            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
   """Random normalised images [B,3,H,W] and labels [B,H,W] (10% ignored)."""
@@ -111,33 +95,3 @@ def inputs(batch: int, height: int, width: int, num_classes: int = 19,
   labels = rng.integers(0, num_classes, (batch, height, width))
   labels[rng.random(labels.shape) < 0.1] = IGNORE
   return torch.from_numpy(images), torch.from_numpy(labels)
-
-
-def time_mc_scoring(*, placement: str = 'stages', batch: int = 4, height: int = 128,
-                    width: int = 256, passes: int = 10, width_multiplier: float = 1.0,
-                    repeats: int = 3, warmup: int = 1) -> dict[str, Any]:
-  """Seconds to score one batch the study's way (`mc_scores`)."""
-  model = make_model(placement, width_multiplier=width_multiplier)
-  images, _ = inputs(batch, height, width)
-  times = time_runs(lambda: mc_scores(model, images, passes), repeats, warmup)
-  return {**times, 'placement': placement, 'batch': batch, 'image': [height, width],
-          'passes': passes, 'width_multiplier': width_multiplier,
-          'threads': torch.get_num_threads()}
-
-
-def time_train_step(*, batch: int = 2, height: int = 128, width: int = 256,
-                    width_multiplier: float = 1.0, repeats: int = 3,
-                    warmup: int = 1) -> dict[str, Any]:
-  """Seconds per SGD step and images/s (median step), dropout after stages 3-6."""
-  model = make_model('stages', width_multiplier=width_multiplier)
-  step = make_train_step(model)
-  images, labels = inputs(batch, height, width)
-  times = time_runs(lambda: step(images, labels), repeats, warmup)
-  return {**times, 'images_per_s': batch / times['median_s'], 'batch': batch,
-          'image': [height, width], 'width_multiplier': width_multiplier,
-          'threads': torch.get_num_threads()}
-
-
-if __name__ == '__main__':
-  print(time_mc_scoring())
-  print(time_train_step())

@@ -82,7 +82,7 @@ def conv_tap_kernel_grad(x: jax.Array, k: jax.Array, strides: tuple[int, int],
   is written as kh * kw dot products of [B*H'*W', C_in]^T [B*H'*W', C_out]: the
   same sums as XLA's gradient convolution, which on CPU runs the wide layers
   of DRN (256-512 channels, 16x32 maps) at about 40% of the matrix-product
-  rate (see docs/benchmarks_peer.md).
+  rate (see docs/benchmarks.md).
 
   Args:
     x: [B, H, W, C_in]; k: [kh, kw, C_in, C_out].
