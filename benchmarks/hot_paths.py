@@ -31,10 +31,10 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.special
 
 from benchmarks import _harness as harness
 from benchmarks import _reference as reference
+from benchmarks import profile_ops
 from benchmarks import side_by_side
 from segal_jax import data
 from segal_jax import errors
@@ -44,7 +44,6 @@ from segal_jax import parallel
 from segal_jax import scoring
 from segal_jax import superpixels
 from segal_jax import train
-from segal_jax import uncertainty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,55 +194,6 @@ def _flops(jitted, *args, compiled: bool = False) -> float | None:
   return None if flops is None or flops < 0 else float(flops)
 
 
-def _mc_parts(model, variables, images, key, passes: int, repeats: int
-              ) -> dict[str, float]:
-  """Median seconds of the pieces of both scoring paths (where the time goes).
-
-  Product: trunk once; D tail passes per image at logit resolution; D x8
-  upsamplings; the full-resolution softmax and pass statistics. Reference: D
-  full forward passes on the device; the host part (copy, softmax, var).
-  """
-  batch = images.shape[0]
-  keys = jax.random.split(key, batch * passes)
-  trunk = jax.jit(lambda v, x: model.apply(v, x, train=False, method='trunk'))
-  h = trunk(variables, images)
-
-  @jax.jit
-  def tails(v, h):  # [B * D, h, w, C] low-resolution logits
-    h = jnp.repeat(h, passes, axis=0)
-    return jax.vmap(lambda hi, k: model.apply(
-        v, hi[None], train=False, mc=True, upsample=False, method='tail',
-        rngs={'dropout': k})[0])(h, keys)
-
-  logits = tails(variables, h)
-  upsample = jax.jit(models.upsample_bilinear_x8)
-  full = upsample(logits)
-  reduce = jax.jit(lambda l: jax.vmap(uncertainty.pass_stats)(
-      l.reshape(batch, passes, *l.shape[1:])))
-  forward = reference.make_forward(model)
-  pass_keys = [jax.random.fold_in(key, d) for d in range(passes)]
-
-  def forwards():
-    return jax.block_until_ready([forward(variables, images, k) for k in pass_keys])
-
-  device_logits = forwards()
-
-  def host():
-    probs = [scipy.special.softmax(np.asarray(l), axis=-1)
-             for l in device_logits]
-    return reference.mc_variance_from_probs(np.stack(probs))
-
-  def timed(fn, *args):
-    return harness.time_runs(lambda: jax.block_until_ready(fn(*args)), repeats)['median_s']
-
-  return {'product_trunk_s': timed(trunk, variables, images),
-          'product_tails_logit_res_s': timed(tails, variables, h),
-          'product_upsample_s': timed(upsample, logits),
-          'product_full_res_stats_s': timed(reduce, full),
-          'reference_device_forwards_s': timed(forwards),
-          'reference_host_numpy_s': timed(host)}
-
-
 def bench_mc(spec: Size, placement: str, logit_res: bool, repeats: int,
              profile: bool = False) -> dict[str, Any]:
   """MC-dropout image scores of one batch: product vs reference."""
@@ -266,7 +216,8 @@ def bench_mc(spec: Size, placement: str, logit_res: bool, repeats: int,
     ref_flops = _flops(forward, variables, images, key)
     extra = {'product_flops': _flops(scorer, variables, raw, ids, key, {}),
              'reference_flops': None if ref_flops is None else ref_flops * spec.passes,
-             'parts': _mc_parts(model, variables, images, key, spec.passes, repeats)}
+             'parts': profile_ops.mc_parts(model, variables, images, key, spec.passes,
+                                          repeats)}
   return harness.make_entry(product, ref, ref['median_s'] / product['median_s'], 's',
                 passes=spec.passes, batch=spec.batch, chunk=spec.mc_chunk,
                 image=[spec.height, spec.width], model_width=spec.model_width,

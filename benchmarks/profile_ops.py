@@ -7,7 +7,8 @@ and labelled with the JAX operation they come from (the compiled HLO's
 `op_name` metadata) and their FLOPs where the op is a convolution or a
 matrix product. PyTorch: `torch.profiler`'s self CPU time by operator.
 Tasks are `side_by_side`'s (`forward`, `mc_stages`, `mc_head`, `train`) at
-its sizes (`--size`, default `small`).
+its sizes (`--size`, default `small`). `mc_parts` times each part of the
+product's and the reference algorithm's MC scoring (`hot_paths`' `parts`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ import glob
 import re
 import tempfile
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.special
+
+from benchmarks import _harness as harness
+from benchmarks import _reference as reference
 from benchmarks import side_by_side
+from segal_jax import models
+from segal_jax import uncertainty
 
 _HLO_LINE = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]*)"')
 
@@ -54,9 +64,57 @@ def categories(rows: list[tuple]) -> dict[str, float]:
   return dict(out.most_common())
 
 
+def mc_parts(model, variables, images, key, passes: int, repeats: int
+              ) -> dict[str, float]:
+  """Median seconds of the pieces of both scoring paths (where the time goes).
+
+  Product: trunk once; D tail passes per image at logit resolution; D x8
+  upsamplings; the full-resolution softmax and pass statistics. Reference: D
+  full forward passes on the device; the host part (copy, softmax, var).
+  """
+  batch = images.shape[0]
+  keys = jax.random.split(key, batch * passes)
+  trunk = jax.jit(lambda v, x: model.apply(v, x, train=False, method='trunk'))
+  h = trunk(variables, images)
+
+  @jax.jit
+  def tails(v, h):  # [B * D, h, w, C] low-resolution logits
+    h = jnp.repeat(h, passes, axis=0)
+    return jax.vmap(lambda hi, k: model.apply(
+        v, hi[None], train=False, mc=True, upsample=False, method='tail',
+        rngs={'dropout': k})[0])(h, keys)
+
+  logits = tails(variables, h)
+  upsample = jax.jit(models.upsample_bilinear_x8)
+  full = upsample(logits)
+  reduce = jax.jit(lambda l: jax.vmap(uncertainty.pass_stats)(
+      l.reshape(batch, passes, *l.shape[1:])))
+  forward = reference.make_forward(model)
+  pass_keys = [jax.random.fold_in(key, d) for d in range(passes)]
+
+  def forwards():
+    return jax.block_until_ready([forward(variables, images, k) for k in pass_keys])
+
+  device_logits = forwards()
+
+  def host():
+    probs = [scipy.special.softmax(np.asarray(l), axis=-1)
+             for l in device_logits]
+    return reference.mc_variance_from_probs(np.stack(probs))
+
+  def timed(fn, *args):
+    return harness.time_runs(lambda: jax.block_until_ready(fn(*args)), repeats)['median_s']
+
+  return {'product_trunk_s': timed(trunk, variables, images),
+          'product_tails_logit_res_s': timed(tails, variables, h),
+          'product_upsample_s': timed(upsample, logits),
+          'product_full_res_stats_s': timed(reduce, full),
+          'reference_device_forwards_s': timed(forwards),
+          'reference_host_numpy_s': timed(host)}
+
+
 def jax_profile(task: str, size: str = 'small', runs: int = 2) -> list[tuple]:
   """[(ms per run, XLA op, JAX op_name)] over all XLA ops, largest first."""
-  import jax  # pylint: disable=import-outside-toplevel
   from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
   fn = side_by_side._jax_task(task, side_by_side.peer_size(size))  # pylint: disable=protected-access
   fn()
