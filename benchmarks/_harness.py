@@ -1,4 +1,8 @@
-"""Timing, machine description and table formatting for `benchmarks.hot_paths`."""
+"""Timing, machine description and table formatting of every benchmark.
+
+Imports no framework at module level: the PyTorch worker of `side_by_side`
+times its tasks with the same `time_runs`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import statistics
 import time
 from typing import Any, Callable
 
-import jax
 
 # Dense peak TFLOP/s by `device_kind`, from the vendors' data sheets: bf16, and
 # the rate at which XLA runs float32 convolutions at default precision (TF32
@@ -33,17 +36,19 @@ def time_runs(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str,
   """Median, min and max wall time of `fn()` (which must block until done).
 
   Returns:
-    {'median_s', 'min_s', 'max_s', 'runs_s': [repeats]}.
+    {'median_s', 'min_s', 'max_s', 'runs_s': [repeats], 'cpu_s': [repeats]}:
+    wall seconds, and this process's CPU seconds of each run.
   """
   for _ in range(warmup):
     fn()
-  runs = []
+  runs, cpu = [], []
   for _ in range(max(1, repeats)):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
     runs.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
   return {'median_s': statistics.median(runs), 'min_s': min(runs),
-          'max_s': max(runs), 'runs_s': runs}
+          'max_s': max(runs), 'runs_s': runs, 'cpu_s': cpu}
 
 
 def time_pair(product: Callable[[], Any], reference_: Callable[[], Any],
@@ -80,6 +85,7 @@ def make_entry(product, reference_, ratio, unit, **extra) -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
   """CPU model, cores, load, JAX version and backend, date."""
+  import jax  # pylint: disable=import-outside-toplevel
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo') as f:
@@ -131,8 +137,28 @@ def cells(result: dict[str, Any]) -> tuple[str, str, str]:
   return _fmt(result['product'], unit), _fmt(result['reference'], unit), ratio
 
 
+def peer_cells(result: dict[str, Any]) -> tuple[str, str]:
+  """(PyTorch peer, ratio to the peer) cells of one entry ('-' without a peer).
+
+  The ratio cell is the ratio of medians (> 1: this product is faster), the
+  range of the per-round ratios and the ratio of CPU times.
+  """
+  if result.get('peer') is None:
+    return '-', '-'
+  lo, hi = result['peer_ratio_rounds']
+  return (_fmt(result['peer'], result['unit']),
+          f"{result['peer_ratio']:.2f}x ({lo:.2f}-{hi:.2f}), "
+          f"CPU {result['peer_cpu_ratio']:.2f}x")
+
+
 def format_table(report: dict[str, Any]) -> str:
-  """A markdown table: name | this product | reference | ratio."""
-  rows = [('name', 'this product', 'reference', 'ratio'), ('---',) * 4]
-  rows += [(name, *cells(result)) for name, result in report['results'].items()]
+  """A markdown table: name | this product | reference | ratio, and the columns
+  PyTorch peer | vs PyTorch when some entry has a peer."""
+  results = report['results']
+  with_peer = any(r.get('peer') is not None for r in results.values())
+  head = ('name', 'this product', 'reference', 'ratio')
+  head += ('PyTorch peer', 'vs PyTorch (rounds), CPU') if with_peer else ()
+  rows = [head, ('---',) * len(head)]
+  rows += [(name, *cells(r), *(peer_cells(r) if with_peer else ()))
+           for name, r in results.items()]
   return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows)

@@ -7,7 +7,10 @@ study's algorithm (`benchmarks._reference`) and returns a JSON-able report;
 (MC-dropout scoring of a batch), `segment_means`, `partial_labels`,
 `watershed` (images/s, process pool vs one process), `memory_d<D>` (compiled
 scratch bytes vs the host D x H x W x C stack), `train_<reduced|full>_<dtype>`
-(images/s, no reference) and `gpu_mc_tflops` (skipped on CPU).
+(images/s, no reference), `gpu_mc_tflops` (skipped on CPU) and, when
+PyTorch is importable, `peer_<task>`: segal-jax beside the study's PyTorch
+pipeline at full width (`benchmarks.side_by_side`; the `peer` and
+`peer_ratio` fields, > 1: segal-jax is faster).
 
 Times are the median (with min and max) of `repeats` runs after one warm-up
 run (which includes compilation). `ratio` is always "times better than the
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import os
 import sys
 import time
@@ -27,10 +31,11 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.special
 
 from benchmarks import _harness as harness
 from benchmarks import _reference as reference
+from benchmarks import profile_ops
+from benchmarks import side_by_side
 from segal_jax import data
 from segal_jax import errors
 from segal_jax import models
@@ -39,7 +44,6 @@ from segal_jax import parallel
 from segal_jax import scoring
 from segal_jax import superpixels
 from segal_jax import train
-from segal_jax import uncertainty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +85,7 @@ SIZES: dict[str, Size] = {
 }
 
 GROUPS = ('mc', 'segment_means', 'partial_labels', 'watershed', 'memory', 'train',
-          'gpu')
+          'gpu', 'peer')
 PLACEMENTS = ('stages', 'head')
 # Re-exported harness pieces (see `benchmarks._harness`).
 time_runs = harness.time_runs
@@ -94,10 +98,16 @@ N_SEGMENTS = 100
 # Normalisation of the benchmark images (any fixed affine map: timing only).
 _MEAN, _STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
-def entry_names(size: str, only: Sequence[str] | None = None) -> list[str]:
-  """The entries `run(size, only=only)` reports, in order."""
+def peer_available() -> bool:
+  """Whether PyTorch is importable, so the `peer` group can run."""
+  return importlib.util.find_spec('torch') is not None
+
+
+def entry_names(size: str, only: Sequence[str] | None = None,
+                peer: bool = True) -> list[str]:
+  """The entries `run(size, only=only, peer=peer)` reports, in order."""
   spec = _size(size)
-  groups = _groups(only)
+  groups = _groups(only, peer)
   names = []
   if 'mc' in groups:
     names += [f'mc_{p}{s}' for s in ('', '_logit_res') for p in PLACEMENTS]
@@ -109,6 +119,8 @@ def entry_names(size: str, only: Sequence[str] | None = None) -> list[str]:
               for dt in ('float32', 'bfloat16')]
   if 'gpu' in groups:
     names.append('gpu_mc_tflops')
+  if 'peer' in groups and peer_available():
+    names += [f'peer_{t}' for t in side_by_side.TASKS]
   return names
 
 
@@ -119,14 +131,12 @@ def _size(size: str) -> Size:
   return SIZES[size]
 
 
-def _groups(only: Sequence[str] | None) -> tuple[str, ...]:
-  if not only:
-    return GROUPS
-  unknown = [g for g in only if g not in GROUPS]
+def _groups(only: Sequence[str] | None, peer: bool = True) -> tuple[str, ...]:
+  unknown = [g for g in only or () if g not in GROUPS]
   if unknown:
     raise errors.UserError(f'unknown benchmark group(s) {", ".join(unknown)}',
                            f'choose from {", ".join(GROUPS)}')
-  return tuple(g for g in GROUPS if g in only)
+  return tuple(g for g in GROUPS if (not only or g in only) and (peer or g != 'peer'))
 
 
 # --- Inputs -----------------------------------------------------------------
@@ -184,55 +194,6 @@ def _flops(jitted, *args, compiled: bool = False) -> float | None:
   return None if flops is None or flops < 0 else float(flops)
 
 
-def _mc_parts(model, variables, images, key, passes: int, repeats: int
-              ) -> dict[str, float]:
-  """Median seconds of the pieces of both scoring paths (where the time goes).
-
-  Product: trunk once; D tail passes per image at logit resolution; D x8
-  upsamplings; the full-resolution softmax and pass statistics. Reference: D
-  full forward passes on the device; the host part (copy, softmax, var).
-  """
-  batch = images.shape[0]
-  keys = jax.random.split(key, batch * passes)
-  trunk = jax.jit(lambda v, x: model.apply(v, x, train=False, method='trunk'))
-  h = trunk(variables, images)
-
-  @jax.jit
-  def tails(v, h):  # [B * D, h, w, C] low-resolution logits
-    h = jnp.repeat(h, passes, axis=0)
-    return jax.vmap(lambda hi, k: model.apply(
-        v, hi[None], train=False, mc=True, upsample=False, method='tail',
-        rngs={'dropout': k})[0])(h, keys)
-
-  logits = tails(variables, h)
-  upsample = jax.jit(models.upsample_bilinear_x8)
-  full = upsample(logits)
-  reduce = jax.jit(lambda l: jax.vmap(uncertainty.pass_stats)(
-      l.reshape(batch, passes, *l.shape[1:])))
-  forward = reference.make_forward(model)
-  pass_keys = [jax.random.fold_in(key, d) for d in range(passes)]
-
-  def forwards():
-    return jax.block_until_ready([forward(variables, images, k) for k in pass_keys])
-
-  device_logits = forwards()
-
-  def host():
-    probs = [scipy.special.softmax(np.asarray(l), axis=-1)
-             for l in device_logits]
-    return reference.mc_variance_from_probs(np.stack(probs))
-
-  def timed(fn, *args):
-    return harness.time_runs(lambda: jax.block_until_ready(fn(*args)), repeats)['median_s']
-
-  return {'product_trunk_s': timed(trunk, variables, images),
-          'product_tails_logit_res_s': timed(tails, variables, h),
-          'product_upsample_s': timed(upsample, logits),
-          'product_full_res_stats_s': timed(reduce, full),
-          'reference_device_forwards_s': timed(forwards),
-          'reference_host_numpy_s': timed(host)}
-
-
 def bench_mc(spec: Size, placement: str, logit_res: bool, repeats: int,
              profile: bool = False) -> dict[str, Any]:
   """MC-dropout image scores of one batch: product vs reference."""
@@ -255,7 +216,8 @@ def bench_mc(spec: Size, placement: str, logit_res: bool, repeats: int,
     ref_flops = _flops(forward, variables, images, key)
     extra = {'product_flops': _flops(scorer, variables, raw, ids, key, {}),
              'reference_flops': None if ref_flops is None else ref_flops * spec.passes,
-             'parts': _mc_parts(model, variables, images, key, spec.passes, repeats)}
+             'parts': profile_ops.mc_parts(model, variables, images, key, spec.passes,
+                                          repeats)}
   return harness.make_entry(product, ref, ref['median_s'] / product['median_s'], 's',
                 passes=spec.passes, batch=spec.batch, chunk=spec.mc_chunk,
                 image=[spec.height, spec.width], model_width=spec.model_width,
@@ -443,14 +405,20 @@ def bench_gpu_tflops(spec: Size, repeats: int) -> dict[str, Any]:
 
 
 def run(size: str = 'small', *, repeats: int | None = None,
-        only: Sequence[str] | None = None,
+        only: Sequence[str] | None = None, peer: bool = True,
+        peer_threads: int | None = None,
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
   """Runs the benchmarks of `size` and returns the report.
 
   Args:
     size: a key of `SIZES`.
-    repeats: timed runs per measurement; None = the size's default.
-    only: groups to run (names from `GROUPS`); None = all.
+    repeats: timed runs per measurement; None = the size's default. The peer
+      group alternates the two sides `repeats` times, one run a side a round.
+    only: groups to run (names from `GROUPS`); None = all. Without PyTorch
+      the `peer` group is left out (one line through `log`).
+    peer: False leaves the `peer` group out.
+    peer_threads: intra-op threads of both sides of the peer group (None:
+      their defaults, one per core).
     log: progress callback (one line per entry); None = stderr.
 
   Returns:
@@ -458,7 +426,7 @@ def run(size: str = 'small', *, repeats: int | None = None,
      'results': {entry name: {'product', 'reference', 'ratio', 'unit', ...}}}.
   """
   spec = _size(size)
-  groups = _groups(only)
+  groups = _groups(only, peer)
   repeats = spec.repeats if repeats is None else max(1, int(repeats))
   log = log or (lambda s: print(s, file=sys.stderr, flush=True))
   jobs: list[tuple[str, Callable[[], dict]]] = []
@@ -483,14 +451,22 @@ def run(size: str = 'small', *, repeats: int | None = None,
             bench_train, spec, width, dtype, repeats)))
   if 'gpu' in groups:
     jobs.append(('gpu_mc_tflops', functools.partial(bench_gpu_tflops, spec, repeats)))
+  if 'peer' in groups and not peer_available():
+    log('PyTorch is not importable: no peer column (pip install torch to add it)')
+  elif 'peer' in groups:
+    jobs.append(('peer', lambda: side_by_side.entries(side_by_side.run(
+        size, rounds=repeats, repeats=1, threads=peer_threads))))
 
   results = {}
   for i, (name, job) in enumerate(jobs):
     log(f'[{i + 1}/{len(jobs)}] {name} ...')
     start = time.perf_counter()
-    results[name] = job()
-    log(f'[{i + 1}/{len(jobs)}] {name}: {harness.cells(results[name])[2]} '
-        f'({time.perf_counter() - start:.1f} s)')
+    done = job()
+    done = done if name == 'peer' else {name: done}  # the peer group: one entry a task
+    results.update(done)
+    for entry, result in done.items():
+      ratio = harness.cells(result)[2] if name != 'peer' else harness.peer_cells(result)[1]
+      log(f'[{i + 1}/{len(jobs)}] {entry}: {ratio} ({time.perf_counter() - start:.1f} s)')
   return {'machine': harness.machine_info(), 'size': size,
           'config': {**dataclasses.asdict(spec), 'repeats': repeats},
           'results': results}

@@ -4,8 +4,10 @@
   python -m launch.benchmark --size=cityscapes --out=bench_gpu.json   # on a GPU
   python -m launch.benchmark --size=small --only=mc,memory --repeats=3
 
-Prints a table (name, this product, reference, ratio) and writes the full
-report as JSON (medians, min, max, every run, and the machine description).
+Prints a table (name, this product, reference, ratio and, when PyTorch is
+importable, the study's PyTorch pipeline as a peer column with the ratio to
+it) and writes the full report as JSON (medians, min, max, every run, and the
+machine description). `--peer=false` leaves the peer out.
 """
 
 from absl import flags
@@ -23,11 +25,17 @@ _REPEATS = flags.DEFINE_integer('repeats', None,
                                 lower_bound=1)
 _ONLY = flags.DEFINE_list('only', [], 'Run only these groups: '
                           + ','.join(benchmark.GROUPS) + '.')
+_PEER = flags.DEFINE_bool('peer', True, 'Measure beside the PyTorch pipeline '
+                          '(when torch is importable).')
+_PEER_THREADS = flags.DEFINE_integer('peer_threads', None, 'Intra-op threads of both '
+                                     'sides of the peer (default: one per core).',
+                                     lower_bound=1)
 
 
 def main(argv):
   del argv
-  report = benchmark.run(_SIZE.value, repeats=_REPEATS.value, only=_ONLY.value or None)
+  report = benchmark.run(_SIZE.value, repeats=_REPEATS.value, only=_ONLY.value or None,
+                         peer=_PEER.value, peer_threads=_PEER_THREADS.value)
   machine = report['machine']
   print(f"\n{machine['cpu']}, {machine['cores']} cores, load {machine['load_average']}, "
         f"jax {machine['jax']} ({machine['backend']}), {machine['date']}, "

@@ -220,6 +220,16 @@ def loss_controls(loss_fn, epoch: int) -> np.ndarray:
                                                                      np.float32)
 
 
+def _step_and_args(state, batch, step_key, *, mean, std, crop, scale_range, flip,
+                   loss_fn, controls, mesh):
+  mesh = _one_device() if mesh is None else mesh
+  step = jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
+                           tuple(float(s) for s in scale_range), bool(flip))
+  controls = loss_controls(loss_fn, 0) if controls is None else controls
+  return step, (state, batch, step_key, jnp.asarray(mean, jnp.float32),
+                jnp.asarray(std, jnp.float32), jnp.asarray(controls, jnp.float32))
+
+
 def train_step(state: TrainState, batch: Batch, step_key: jax.Array, *, mean, std,
                crop: Sequence[int], scale_range: Sequence[float] = (0.5, 2.0),
                flip: bool = True, loss_fn: losses.LossFn = losses.segmentation_loss,
@@ -229,13 +239,25 @@ def train_step(state: TrainState, batch: Batch, step_key: jax.Array, *, mean, st
 
   The step's key is fold_in(step_key, state.step). `controls` defaults to
   `loss_fn.controls(0)` (none for the plain loss); `mesh` to one device.
+  `train_step.lower(...)`, with the same arguments, lowers that function
+  without running it (for cost analysis and HLO text).
   """
-  mesh = _one_device() if mesh is None else mesh
-  step = jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
-                           tuple(float(s) for s in scale_range), bool(flip))
-  controls = loss_controls(loss_fn, 0) if controls is None else controls
-  return step(state, batch, step_key, jnp.asarray(mean, jnp.float32),
-              jnp.asarray(std, jnp.float32), jnp.asarray(controls, jnp.float32))
+  step, args = _step_and_args(state, batch, step_key, mean=mean, std=std, crop=crop,
+                              scale_range=scale_range, flip=flip, loss_fn=loss_fn,
+                              controls=controls, mesh=mesh)
+  return step(*args)
+
+
+def _lower_train_step(state, batch, step_key, *, mean, std, crop, scale_range=(0.5, 2.0),
+                      flip=True, loss_fn=losses.segmentation_loss, controls=None,
+                      mesh=None) -> jax.stages.Lowered:
+  step, args = _step_and_args(state, batch, step_key, mean=mean, std=std, crop=crop,
+                              scale_range=scale_range, flip=flip, loss_fn=loss_fn,
+                              controls=controls, mesh=mesh)
+  return step.lower(*args)
+
+
+train_step.lower = _lower_train_step
 
 
 def _eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std,

@@ -16,7 +16,6 @@ of size D x H x W x C need exist at once.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -141,16 +140,38 @@ class McStats:
   sum_neg_plogp: jax.Array
 
 
+def _pass_probs(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One pass: logits [..., C] -> probabilities [..., C], entropy [...] (float32)."""
+  z = _f32(logits)
+  z = z - jnp.max(z, axis=-1, keepdims=True)
+  e = jnp.exp(z)
+  total = jnp.sum(e, axis=-1, keepdims=True)
+  p = e / total
+  # p * log_softmax is finite everywhere (no log 0), unlike xlogy on rounded p.
+  return p, -jnp.sum(p * (z - jnp.log(total)), axis=-1)
+
+
+def _add_pass(acc: tuple, n: jax.Array | int, logits: jax.Array) -> tuple:
+  """Welford's update: (mean, m2, sum_h) of n passes and one more pass's logits."""
+  mean, m2, sum_h = acc
+  p, neg_plogp = _pass_probs(logits)
+  delta = p - mean
+  mean = mean + delta / (jnp.asarray(n, jnp.float32) + 1.0)
+  return mean, m2 + delta * (p - mean), sum_h + neg_plogp
+
+
+def _no_passes(logits_shape: Sequence[int]) -> tuple:
+  """(mean, m2, sum_h) of zero passes for logits of `logits_shape` [..., C]."""
+  zeros = jnp.zeros(logits_shape, jnp.float32)
+  return zeros, zeros, zeros[..., 0]
+
+
 def pass_stats(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Statistics of one chunk of passes. logits: [K, ..., C] -> mean, m2, sum H."""
-  logits = _f32(logits)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  p = jnp.exp(logp)
-  mean = jnp.mean(p, axis=0)
-  m2 = jnp.sum(jnp.square(p - mean), axis=0)
-  # p * log_softmax is finite everywhere (no log 0), unlike xlogy on rounded p.
-  sum_h = -jnp.sum(p * logp, axis=(0, -1))
-  return mean, m2, sum_h
+  acc = _no_passes(logits.shape[1:])
+  for d in range(logits.shape[0]):
+    acc = _add_pass(acc, d, logits[d])
+  return acc
 
 
 def _merge(a: tuple, n_a: int, b: tuple, n_b: int) -> tuple:
@@ -242,13 +263,14 @@ def mc_forward(
 
   Dropout keys belong to images: pass d on image i uses
   `fold_in(fold_in(key, image_ids[i]), d)`, and the tail runs on each image as
-  a batch of one (vmapped over images and passes), so a score never depends on
-  the batch size or on the other images in the batch (BatchNorm in inference
-  mode). Passes are reduced into running mean / squared-deviation / entropy
-  sums; with `chunk_size=K` only K passes per image are materialised at once
-  (vmap inside a chunk, `lax.scan` across chunks), so peak memory is
-  independent of D. The chunked and unchunked paths use the same keys and
-  agree to float32 rounding.
+  a batch of one (vmapped over images), so a score never depends on the batch
+  size or on the other images in the batch (BatchNorm in inference mode).
+  Passes run one after another (`lax.scan`), each on the whole batch, and are
+  reduced as they come into running mean / squared-deviation / entropy sums
+  (Welford), so one pass's maps exist at a time and peak memory is
+  independent of D; `chunk_size=K` groups the passes in chunks of K whose
+  statistics are merged (Chan et al.). The chunked and unchunked paths use the
+  same keys and agree to float32 rounding.
 
   `logit_resolution=True` computes the maps from the 1/8-resolution logits and
   resizes the maps bilinearly to the input size: about 64x less softmax /
@@ -327,12 +349,20 @@ def _mc_stats(apply_fn, variables, h, key, image_ids, passes, chunk_size,
 
   def chunk_stats(first: jax.Array, size: int):
     """Passes first .. first+size-1 of every image -> ([B,..,C], [B,..,C], [B,..])."""
-    d = first + jnp.arange(size)
-    keys = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(d))(
-        image_keys)  # [B, size]
-    logits = jax.vmap(lambda hi, ks: jax.vmap(functools.partial(one, hi))(ks))(
-        h, keys)  # [B, size, h, w, C]
-    return jax.vmap(pass_stats)(logits)
+    def one_pass(d):  # [B, H', W', C]: pass d of every image, a batch of B
+      keys = jax.vmap(lambda k: jax.random.fold_in(k, d))(image_keys)
+      return jax.vmap(one)(h, keys)
+
+    # Passes one after another, each reduced into the running statistics as
+    # it comes: the tail runs on B images at a time (vmapping the passes too
+    # would run it on B * size, where XLA's CPU convolutions lose about a
+    # fifth of their rate) and no stack of full-resolution passes is written.
+    def body(acc, j):
+      return _add_pass(acc, j, one_pass(first + j)), None
+
+    shape = jax.eval_shape(one_pass, first).shape
+    acc, _ = jax.lax.scan(body, _no_passes(shape), jnp.arange(size))
+    return acc
 
   n_full, rest = divmod(passes, chunk)
   if n_full == 1:

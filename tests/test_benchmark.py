@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks import _harness as harness
 from benchmarks import _reference as reference
 from benchmarks import hot_paths as benchmark
+from benchmarks import side_by_side
 from segal_jax import errors
 from segal_jax import oracle
 from segal_jax import superpixels
@@ -112,12 +114,58 @@ def test_unknown_size_and_group_are_user_errors():
     benchmark.entry_names('tiny', only=['mc', 'bogus'])
 
 
-def test_entry_names_cover_every_hot_path():
-  names = benchmark.entry_names('tiny')
-  assert {'mc_stages', 'mc_head', 'mc_stages_logit_res', 'mc_head_logit_res',
-          'segment_means', 'partial_labels', 'watershed', 'memory_d1', 'memory_d10',
-          'memory_d30', 'train_reduced_float32', 'train_reduced_bfloat16',
-          'train_full_float32', 'train_full_bfloat16', 'gpu_mc_tflops'} == set(names)
+HOT_PATHS = {'mc_stages', 'mc_head', 'mc_stages_logit_res', 'mc_head_logit_res',
+             'segment_means', 'partial_labels', 'watershed', 'memory_d1', 'memory_d10',
+             'memory_d30', 'train_reduced_float32', 'train_reduced_bfloat16',
+             'train_full_float32', 'train_full_bfloat16', 'gpu_mc_tflops'}
+PEER = {'peer_forward', 'peer_mc_stages', 'peer_mc_head', 'peer_train'}
+
+
+def test_entry_names_cover_every_hot_path_and_the_peer():
+  assert benchmark.peer_available()  # torch is installed with the dev extras
+  assert set(benchmark.entry_names('tiny')) == HOT_PATHS | PEER
+  assert set(benchmark.entry_names('tiny', peer=False)) == HOT_PATHS
+  assert benchmark.entry_names('tiny', only=['peer', 'gpu'], peer=False) == [
+      'gpu_mc_tflops']
+
+
+def test_without_torch_the_peer_is_one_line_and_the_rest_runs(monkeypatch):
+  monkeypatch.setattr(benchmark, 'peer_available', lambda: False)
+  lines = []
+  report = benchmark.run('tiny', only=['peer', 'gpu'], log=lines.append)
+  assert list(report['results']) == ['gpu_mc_tflops']
+  assert sum('PyTorch is not importable' in line for line in lines) == 1
+  assert 'PyTorch peer' not in benchmark.format_table(report)
+
+
+def test_peer_sizes_are_the_benchmark_sizes_at_full_width():
+  for name in ('small', 'cityscapes'):
+    spec, peer = benchmark.SIZES[name], side_by_side.peer_size(name)
+    assert (peer.height, peer.width, peer.batch, peer.passes, peer.train_batch) == (
+        spec.height, spec.width, spec.batch, spec.passes, spec.train_batch)
+    assert peer.train_crop == tuple(spec.train_crop) and peer.model_width == 1.0
+
+
+def test_peer_entries_and_column_from_a_side_by_side_report():
+  # Two rounds of one run a side: PyTorch 2 s and 4 s, segal-jax 1 s and 1 s.
+  runs = {'jax': [1.0, 1.0], 'torch': [2.0, 4.0]}
+  cpu = {'jax': [0.5, 0.5], 'torch': [1.0, 1.0]}
+  result = {'ratio': 3.0, 'cpu_ratio': 2.0, 'round_ratio_min': 2.0,
+            'round_ratio_max': 4.0, 'runs_s': runs, 'cpu_s': cpu}
+  report = {'spec': {'train_batch': 2}, 'threads': 1, 'load_average_1min': {},
+            'results': {'mc_head': result, 'train': result}}
+  entries = side_by_side.entries(report)
+  assert list(entries) == ['peer_mc_head', 'peer_train']
+  assert entries['peer_mc_head']['peer']['median_s'] == 3.0
+  assert entries['peer_mc_head']['product']['cpu_median_s'] == 0.5
+  assert entries['peer_train']['product']['median'] == 2.0  # 2 images in 1 s
+  assert entries['peer_train']['peer']['median'] == pytest.approx(2 / 3)
+  table = harness.format_table({'results': {**entries, 'x': harness.make_entry(
+      1.0, 2.0, 2.0, 'bytes')}})
+  assert table.splitlines()[0].startswith('| name | this product | reference | ratio '
+                                          '| PyTorch peer |')
+  assert '| 3.00x (2.00-4.00), CPU 2.00x |' in table
+  assert table.splitlines()[-1].endswith('| - | - |')  # no peer for this entry
 
 
 def test_run_host_groups_in_process():
@@ -163,7 +211,17 @@ def test_cli_tiny_writes_every_entry(tmp_path):
       'product_trunk_s', 'reference_host_numpy_s'}
   for name in names:
     assert f'| {name} |' in proc.stdout
-  assert '[1/15]' in proc.stderr  # progress
+  assert '[1/16]' in proc.stderr  # progress: 15 jobs and the peer
+  # The PyTorch peer: its own column, ratio = PyTorch median / segal-jax median.
+  assert '| PyTorch peer |' in proc.stdout
+  for name in PEER:
+    entry = report['results'][name]
+    product, peer = entry['product'], entry['peer']
+    if name == 'peer_train':
+      assert entry['peer_ratio'] == pytest.approx(product['median'] / peer['median'])
+    else:
+      assert entry['peer_ratio'] == pytest.approx(peer['median_s'] / product['median_s'])
+    assert len(peer['runs_s']) == len(product['runs_s']) == 1
 
 
 @pytest.mark.slow

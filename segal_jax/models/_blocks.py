@@ -5,6 +5,7 @@ Padding is explicit (`dilation` on each side of a 3x3 conv) so every spatial siz
 matches the published PyTorch networks exactly, odd sizes included.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +21,11 @@ BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 in Flax's convention.
 BN_EPSILON = 1e-5
 
 
+# Input widths from which the kernel gradient is computed tap by tap (see
+# `conv_tap_kernel_grad`); below it XLA's own gradient convolution is as fast.
+TAP_GRAD_MIN_FEATURES = 128
+
+
 def conv(features: int, kernel: int, *, stride: int = 1, dilation: int = 1,
          padding: int | None = None, use_bias: bool = False, dtype: Any = jnp.float32,
          name: str | None = None) -> nn.Conv:
@@ -31,7 +37,91 @@ def conv(features: int, kernel: int, *, stride: int = 1, dilation: int = 1,
       padding=((padding, padding), (padding, padding)),
       kernel_dilation=(dilation, dilation), use_bias=use_bias, dtype=dtype,
       param_dtype=jnp.float32, kernel_init=conv_init,
-      bias_init=nn.initializers.zeros, name=name)
+      bias_init=nn.initializers.zeros, name=name,
+      conv_general_dilated=_conv_general_dilated)
+
+
+def _conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                          rhs_dilation=None, dimension_numbers=None,
+                          feature_group_count=1, precision=None):
+  """`lax.conv_general_dilated` as `nn.Conv` calls it, the kernel gradient tap by tap.
+
+  Wide inputs (>= `TAP_GRAD_MIN_FEATURES` channels) of plain NHWC/HWIO
+  convolutions go through `conv_tap_kernel_grad`; anything else is the lax op.
+  """
+  plain = (feature_group_count == 1 and (lhs_dilation is None or set(lhs_dilation) == {1})
+           and lhs.ndim == 4 and lhs.shape[-1] >= TAP_GRAD_MIN_FEATURES
+           and tuple(dimension_numbers) == tuple(_NHWC_HWIO))
+  if not plain:
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count, precision=precision)
+  return conv_tap_kernel_grad(lhs, rhs, tuple(window_strides),
+                              tuple(tuple(p) for p in padding),
+                              tuple(rhs_dilation or (1, 1)), precision)
+
+
+_NHWC_HWIO = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1),
+                                            ('NHWC', 'HWIO', 'NHWC'))
+
+
+def _plain_conv(x, k, strides, padding, dilation, precision):
+  return jax.lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=dilation,
+                                      dimension_numbers=_NHWC_HWIO, precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def conv_tap_kernel_grad(x: jax.Array, k: jax.Array, strides: tuple[int, int],
+                         padding: tuple[tuple[int, int], tuple[int, int]],
+                         dilation: tuple[int, int], precision=None) -> jax.Array:
+  """NHWC x HWIO convolution whose kernel gradient is one matrix product per tap.
+
+  The value and the input gradient are XLA's. The kernel gradient
+  dK[i, j] = sum over (b, h, w) of x_pad[b, s*h + d*i, s*w + d*j, :]^T g[b, h, w, :]
+  is written as kh * kw dot products of [B*H'*W', C_in]^T [B*H'*W', C_out]: the
+  same sums as XLA's gradient convolution, which on CPU runs the wide layers
+  of DRN (256-512 channels, 16x32 maps) at about 40% of the matrix-product
+  rate (see docs/benchmarks.md).
+
+  Args:
+    x: [B, H, W, C_in]; k: [kh, kw, C_in, C_out].
+    strides, padding, dilation: as `lax.conv_general_dilated` (window strides,
+      explicit (low, high) padding per spatial axis, kernel dilation).
+
+  Returns:
+    [B, H', W', C_out].
+  """
+  return _plain_conv(x, k, strides, padding, dilation, precision)
+
+
+def _conv_fwd(x, k, strides, padding, dilation, precision):
+  return _plain_conv(x, k, strides, padding, dilation, precision), (x, k)
+
+
+def _conv_bwd(strides, padding, dilation, precision, res, g):
+  x, k = res
+  _, input_vjp = jax.vjp(lambda x_: _plain_conv(x_, k, strides, padding, dilation,
+                                                 precision), x)
+  (dx,) = input_vjp(g)
+  kh, kw = k.shape[:2]
+  batch, out_h, out_w, _ = g.shape
+  x_pad = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  g_flat = g.reshape(-1, g.shape[-1])
+  taps = []
+  for i in range(kh):
+    for j in range(kw):
+      start = (0, i * dilation[0], j * dilation[1], 0)
+      limit = (batch, start[1] + (out_h - 1) * strides[0] + 1,
+               start[2] + (out_w - 1) * strides[1] + 1, x.shape[-1])
+      window = jax.lax.slice(x_pad, start, limit, (1, *strides, 1))
+      taps.append(jnp.matmul(window.reshape(-1, x.shape[-1]).T, g_flat,
+                             precision=precision))
+  dk = jnp.stack(taps).reshape(k.shape).astype(k.dtype)
+  return dx.astype(x.dtype), dk
+
+
+conv_tap_kernel_grad.defvjp(_conv_fwd, _conv_bwd)
 
 
 def batch_norm(train: bool, dtype: Any, name: str | None = None) -> nn.BatchNorm:
@@ -179,12 +269,41 @@ def _upsample_matrix(n: int, stride: int = 8, size: int = 16, padding: int = 4) 
   return np.where(inside, tent[np.clip(k, 0, size - 1)], 0.0).astype(np.float32)
 
 
+def _upsample_axis_x8(x: jax.Array, axis: int) -> jax.Array:
+  """One axis of the x8 transposed conv, as three shifted copies of the input.
+
+  With o = 8q + s, output o receives x[q - 1] * tent[s + 12] (s < 4),
+  x[q] * tent[s + 4] and x[q + 1] * tent[s - 4] (s >= 4), x zero outside:
+  the two non-zero entries of row o of `_upsample_matrix`. Elementwise, so
+  XLA fuses it into the ops that consume the logits.
+  """
+  tent = _tent(16)
+  s = np.arange(8)
+  lo = np.where(s < 4, tent[(s + 12) % 16], 0.0).astype(np.float32)
+  hi = np.where(s >= 4, tent[(s - 4) % 16], 0.0).astype(np.float32)
+  mid = tent[s + 4]
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  xp = jnp.pad(x, pad)
+  taps = [jax.lax.slice_in_dim(xp, k, k + n, axis=axis) for k in range(3)]
+  shape = [1] * (x.ndim + 1)
+  shape[axis + 1] = 8
+  out = sum(jnp.expand_dims(t, axis + 1) * jnp.asarray(w.reshape(shape), x.dtype)
+            for t, w in zip(taps, (lo, mid, hi)))
+  # [..., n, 8, ...] -> [..., 8n, ...]
+  return out.reshape(*x.shape[:axis], 8 * n, *x.shape[axis + 1:])
+
+
 def upsample_bilinear_x8(x: jax.Array) -> jax.Array:
   """Fixed x8 depthwise transposed conv (kernel 16, stride 8, padding 4).
 
-  The bilinear kernel is separable, so the transposed conv is computed as two
-  small matrix products (one per axis); this equals the depthwise
-  `conv_transpose` but avoids its 64x zero-dilated input, which is slow on CPU.
+  The bilinear kernel is separable and each output pixel takes two input
+  pixels per axis, so the transposed conv is computed axis by axis as a
+  weighted sum of shifted copies of the input (`_upsample_axis_x8`): it equals
+  the depthwise `conv_transpose` (and the two matrix products of
+  `_upsample_matrix`) but avoids both the 64x zero-dilated input and the
+  matrix products' zeros, and fuses with the ops that follow.
 
   Args:
     x: [B, h, w, C].
@@ -192,7 +311,4 @@ def upsample_bilinear_x8(x: jax.Array) -> jax.Array:
   Returns:
     [B, 8h, 8w, C] in x's dtype. The kernel is a constant, not a parameter.
   """
-  u_h = jnp.asarray(_upsample_matrix(x.shape[1]), x.dtype)
-  u_w = jnp.asarray(_upsample_matrix(x.shape[2]), x.dtype)
-  return jnp.einsum('oh,bhwc,pw->bopc', u_h, x, u_w,
-                    precision=jax.lax.Precision.HIGHEST).astype(x.dtype)
+  return _upsample_axis_x8(_upsample_axis_x8(x, 1), 2)

@@ -17,7 +17,7 @@ from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 from segal_jax.models import convert  # pylint: disable=g-import-not-at-top
 from segal_jax.models import drn  # pylint: disable=g-import-not-at-top
 
-from . import torch_drn  # pylint: disable=g-import-not-at-top
+from benchmarks import torch_drn  # pylint: disable=g-import-not-at-top
 
 CLASSES = 5
 

@@ -1,7 +1,9 @@
-"""A small PyTorch DRN, written for the conversion parity tests.
+"""A PyTorch DRN: the conversion parity tests' peer and the benchmarks' PyTorch model.
 
 It follows the published network's structure and parameter names (the layouts
-`convert.py` reads) so its state dicts look like the public checkpoints.
+`segal_jax/models/convert.py` reads) so its state dicts look like the public
+checkpoints. `TorchDRNSeg(..., dropout_after=...)` adds the study's MC-dropout
+layers (elementwise, after the given stages) without changing the state dict.
 """
 
 import math
@@ -129,18 +131,31 @@ def bilinear_up(classes):
 
 
 class TorchDRNSeg(nn.Module):
-  """Segmentation model; `named=False`: keys `base.0...`, True: `base.layer0...`."""
+  """Segmentation model; `named=False`: keys `base.0...`, True: `base.layer0...`.
 
-  def __init__(self, net, classes, named=False):
+  `dropout_after`: stages (1-8) followed by dropout of rate `dropout_rate`
+  (segal-jax's `DROPOUT_AFTER`); active while `self.dropout` is in train mode.
+  """
+
+  def __init__(self, net, classes, named=False, dropout_after=(), dropout_rate=0.5):
     super().__init__()
     self.base = net if named else nn.Sequential(*list(net.children())[:-2])
     self.seg = nn.Conv2d(net.out_dim, classes, 1)
     self.up = bilinear_up(classes)
     self.named = named
+    self.dropout_after = tuple(dropout_after)
+    self.dropout = nn.Dropout(dropout_rate)
 
   def forward(self, x):
-    h = self.base.features(x) if self.named else self.base(x)
-    return self.up(self.seg(h))
+    mods = list(self.base.children())
+    if self.named:
+      mods = mods[:-2]
+    first_stage = len(mods) - 8  # index of stage 1 (DRN-C's stem is 3 modules)
+    for i, m in enumerate(mods):
+      x = m(x)
+      if i - first_stage + 1 in self.dropout_after:
+        x = self.dropout(x)
+    return self.up(self.seg(x))
 
 
 def randomise(model, seed=0):
