@@ -58,12 +58,18 @@ def test_reads_drn_seg_features():
 KW = dict(arch='drn_d_22', num_classes=5, width_multiplier=0.125, dropout_placement='head')
 
 
-@pytest.mark.slow
-def test_wrapper_logits_equal_drnseg():
+def _head_model():
+  """(x [2, 32, 32, 3], a small DRNSegWithLossHead, its initial variables)."""
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   model = models.DRNSegWithLossHead(**KW, hidden=8)
   variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x,
                          train=False)
+  return x, model, variables
+
+
+@pytest.mark.slow
+def test_wrapper_logits_equal_drnseg():
+  x, model, variables = _head_model()
   assert models.LOSS_HEAD in variables['params']
   plain_vars = models.segmentation_variables(variables)
   assert models.LOSS_HEAD not in plain_vars['params']
@@ -80,10 +86,7 @@ def test_wrapper_logits_equal_drnseg():
 
 @pytest.mark.slow
 def test_detach_stops_the_head_gradient_at_the_features():
-  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  model = models.DRNSegWithLossHead(**KW, hidden=8)
-  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x,
-                         train=False)
+  x, model, variables = _head_model()
 
   def head_output(params, detach):
     return model.apply({**variables, 'params': params}, x, train=False,
