@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from segal_jax.data import classes as classes_lib
 from segal_jax.data import labels
 
 
@@ -24,6 +25,7 @@ class Split:
   mean: tuple[float, float, float]  # per-channel mean of images / 255 (for normalisation)
   std: tuple[float, float, float]
   num_classes: int = labels.NUM_CLASSES
+  classes: classes_lib.ClassTable = classes_lib.CITYSCAPES  # its num_classes == num_classes
 
   def __len__(self) -> int:
     return len(self.ids)
