@@ -41,6 +41,10 @@ class ExperimentConfig:
   # Training (each cycle).
   train_epochs: int = _f(250, 'Epochs over the labeled set per cycle.')
   train_min_steps: int = _f(0, 'Train at least this many steps per cycle (small labeled sets).')
+  train_length: str = _f('images', "What an epoch counts: 'images' (every labeled image once, "
+                         "the study) or 'cost' (as many images as the labeled annotation cost "
+                         "is worth, cost / mean image cost: units at equal cost train equally "
+                         "long, though superpixels spread it over more, partly labeled images).")
   train_batch_size: int = _f(8, 'Global training batch size.')
   train_lr: float = _f(0.01, 'Base learning rate of SGD.')
   train_momentum: float = _f(0.9, 'SGD momentum.')
@@ -133,6 +137,7 @@ _CHOICES = {
     'compute_dtype': ('float32', 'bfloat16'),
     'train_schedule': ('step', 'poly', 'constant'),
     'al_unit': ('image', 'superpixel'),
+    'train_length': ('images', 'cost'),
     'al_cost_rule': ('study', 'instances'),  # oracle.COST_RULES
 }
 

@@ -78,15 +78,30 @@ def _save_state(run_dir: str, state: checkpoint.RunState) -> None:
 
 
 def train_schedule(config: ExperimentConfig, n_labeled: int,
-                   warm: bool = False) -> tuple[int, int]:
+                   warm: bool = False, worth: float = 1.0) -> tuple[int, int]:
   """(epochs, total steps) for a labeled set: `train_epochs`, or more epochs when
   the set is so small that `train_min_steps` asks for them. A warm-started
-  cycle trains `warm_start_fraction` of that."""
+  cycle trains `warm_start_fraction` of that.
+
+  With `train_length='cost'` the epochs are scaled by `worth`, the whole images
+  the labeled cost is worth per labeled image (`length_worth`), so that a set
+  of partly labeled images trains as long as whole images of the same cost.
+  """
   per_epoch = max(1, n_labeled // config.train_batch_size)
-  epochs = max(config.train_epochs, -(-config.train_min_steps // per_epoch))
+  epochs = config.train_epochs
+  if config.train_length == 'cost' and epochs:
+    epochs = max(1, round(epochs * worth))
+  epochs = max(epochs, -(-config.train_min_steps // per_epoch))
   if warm:
     epochs = max(1, round(epochs * config.warm_start_fraction))
   return epochs, epochs * per_epoch
+
+
+def length_worth(cost: float, costs: np.ndarray, n_labeled: int) -> float:
+  """Whole images the labeled annotation `cost` is worth (cost / mean image
+  cost of the pool), per labeled image: about 1 for whole images, below 1 for
+  superpixels spread over many images."""
+  return cost / max(float(np.mean(costs)), 1e-9) / max(n_labeled, 1)
 
 
 class Preempted(UserError):
@@ -97,7 +112,8 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
                  run_dir, cycle, *, run_state: checkpoint.RunState, desc: str,
                  should_stop: Callable[[], bool] | None, log, init_variables: dict | None = None,
                  loss_fn: losses.LossFn = losses.segmentation_loss,
-                 get_labels: Callable[[np.ndarray], np.ndarray], where: str = ''):
+                 get_labels: Callable[[np.ndarray], np.ndarray], where: str = '',
+                 worth: float = 1.0):
   """Trains one cycle, resuming from a mid-cycle checkpoint.
 
   Every cycle starts from the same initial variables (the seed's, or
@@ -111,7 +127,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
 
   `get_labels(indices)` gives the training labels (the annotator's); a
   `UserError` while training (e.g. a diverging loss) is raised again naming
-  `where` (the run and cycle).
+  `where` (the run and cycle). `worth` scales the length (`train_schedule`).
   """
   get_batch = lambda idx: {'image': train_split.images[idx], 'label': get_labels(idx)}
   labeled, tracker = _holdout(config, labels.images(), train_key, get_batch, train_split)
@@ -121,7 +137,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
         os.path.join(run_dir, 'models', f'cycle_{cycle - 1:02d}'), arch=config.arch,
         num_classes=train_split.num_classes, width_multiplier=config.width_multiplier,
         dropout_placement=config.dropout_placement, dropout_rate=config.dropout_rate)
-  epochs, steps = train_schedule(config, len(labeled), warm)
+  epochs, steps = train_schedule(config, len(labeled), warm, worth)
   tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule=config.train_schedule, total_steps=steps,
@@ -203,19 +219,55 @@ def _holdout(config, labeled, train_key, get_batch, split):
                                    min_delta=config.stop_min_delta)
 
 
-def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> None:
-  """The cycle's trained model, for `launch.score`; only the newest cycle is kept."""
-  models_dir = os.path.join(run_dir, 'models')
-  target = os.path.join(models_dir, f'cycle_{cycle:02d}')
+def _write_model(target: str, model, ts, train_split, config, **extra) -> None:
+  """Writes the trained segmentation network to `target` (replacing what an
+  interrupted attempt left there), with every process taking part."""
   if parallel.is_writer():
-    shutil.rmtree(target, ignore_errors=True)  # left by an interrupted attempt
+    shutil.rmtree(target, ignore_errors=True)
   parallel.sync('save_model')  # every process takes part in the Orbax save
   checkpoint.save_model(
       target, models.segmentation_variables(
           {'params': ts.params, 'batch_stats': ts.batch_stats}),
       checkpoint.meta_for(model, mean=train_split.mean, std=train_split.std,
                           image_size=list(train_split.images.shape[1:3]),
-                          dataset=config.dataset, cycle=cycle))
+                          dataset=config.dataset, **extra))
+
+
+def _shares_first_cycle(strategy: selection.Strategy) -> bool:
+  """Whether the strategy's first cycle is the common one of its seed: the
+  plain network and loss (not the full-data line, not a loss-prediction head)."""
+  return not strategy.full and not strategy.loss_head
+
+
+def _load_shared(directory: str, config, model, train_split):
+  """(train state, steps) of the seed's shared first cycle, or None when it is
+  not there yet (or was trained under another configuration)."""
+  try:
+    _, variables, meta = checkpoint.load_model(directory, arch=config.arch)
+  except (UserError, OSError, ValueError):
+    return None
+  if meta.get('fingerprint') != config.fingerprint():
+    return None
+  tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+                            weight_decay=config.train_weight_decay,
+                            schedule='constant', total_steps=1, step_every=1)
+  ts = train.create_train_state(model, jax.random.key(0),
+                                image_shape=train_split.images.shape[1:], tx=tx)
+  return ts.replace(params=variables['params'],
+                    batch_stats=variables.get('batch_stats', ts.batch_stats)), meta['steps']
+
+
+def _save_shared(directory: str, model, ts, steps: int, train_split, config) -> None:
+  """Keeps a first cycle's model for the seed's other strategies (`_load_shared`)."""
+  _write_model(directory, model, ts, train_split, config, fingerprint=config.fingerprint(),
+               steps=int(steps), cycle=0)
+
+
+def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> None:
+  """The cycle's trained model, for `launch.score`; only the newest cycle is kept."""
+  models_dir = os.path.join(run_dir, 'models')
+  target = os.path.join(models_dir, f'cycle_{cycle:02d}')
+  _write_model(target, model, ts, train_split, config, cycle=cycle)
   for old in os.listdir(models_dir) if parallel.is_writer() else ():
     if old != os.path.basename(target):
       shutil.rmtree(os.path.join(models_dir, old), ignore_errors=True)
@@ -227,7 +279,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         init_variables: dict | None = None,
         segments: np.ndarray | None = None,
         segment_counts: np.ndarray | None = None,
-        annotator: annotators.Annotator | None = None) -> list[dict[str, Any]]:
+        annotator: annotators.Annotator | None = None,
+        shared_dir: str | None = None) -> list[dict[str, Any]]:
   """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
 
   Args:
@@ -241,6 +294,9 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     segment_counts: [N] superpixels of each pool image (None: read from `segments`).
     annotator: who labels the chosen units (default: `annotators.from_config(config)`,
       the simulated annotator under `al_cost_rule`).
+    shared_dir: where the seed's first cycle is kept: the first strategy of the
+      seed to reach it trains it and saves the model there, the others load it
+      (the same initial set, key and network give the same model).
   """
   strategy = selection.get(strategy_name)
   annotator = annotator or annotators.from_config(config)
@@ -261,12 +317,23 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     t0 = time.time()
     pool = pool_lib.PoolLabels.from_json(state.pool)
     desc = f'[{strategy_name} seed {seed}] cycle {cycle}'
-    ts, steps = _train_cycle(
-        config, model, jax.random.fold_in(root, _STREAMS['init']), stream('train', cycle),
-        train_split, pool, run_dir, cycle, run_state=state,
-        desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
-        init_variables=init_variables, loss_fn=strategy.training_loss(config),
-        get_labels=lambda idx, pool=pool: annotator.labels(pool, train_split, idx), where=desc)
+    share = shared_dir if cycle == 0 and _shares_first_cycle(strategy) else None
+    shared = share and _load_shared(share, config, model, train_split)
+    if shared:
+      ts, steps = shared
+      log(f'{desc}: the first cycle of seed {seed} is shared; its model was trained once '
+          f'({share})')
+    else:
+      worth = length_worth(annotator.cost(pool, costs), costs, len(pool.images()))
+      ts, steps = _train_cycle(
+          config, model, jax.random.fold_in(root, _STREAMS['init']), stream('train', cycle),
+          train_split, pool, run_dir, cycle, run_state=state,
+          desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
+          init_variables=init_variables, loss_fn=strategy.training_loss(config),
+          get_labels=lambda idx, pool=pool: annotator.labels(pool, train_split, idx),
+          where=desc, worth=worth)
+      if share:
+        _save_shared(share, model, ts, steps, train_split, config)
     t_train = time.time() - t0
     _save_model(run_dir, cycle, model, ts, train_split, config)
     record = _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, costs,
@@ -274,6 +341,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     if 'ranking_accuracy' in record:
       log(f'{desc}: validation ranking accuracy {record["ranking_accuracy"]} '
           f'(the study: {metrics.STUDY_RANKING_ACCURACY})')
+    if shared:
+      record['first_cycle_shared'] = True
     t1 = time.time()
     record.update(scored_units=0, scored_images=0, bought_units=0, new_labeled_pixels=0,
                   new_instances=0, new_cost=0)
