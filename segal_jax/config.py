@@ -42,9 +42,9 @@ class ExperimentConfig:
   train_epochs: int = _f(250, 'Epochs over the labeled set per cycle.')
   train_min_steps: int = _f(0, 'Train at least this many steps per cycle (small labeled sets).')
   train_length: str = _f('images', "What an epoch counts: 'images' (every labeled image once, "
-                         "the study) or 'cost' (as many images as the labeled annotation cost "
-                         "is worth, cost / mean image cost: units at equal cost train equally "
-                         "long, though superpixels spread it over more, partly labeled images).")
+                         "the study) or 'cost' (every fully labeled image once, and the partly "
+                         "labeled ones as many images of mean cost as their annotation cost "
+                         "buys: superpixels train as long as whole images of the same cost).")
   train_batch_size: int = _f(8, 'Global training batch size.')
   train_lr: float = _f(0.01, 'Base learning rate of SGD.')
   train_momentum: float = _f(0.9, 'SGD momentum.')

@@ -97,11 +97,20 @@ def train_schedule(config: ExperimentConfig, n_labeled: int,
   return epochs, epochs * per_epoch
 
 
-def length_worth(cost: float, costs: np.ndarray, n_labeled: int) -> float:
-  """Whole images the labeled annotation `cost` is worth (cost / mean image
-  cost of the pool), per labeled image: about 1 for whole images, below 1 for
-  superpixels spread over many images."""
-  return cost / max(float(np.mean(costs)), 1e-9) / max(n_labeled, 1)
+def length_worth(pool: pool_lib.PoolLabels, cost: float, costs: np.ndarray) -> float:
+  """Whole images the labels of `pool` are worth, per labeled image: a fully
+  labeled image counts one, the partly labeled ones what their annotation
+  cost buys in images of mean cost. 1 for whole images, below 1 for
+  superpixels spread over many images.
+
+  Args:
+    cost: the total annotation cost of `pool` (`Annotator.cost`).
+    costs: [N] annotation cost of each whole pool image.
+  """
+  costs = np.asarray(costs)
+  partial = cost - float(costs[np.asarray(pool.full, np.int64)].sum())
+  worth = len(pool.full) + partial / max(float(np.mean(costs)), 1e-9)
+  return worth / max(len(pool.images()), 1)
 
 
 class Preempted(UserError):
@@ -324,7 +333,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
       log(f'{desc}: the first cycle of seed {seed} is shared; its model was trained once '
           f'({share})')
     else:
-      worth = length_worth(annotator.cost(pool, costs), costs, len(pool.images()))
+      worth = length_worth(pool, annotator.cost(pool, costs), costs)
       ts, steps = _train_cycle(
           config, model, jax.random.fold_in(root, _STREAMS['init']), stream('train', cycle),
           train_split, pool, run_dir, cycle, run_state=state,

@@ -12,6 +12,7 @@ from segal_jax import config as config_lib
 from segal_jax import experiment
 from segal_jax import loop
 from segal_jax import models
+from segal_jax import pool as pool_lib
 from segal_jax import selection
 from segal_jax.errors import UserError
 
@@ -38,9 +39,19 @@ def test_train_schedule_epochs_and_steps():
 
 def test_train_length_follows_the_cost():
   c = dataclasses.replace(TINY, train_epochs=50, train_min_steps=0, train_batch_size=8)
-  # 150 partly labeled images whose cost is worth 100 whole images (mean image cost 13).
-  worth = loop.length_worth(1300, np.full(10, 13), 150)
+  # 50 whole images (cost 10 each) and 100 partly labeled ones whose labels
+  # cost 650, 50 images of the mean cost 13: worth 100 images.
+  costs = np.array([10] * 50 + [16] * 50 + [13] * 900)
+  pool = pool_lib.PoolLabels(full=list(range(50)),
+                             annotated={i: [7] for i in range(100, 200)},
+                             paid={i: list(range(6)) for i in range(100, 200)})
+  pool.paid[100].append(6)
+  cost = 500 + 601
+  assert loop.length_worth(pool, cost, costs) == pytest.approx((50 + 601 / 13.0) / 150)
+  worth = loop.length_worth(pool, 500 + 650, costs)
   assert worth == pytest.approx(100 / 150)
+  # Whole images alone are worth one each, whatever they cost.
+  assert loop.length_worth(pool_lib.PoolLabels(full=[0, 60]), 26, costs) == 1.0
   assert loop.train_schedule(c, 150, worth=worth) == (50, 50 * 18)  # 'images': unchanged
   c = dataclasses.replace(c, train_length='cost')
   assert loop.train_schedule(c, 150, worth=worth) == (33, 33 * 18)  # ~ 50 epochs of 100 images
