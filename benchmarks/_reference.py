@@ -155,20 +155,20 @@ def kcenter_greedy(points: np.ndarray, k: int) -> np.ndarray:
 
 
 def select_units(scores: np.ndarray, classes: np.ndarray, images: np.ndarray,
-                 features: np.ndarray, labeled: np.ndarray, budget: int, cap: int,
+                 features: np.ndarray, counts: np.ndarray, budget: int, cap: int,
                  factor: float) -> np.ndarray:
   """A cycle's superpixel selection, the host way.
 
   Args:
     scores: [N] unit scores; classes: [N] dominant predicted class of each;
     images: [N] image of each; features: [N, D] pooled features.
-    labeled: [P] class ids of the labeled pixels.
+    counts: [C] labeled pixels of each class.
     budget: units to pick; cap: most units per image; factor: candidates per pick.
 
   Returns:
     [budget] unit indices in k-center pick order.
   """
-  counts = np.bincount(labeled, minlength=int(classes.max()) + 1).astype(np.float64)
+  counts = np.asarray(counts, np.float64)
   weights = np.exp(-counts / max(counts.sum(), 1.0))
   weighted = scores * weights[classes]
   ranked = np.argsort(-weighted, kind='stable')

@@ -10,7 +10,10 @@ ranking and buying:
    unit's dominant predicted class (the most frequent per-pixel argmax of one
    deterministic pass) and f_c the share of class c among the labeled pixels
    of the pool (`class_weights`). Rare classes keep their score, frequent ones
-   lose up to a factor e. Units are re-ranked by the weighted score.
+   lose up to a factor e. Units are re-ranked by the weighted score. (The
+   multi-class-label code of Hwang et al., NeurIPS 2023, estimates f_c from
+   the dominant predictions over the pool instead; here it is measured on
+   what is labeled.)
 2. Per-image cap (`--al_per_image_cap` K): at most K units of one image per
    cycle, the best-ranked (`diversity.per_image_cap`).
 3. Diversity (`--al_diversity=kcenter`): the best `al_diversity_factor` x
@@ -28,6 +31,7 @@ when a step needs them.
 from __future__ import annotations
 
 import math
+
 import jax
 import numpy as np
 
@@ -65,7 +69,7 @@ def class_weights(counts: np.ndarray) -> np.ndarray:
 def balance(scores: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> np.ndarray:
   """Scores [...] times the weight of each unit's class [...] (-1: weight 1)."""
   w = np.where(classes >= 0, np.asarray(weights)[np.maximum(classes, 0)], 1.0)
-  return (np.asarray(scores, np.float64) * w).astype(np.float32)
+  return np.asarray(scores, np.float64) * w
 
 
 def _unit_outputs(r, cand: np.ndarray, num_segments: int) -> dict[str, np.ndarray]:
@@ -97,24 +101,46 @@ def arrange(r, cand: np.ndarray, scores: np.ndarray,
   c = r.config
   if not active(c) or not len(ranked):
     return scores, ranked
-  num_segments = scores.shape[1]
-  outputs = {}
+  outputs, weights = {}, None
   if c.al_class_balance or c.al_diversity != 'none':
-    outputs = _unit_outputs(r, cand, num_segments)
+    outputs = _unit_outputs(r, cand, scores.shape[1])
   if c.al_class_balance:
-    classes = outputs['segment_classes']
     weights = class_weights(class_counts(r.annotator, r.pool, r.split, r.split.num_classes))
+  return reorder(scores, ranked, classes=outputs.get('segment_classes'), weights=weights,
+                 cap=c.al_per_image_cap, features=outputs.get('segment_features'),
+                 picks=c.al_budget if c.al_diversity == 'kcenter' else 0,
+                 factor=c.al_diversity_factor, chunk=c.al_diversity_chunk)
+
+
+def reorder(scores: np.ndarray, ranked: np.ndarray, *, classes: np.ndarray | None = None,
+            weights: np.ndarray | None = None, cap: int = 0,
+            features: np.ndarray | None = None, picks: int = 0, factor: float = 4.0,
+            chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """The three steps of `arrange` on arrays (no network).
+
+  Args:
+    scores: [n, S] unit scores; ranked: flat indices into them, best first.
+    classes, weights: [n, S] dominant classes and [C] class weights (class
+      balance when both are given).
+    cap: most units per image row (0: no cap).
+    features, picks, factor: [n, S, D] unit features; with picks > 0,
+      k-center greedy picks `picks` of the best `factor` x `picks` units.
+    chunk: units per block of the k-center distances.
+
+  Returns:
+    (scores, ranked) as `arrange`.
+  """
+  num_segments = scores.shape[1]
+  if weights is not None:
     scores = balance(scores, classes, weights)
     # Re-ranked like `selection.top_k`: weighted score descending, then index.
     ranked = ranked[np.lexsort((ranked, -scores.ravel()[ranked].astype(np.float64)))]
-  if c.al_per_image_cap > 0:
-    ranked = ranked[diversity.per_image_cap(ranked // num_segments, c.al_per_image_cap)]
-  if c.al_diversity == 'kcenter':
-    pool = ranked[:int(math.ceil(c.al_diversity_factor * c.al_budget))]
-    feats = outputs['segment_features']
-    feats = feats.reshape(-1, feats.shape[-1])[pool]
-    order = diversity.kcenter_greedy(feats, c.al_budget, chunk=c.al_diversity_chunk)
+  if cap > 0:
+    ranked = ranked[diversity.per_image_cap(ranked // num_segments, cap)]
+  if picks > 0:
+    pool = ranked[:int(math.ceil(factor * picks))]
+    feats = features.reshape(-1, features.shape[-1])[pool]
+    order = diversity.kcenter_greedy(feats, picks, chunk=chunk)
     rest = np.setdiff1d(np.arange(len(ranked)), order, assume_unique=True)
     ranked = ranked[np.concatenate([order, rest])]
   return scores, ranked
-

@@ -8,10 +8,10 @@ arrays (`acquisition` applies them to a cycle's ranked units):
 * `kcenter_greedy`: the greedy 2-approximation of the k-center problem
   (Gonzalez 1985; as core-set selection, Sener & Savarese ICLR 2018): each
   pick is the point farthest from every point picked so far (and from the
-  given centres). It is jitted and streams the points in chunks: memory is
-  the features [N, D] plus one [N] distance vector plus one chunk's
-  [chunk, M] distances to the initial centres, never N x N or N x M; time is
-  O(k N D).
+  given centres). It is jitted; memory is the features [N, D], one [N]
+  distance vector (each pick updates it in one fused pass over the features)
+  and one chunk's [chunk, M] distances to the M given centres, streamed
+  chunk by chunk: never N x N, N x M or a second N x D; time O((k + M) N D).
 """
 
 from __future__ import annotations
@@ -50,30 +50,28 @@ def _sq_dist(x: jax.Array, c: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=('k', 'chunk'))
 def _kcenter(points: jax.Array, valid: jax.Array, centers: jax.Array, k: int,
              chunk: int) -> jax.Array:
-  n, dim = points.shape
-  blocks = -(-n // chunk)
-  pad = blocks * chunk - n
-  x = jnp.pad(points.astype(jnp.float32), ((0, pad), (0, 0))).reshape(blocks, chunk, dim)
-  ok = jnp.pad(valid, (0, pad)).reshape(blocks, chunk)
+  n = points.shape[0]
+  x = points.astype(jnp.float32)
+  if centers.shape[0]:
+    c = centers.astype(jnp.float32)
 
-  def initial(args):  # one chunk's distance to its nearest given centre
-    xb, okb = args
-    if centers.shape[0]:
-      d = jnp.min(_sq_dist(xb, centers.astype(jnp.float32)), axis=1)
-    else:
-      d = jnp.full((chunk,), jnp.inf, jnp.float32)
-    return jnp.where(okb, d, -jnp.inf)  # invalid points are never picked
+    def block(b, dist):  # one chunk's distance to its nearest given centre
+      start = jnp.minimum(b * chunk, n - chunk)  # the last block overlaps: same values
+      d = jnp.min(_sq_dist(jax.lax.dynamic_slice_in_dim(x, start, chunk), c), axis=1)
+      return jax.lax.dynamic_update_slice_in_dim(dist, d, start, 0)
 
-  dist = jax.lax.map(initial, (x, ok))  # [blocks, chunk]
+    dist = jax.lax.fori_loop(0, -(-n // chunk), block, jnp.zeros((n,), jnp.float32))
+  else:
+    dist = jnp.full((n,), jnp.inf, jnp.float32)
+  dist = jnp.where(valid, dist, -jnp.inf)  # invalid points are never picked
 
   def pick(i, carry):
     dist, picks = carry
-    flat = jnp.argmax(dist.reshape(-1))  # first of equal distances: lowest index
-    centre = x.reshape(-1, dim)[flat]
-    new = jax.lax.map(lambda xb: jnp.sum(jnp.square(xb - centre), axis=-1), x)
-    dist = jnp.minimum(dist, new)  # picked and invalid points stay at -inf
-    dist = dist.reshape(-1).at[flat].set(-jnp.inf).reshape(blocks, chunk)
-    return dist, picks.at[i].set(flat.astype(jnp.int32))
+    j = jnp.argmax(dist)  # first of equal distances: lowest index
+    # One fused pass over the features: the [N] distances, no [N, D] temporary.
+    new = jnp.sum(jnp.square(x - x[j]), axis=-1)
+    dist = jnp.minimum(dist, new).at[j].set(-jnp.inf)  # picked, invalid stay at -inf
+    return dist, picks.at[i].set(j.astype(jnp.int32))
 
   _, picks = jax.lax.fori_loop(0, k, pick, (dist, jnp.zeros((k,), jnp.int32)))
   return picks
@@ -92,7 +90,7 @@ def kcenter_greedy(points, k: int, *, valid=None, centers=None,
     k: picks (at most the number of valid points).
     valid: [N] bool, points that may be picked (default: all).
     centers: [M, D] points already chosen (e.g. labeled units), or None.
-    chunk: points per block of the distance computation (memory, not result).
+    chunk: points per block of the distances to `centers` (memory, not result).
 
   Returns:
     [k] int64 indices into `points`, in pick order.
@@ -107,3 +105,19 @@ def kcenter_greedy(points, k: int, *, valid=None, centers=None,
              else jnp.asarray(centers, jnp.float32))
   chunk = int(max(1, min(chunk, n)))
   return np.asarray(_kcenter(points, valid, centers, k, chunk), np.int64)
+
+
+def kcenter_bytes(n: int, dim: int, k: int, *, chunk: int = 4096,
+                  centers: int = 0) -> dict[str, int]:
+  """XLA's compiled memory of `kcenter_greedy` on [n, dim] points (nothing runs).
+
+  Returns:
+    {'argument', 'output', 'temp'}: bytes of the inputs, the picks and the
+    scratch (the [n] distances, one chunk's block, the loop state).
+  """
+  chunk = int(max(1, min(chunk, n)))
+  args = (jax.ShapeDtypeStruct((n, dim), jnp.float32), jax.ShapeDtypeStruct((n,), jnp.bool_),
+          jax.ShapeDtypeStruct((centers, dim), jnp.float32))
+  analysis = _kcenter.lower(*args, k=k, chunk=chunk).compile().memory_analysis()
+  return {name: int(getattr(analysis, f'{name}_size_in_bytes'))
+          for name in ('argument', 'output', 'temp')}

@@ -111,3 +111,43 @@ def test_config_errors_are_one_line(change, match):
   with pytest.raises(UserError, match=match) as e:
     config_lib.validate(config)
   assert '\n' not in str(e.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('change', [{'al_class_balance': True}, {'al_per_image_cap': 3},
+                                    {'al_diversity': 'kcenter', 'al_diversity_chunk': 7}])
+def test_tiny_superpixel_experiment_with_each_step(tmp_path, change):
+  import csv  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from segal_jax import experiment  # pylint: disable=g-import-not-at-top
+  from tests.test_loop import TINY  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_unit='superpixel',
+                               al_strategies=('mc_variance',), al_initial=4, al_budget=10,
+                               al_cycles=2, sp_segments=20, sp_workers=1, **change)
+  records = experiment.run(config, str(tmp_path / 'run'), log=lambda *_: None)
+  assert [r['superpixels'] for r in records] == [0, 10]
+  run_dir = experiment.run_dir(str(tmp_path / 'run'), 'mc_variance', 0)
+  with open(os.path.join(run_dir, 'selection_cycle01.csv')) as f:
+    rows = list(csv.reader(f))[1:]
+  names = [r[0] for r in rows]
+  assert len(names) == len(set(names)) == 10
+  images = [n.split('/')[0] for n in names]
+  cap = change.get('al_per_image_cap', 0)
+  assert not cap or max(images.count(i) for i in set(images)) <= cap
+
+
+def test_reorder_picks_what_the_numpy_selection_picks():
+  rng = np.random.default_rng(5)
+  n, classes = 30, 7
+  scores = rng.random((n, S), np.float32)
+  cls = rng.integers(0, classes, (n, S))
+  feats = rng.normal(size=(n, S, 4)).astype(np.float32)
+  counts = rng.integers(0, 100, classes)
+  from segal_jax import selection  # pylint: disable=g-import-not-at-top
+  ranked = selection.top_k(scores, scores.size)
+  _, got = acquisition.reorder(scores, ranked, classes=cls,
+                               weights=acquisition.class_weights(counts), cap=2,
+                               features=feats, picks=12, factor=3.0, chunk=5)
+  want = reference.select_units(scores.ravel(), cls.ravel(), np.arange(n * S) // S,
+                                feats.reshape(-1, 4), counts, 12, 2, 3.0)
+  np.testing.assert_array_equal(got[:12], want)
