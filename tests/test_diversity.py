@@ -18,10 +18,21 @@ def test_kcenter_matches_numpy_reference(seed, n, dim, k):
 
 
 def test_kcenter_streaming_gives_the_same_picks_as_one_block():
-  points = np.random.default_rng(3).normal(size=(513, 16)).astype(np.float32)
-  whole = diversity.kcenter_greedy(points, 40, chunk=513)
+  # The distances to given centres are what is streamed, chunk by chunk.
+  rng = np.random.default_rng(3)
+  points = rng.normal(size=(513, 16)).astype(np.float32)
+  centers = rng.normal(size=(9, 16)).astype(np.float32)
+  whole = diversity.kcenter_greedy(points, 40, centers=centers, chunk=513)
   for chunk in (1, 7, 64, 512):
-    np.testing.assert_array_equal(diversity.kcenter_greedy(points, 40, chunk=chunk), whole)
+    np.testing.assert_array_equal(
+        diversity.kcenter_greedy(points, 40, centers=centers, chunk=chunk), whole)
+  # Against NumPy: the farthest point from the centres and picks, pick by pick.
+  x = points.astype(np.float64)
+  dist = ((x[:, None] - centers[None].astype(np.float64)) ** 2).sum(-1).min(1)
+  for p in whole:
+    assert p == np.argmax(dist)
+    dist = np.minimum(dist, ((x - x[p]) ** 2).sum(-1))
+    dist[p] = -np.inf
 
 
 @hypothesis.settings(max_examples=25, deadline=None)
