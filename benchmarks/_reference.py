@@ -13,6 +13,13 @@ benchmark can run it beside this product on identical inputs:
 * `partial_label`: `np.vectorize` over pixels: a pixel keeps its label if its
   instance is among those touched by the chosen superpixels, else 255.
 
+* `kcenter_greedy`: greedy k-center (core-set selection) in plain NumPy: the
+  N-vector of distances to the nearest pick, updated with each new pick by a
+  full `np.sum((x - c) ** 2, axis=1)` in float64.
+* `select_units`: a cycle's superpixel selection on the host: class weights
+  from `np.bincount`, `np.argsort` ranking, a per-image cap with a Python
+  counter, then `kcenter_greedy`.
+
 They are deliberately not optimised; the point is to measure the reference's
 formulation, not the fastest possible NumPy.
 """
@@ -123,3 +130,54 @@ def partial_label(label: np.ndarray, instance: np.ndarray, segments: np.ndarray,
   keep = np.vectorize(lambda inst, lab: lab if inst in touched else labels.IGNORE,
                       otypes=[np.uint8])
   return keep(instance, label)
+
+
+def kcenter_greedy(points: np.ndarray, k: int) -> np.ndarray:
+  """[k] indices: the first point, then each time the point farthest from the picks.
+
+  Args:
+    points: [N, D] features.
+    k: picks (at most N).
+
+  Returns:
+    [k] int64 indices in pick order; equal distances pick the lowest index.
+  """
+  x = np.asarray(points, np.float64)
+  k = min(k, len(x))
+  dist = np.full(len(x), np.inf)
+  picks = []
+  for _ in range(k):
+    i = int(np.argmax(dist))
+    picks.append(i)
+    dist = np.minimum(dist, np.sum((x - x[i]) ** 2, axis=1))
+    dist[i] = -np.inf
+  return np.array(picks, np.int64)
+
+
+def select_units(scores: np.ndarray, classes: np.ndarray, images: np.ndarray,
+                 features: np.ndarray, counts: np.ndarray, budget: int, cap: int,
+                 factor: float) -> np.ndarray:
+  """A cycle's superpixel selection, the host way.
+
+  Args:
+    scores: [N] unit scores; classes: [N] dominant predicted class of each;
+    images: [N] image of each; features: [N, D] pooled features.
+    counts: [C] labeled pixels of each class.
+    budget: units to pick; cap: most units per image; factor: candidates per pick.
+
+  Returns:
+    [budget] unit indices in k-center pick order.
+  """
+  counts = np.asarray(counts, np.float64)
+  weights = np.exp(-counts / max(counts.sum(), 1.0))
+  weighted = scores * weights[classes]
+  ranked = np.argsort(-weighted, kind='stable')
+  taken: dict[int, int] = {}
+  kept = []
+  for u in ranked:
+    n = taken.get(int(images[u]), 0)
+    if n < cap:
+      taken[int(images[u])] = n + 1
+      kept.append(u)
+  pool = np.array(kept[:int(np.ceil(factor * budget))], np.int64)
+  return pool[kcenter_greedy(features[pool], budget)]

@@ -7,7 +7,9 @@ study's algorithm (`benchmarks._reference`) and returns a JSON-able report;
 (MC-dropout scoring of a batch), `segment_means`, `partial_labels`,
 `watershed` (images/s, process pool vs one process), `memory_d<D>` (compiled
 scratch bytes vs the host D x H x W x C stack), `train_<reduced|full>_<dtype>`
-(images/s, no reference), `gpu_mc_tflops` (skipped on CPU) and, when
+(images/s, no reference), `selection_kcenter` and `selection_step` (the
+selection step over `selection_units` superpixels, `benchmarks.selection_step`),
+`gpu_mc_tflops` (skipped on CPU) and, when
 PyTorch is importable, `peer_<task>`: segal-jax beside the study's PyTorch
 pipeline at full width (`benchmarks.side_by_side`; the `peer` and
 `peer_ratio` fields, > 1: segal-jax is faster).
@@ -35,6 +37,7 @@ import numpy as np
 from benchmarks import _harness as harness
 from benchmarks import _reference as reference
 from benchmarks import profile_ops
+from benchmarks import selection_step
 from benchmarks import side_by_side
 from segal_jax import data
 from segal_jax import errors
@@ -54,7 +57,9 @@ class Size:
   MC scoring runs DRN-D-22 at `model_width` on `batch` images with `passes`
   dropout passes in chunks of `mc_chunk` (None: all at once); pools hold `pool`
   images; the train step uses `train_crop`, `train_batch` and the two widths
-  `train_widths` ('reduced', 'full'); `repeats` timed runs follow a warm-up.
+  `train_widths` ('reduced', 'full'); `repeats` timed runs follow a warm-up;
+  the selection step ranks `selection_units` superpixels and picks
+  `selection_picks` of them.
   """
   height: int
   width: int
@@ -70,22 +75,25 @@ class Size:
   train_batch: int
   train_widths: tuple[float, float]
   repeats: int
+  selection_units: int = 100_000
+  selection_picks: int = 1000
 
 
 SIZES: dict[str, Size] = {
     # Seconds on a laptop CPU, for tests: every entry, nothing meaningful.
     'tiny': Size(32, 64, 0.0625, 2, 4, None, 3, (32, 64), 3, (1, 10, 30),
-                 (32, 64), 1, (0.25, 1.0), 1),
+                 (32, 64), 1, (0.25, 1.0), 1, selection_units=2000, selection_picks=50),
     # CPU-sized: the synthetic_city resolution and the CPU network width.
     'small': Size(128, 256, 0.25, 4, 10, None, 16, (256, 512), 12, (1, 10, 30),
                   (128, 256), 2, (0.25, 1.0), 5),
     # Cityscapes resolution and the published network (for a GPU).
     'cityscapes': Size(1024, 2048, 1.0, 1, 10, 5, 16, (1024, 2048), 32,
-                       (1, 10, 30), (896, 896), 8, (0.25, 1.0), 5),
+                       (1, 10, 30), (896, 896), 8, (0.25, 1.0), 5,
+                       selection_units=1_000_000),
 }
 
 GROUPS = ('mc', 'segment_means', 'partial_labels', 'watershed', 'memory', 'train',
-          'gpu', 'peer')
+          'selection', 'gpu', 'peer')
 PLACEMENTS = ('stages', 'head')
 # Re-exported harness pieces (see `benchmarks._harness`).
 time_runs = harness.time_runs
@@ -117,6 +125,8 @@ def entry_names(size: str, only: Sequence[str] | None = None,
   if 'train' in groups:
     names += [f'train_{w}_{dt}' for w in ('reduced', 'full')
               for dt in ('float32', 'bfloat16')]
+  if 'selection' in groups:
+    names += ['selection_kcenter', 'selection_step']
   if 'gpu' in groups:
     names.append('gpu_mc_tflops')
   if 'peer' in groups and peer_available():
@@ -449,6 +459,10 @@ def run(size: str = 'small', *, repeats: int | None = None,
       for dtype in ('float32', 'bfloat16'):
         jobs.append((f'train_{name}_{dtype}', functools.partial(
             bench_train, spec, width, dtype, repeats)))
+  if 'selection' in groups:
+    picks = (spec.selection_units, spec.selection_picks, repeats)
+    jobs += [('selection_kcenter', functools.partial(selection_step.bench_kcenter, *picks)),
+             ('selection_step', functools.partial(selection_step.bench_step, *picks))]
   if 'gpu' in groups:
     jobs.append(('gpu_mc_tflops', functools.partial(bench_gpu_tflops, spec, repeats)))
   if 'peer' in groups and not peer_available():

@@ -3,6 +3,7 @@
   python -m launch.benchmark --size=small --out=/tmp/bench_small.json
   python -m launch.benchmark --size=cityscapes --out=bench_gpu.json   # on a GPU
   python -m launch.benchmark --size=small --only=mc,memory --repeats=3
+  python -m launch.benchmark --size=small --only=selection --peer=false   # 10^5 superpixels
 
 Prints a table (name, this product, reference, ratio and, when PyTorch is
 importable, the study's PyTorch pipeline as a peer column with the ratio to

@@ -87,6 +87,21 @@ class ExperimentConfig:
                             'stay eligible and chosen ones can be chosen again, and a cost '
                             'budget buys the unit that crosses it (by default a unit that does '
                             'not fit is skipped and the cost never exceeds the budget).')
+  # Acquisition steps between ranking and buying (superpixel units; `acquisition`).
+  al_class_balance: bool = _f(False, 'Superpixel units: weight each score by exp(-f), f the share '
+                              "of the unit's dominant predicted class among the labeled pixels "
+                              '(class-balanced acquisition, Cai et al. CVPR 2021).')
+  al_per_image_cap: int = _f(0, 'Superpixel units: choose at most this many superpixels of one '
+                             'image per cycle, the best-ranked (0: no cap).')
+  al_diversity: str = _f('none', "Superpixel units: 'none', or 'kcenter' (k-center greedy on "
+                         'pooled, projected network features picks al_budget of the '
+                         'al_diversity_factor x al_budget best-ranked units).')
+  al_diversity_factor: float = _f(4.0, 'Candidate oversampling of --al_diversity: the best this '
+                                  'many x al_budget units are its candidates.')
+  al_feature_dim: int = _f(32, 'Dimensions of the random projection of the features that '
+                           '--al_diversity compares.')
+  al_diversity_chunk: int = _f(4096, 'Units per block of the k-center distance computation '
+                               '(bounds memory; the picks do not depend on it).', defining=False)
 
   # Superpixels (al_unit=superpixel).
   sp_segments: int = _f(100, 'Watershed markers (superpixels) per image.')
@@ -139,6 +154,7 @@ _CHOICES = {
     'al_unit': ('image', 'superpixel'),
     'train_length': ('images', 'cost'),
     'al_cost_rule': ('study', 'instances'),  # oracle.COST_RULES
+    'al_diversity': ('none', 'kcenter'),  # acquisition.DIVERSITY
 }
 
 
@@ -160,7 +176,7 @@ def validate(config: ExperimentConfig) -> None:
   if not config.al_seeds:
     raise UserError('--al_seeds is empty', 'name at least one seed, e.g. --al_seeds=0')
   positive = ('train_batch_size', 'eval_batch_size', 'al_initial', 'al_cycles', 'mc_passes',
-              'sp_segments')
+              'sp_segments', 'al_feature_dim', 'al_diversity_chunk')
   for name in positive:
     if getattr(config, name) < 1:
       raise UserError(f'--{name}={getattr(config, name)} must be at least 1',
@@ -168,7 +184,7 @@ def validate(config: ExperimentConfig) -> None:
   for name in ('train_epochs', 'train_min_steps', 'al_budget', 'al_budget_cost', 'mc_chunk',
                'ckpt_every_epochs', 'lp_weight', 'lp_margin', 'lp_warmup_epochs',
                'lp_detach_epoch',
-               'sp_workers', 'out_figures'):
+               'sp_workers', 'out_figures', 'al_per_image_cap'):
     if getattr(config, name) < 0:
       raise UserError(f'--{name}={getattr(config, name)} is negative', f'set --{name} >= 0')
   if config.train_epochs == 0 and config.train_min_steps == 0:
@@ -204,3 +220,14 @@ def validate(config: ExperimentConfig) -> None:
     raise UserError('--al_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')
   if config.sp_candidate_factor < 0:
     raise UserError('--sp_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')
+  acquisition = config.al_class_balance or config.al_per_image_cap or config.al_diversity != 'none'
+  if acquisition and config.al_unit != 'superpixel':
+    raise UserError('--al_class_balance, --al_per_image_cap and --al_diversity rank superpixels, '
+                    'not whole images', 'set --al_unit=superpixel or turn them off')
+  if config.al_diversity != 'none':
+    if config.al_diversity_factor < 1:
+      raise UserError(f'--al_diversity_factor={config.al_diversity_factor} is below 1, so '
+                      'there would be fewer candidates than picks', 'use e.g. 4')
+    if config.al_budget < 1:
+      raise UserError('--al_diversity picks --al_budget units a cycle but --al_budget is 0',
+                      'set --al_budget (with --al_budget_cost: the units it is expected to buy)')

@@ -50,6 +50,12 @@ class Settings:
     instead of image scores.
   keep_map: also return `measure`'s [B, H, W] map.
   logit_resolution: reduce the MC passes at 1/8 resolution (see `mc_forward`).
+  unit_classes: also return each superpixel's dominant predicted class
+    ('segment_classes' [B, S] int32, -1 for empty superpixels) from one
+    deterministic pass (with `num_segments`).
+  unit_features: > 0: also return each superpixel's mean of the last stage's
+    features under a random projection to this many dimensions
+    ('segment_features' [B, S, unit_features] float32; `unit_outputs`).
   """
   measure: str
   passes: int = 1
@@ -60,6 +66,8 @@ class Settings:
   num_segments: int = 0
   keep_map: bool = False
   logit_resolution: bool = False
+  unit_classes: bool = False
+  unit_features: int = 0
 
   def __post_init__(self):
     # Canonical values, so equal settings hash equal however they were given.
@@ -93,9 +101,57 @@ def _score(apply_fn: Callable[..., Any], s: Settings, variables, images, ids, ke
         primary, extras['segments'], s.num_segments)
   else:
     out['scores'] = uncertainty.image_scores(primary, valid)
+  if s.unit_classes or s.unit_features:
+    out.update(unit_outputs(apply_fn, variables, x, key, extras['segments'], s))
   out.update({m: uncertainty.image_scores(maps[m]) for m in s.also})
   if s.keep_map:
     out['map'] = primary
+  return out
+
+
+# Folded into the scoring key to draw the feature projection (one per key, so
+# every batch of a call projects alike).
+_PROJECTION_SALT = 0x70726f6a
+
+
+def unit_outputs(apply_fn: Callable[..., Any], variables, x: jax.Array, key: jax.Array,
+                 segments: jax.Array, s: Settings) -> dict[str, jax.Array]:
+  """Per-superpixel predicted class and pooled features, from one deterministic pass.
+
+  The dominant class is the most frequent per-pixel argmax inside the
+  superpixel (lowest class on ties). Features: the network's last stage
+  `extras['features']['stage_8']` [B, h, w, F], projected by a Gaussian
+  matrix [F, D] / sqrt(D) drawn from `fold_in(key, _PROJECTION_SALT)`
+  (Johnson-Lindenstrauss: distances kept up to a small factor), repeated to
+  the image's resolution (nearest) and averaged inside each superpixel; the
+  projection comes first, so nothing of size H x W x F exists.
+
+  Args:
+    x: [B, H, W, 3] normalised images; segments: [B, H, W] int ids.
+
+  Returns:
+    {'segment_classes': [B, S] int32 (-1: empty superpixel)} and/or
+    {'segment_features': [B, S, D] float32}.
+  """
+  logits, extras = apply_fn(variables, x, train=False)
+  batch, height, width, classes = logits.shape
+  columns = [jax.nn.one_hot(jnp.argmax(logits, axis=-1), classes, dtype=jnp.float32)]
+  dim = s.unit_features
+  if dim:
+    feats = extras['features']['stage_8'].astype(jnp.float32)
+    proj = jax.random.normal(jax.random.fold_in(key, _PROJECTION_SALT),
+                             (feats.shape[-1], dim), jnp.float32) / jnp.sqrt(float(dim))
+    low = feats @ proj
+    up = jax.image.resize(low, (batch, height, width, dim), 'nearest')
+    columns.append(up)
+  sums = superpixels.segment_sums(jnp.concatenate(columns, axis=-1), segments, s.num_segments)
+  hist = sums[..., :classes]
+  count = hist.sum(-1)
+  out = {}
+  if s.unit_classes:
+    out['segment_classes'] = jnp.where(count > 0, jnp.argmax(hist, -1), -1).astype(jnp.int32)
+  if dim:
+    out['segment_features'] = sums[..., classes:] / jnp.maximum(count, 1.0)[..., None]
   return out
 
 
@@ -109,7 +165,8 @@ def jitted(apply_fn: Callable[..., Any], settings: Settings,
   (superpixel means). Variables and key are replicated, the batch split over
   the mesh's `data` axis, the outputs gathered (replicated) so every process
   gets all of them. Outputs: 'scores' [B] (or 'segment_means' and
-  'segment_counts' [B, num_segments]), each of `also` [B], 'map' [B, H, W].
+  'segment_counts' [B, num_segments]), each of `also` [B], 'map' [B, H, W],
+  'segment_classes' and 'segment_features' (`unit_outputs`).
   """
   rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(functools.partial(_score, apply_fn, settings),

@@ -11,7 +11,9 @@ Scores come from the one scorer (`scoring`); the top units are taken with
 deterministic tie-breaking. Units already labeled are never offered again:
 images labeled whole leave the pool, and a superpixel is eligible only while
 its annotation could add a label (`eligible_superpixels`). A cost budget is
-filled without exceeding it (`oracle.fill_budget`). `al_study_exact` restores
+filled without exceeding it (`oracle.fill_budget`). Between ranking and
+buying, `acquisition.arrange` may reweight (class balance), cap per image and
+reorder for diversity the ranked superpixels. `al_study_exact` restores
 the study's selection where segal-jax improves on it.
 """
 
@@ -24,6 +26,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from segal_jax import acquisition
 from segal_jax import losses
 from segal_jax import metrics
 from segal_jax import models
@@ -314,7 +317,11 @@ def _choose_superpixels(r: Request) -> Selection:
     scores = np.asarray(jax.random.uniform(r.keys['select'], (len(cand), num_segments)))
   else:
     scores = r.score(cand, num_segments)
-  flat = top_k(scores, scores.size if budget_cost else budget, exclude=~allowed)
+  flat = top_k(scores, scores.size if budget_cost or acquisition.active(c) else budget,
+               exclude=~allowed)
+  # Class balance, per-image cap, diversity (all off by default: unchanged).
+  scores, flat = acquisition.arrange(r, cand, scores, flat)
+  flat = flat if budget_cost else flat[:budget]
   if budget_cost:
     tables: dict[int, dict[int, np.ndarray]] = {}
 

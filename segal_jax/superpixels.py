@@ -210,13 +210,38 @@ class SuperpixelCache:
     return np.stack(out) if out else np.zeros((0, 0, 0), np.int32)
 
 
+def segment_sums(values: jax.Array, segments: jax.Array, num_segments: int) -> jax.Array:
+  """Sums of per-pixel vectors inside every superpixel, for a batch of images.
+
+  One `segment_sum` over the whole batch (image b's segment s is row
+  b * S + s), accumulated in float32.
+
+  Args:
+    values: [B, H, W, K] per-pixel vectors.
+    segments: [B, H, W] int superpixel ids; ids outside [0, num_segments)
+      (e.g. -1 for pixels to ignore) are dropped.
+    num_segments: S, static padding; at least the largest id + 1.
+
+  Returns:
+    [B, S, K] float32 sums (0 for empty segments).
+  """
+  batch, k = values.shape[0], values.shape[-1]
+  segments = segments.astype(jnp.int32)
+  inside = (segments >= 0) & (segments < num_segments)
+  offset = jnp.arange(batch, dtype=jnp.int32)[:, None, None] * num_segments
+  # Out-of-range rows get id B * S, which segment_sum drops.
+  ids = jnp.where(inside, segments + offset, batch * num_segments)
+  sums = jax.ops.segment_sum(values.astype(jnp.float32).reshape(-1, k), ids.reshape(-1),
+                             num_segments=batch * num_segments)
+  return sums.reshape(batch, num_segments, k)
+
+
 @functools.partial(jax.jit, static_argnames='num_segments')
 def segment_means(maps: jax.Array, segments: jax.Array,
                   num_segments: int) -> tuple[jax.Array, jax.Array]:
   """Mean of a per-pixel map inside every superpixel, for a batch of images.
 
-  One `segment_sum` over the whole batch (image b's segment s is row
-  b * S + s) accumulates value sums and pixel counts together.
+  Value sums and pixel counts accumulate together in one `segment_sums`.
 
   Args:
     maps: [B, H, W] float per-pixel scores (accumulated in float32).
@@ -228,17 +253,8 @@ def segment_means(maps: jax.Array, segments: jax.Array,
     means: [B, S] float32 (0 for empty segments).
     counts: [B, S] int32 pixels per segment.
   """
-  batch = maps.shape[0]
-  segments = segments.astype(jnp.int32)
-  inside = (segments >= 0) & (segments < num_segments)
-  offset = jnp.arange(batch, dtype=jnp.int32)[:, None, None] * num_segments
-  # Out-of-range rows get id B * S, which segment_sum drops.
-  ids = jnp.where(inside, segments + offset, batch * num_segments)
-  data = jnp.stack([maps.astype(jnp.float32), jnp.ones(maps.shape, jnp.float32)],
-                   axis=-1)
-  sums = jax.ops.segment_sum(data.reshape(-1, 2), ids.reshape(-1),
-                             num_segments=batch * num_segments)
-  sums = sums.reshape(batch, num_segments, 2)
+  data = jnp.stack([maps.astype(jnp.float32), jnp.ones(maps.shape, jnp.float32)], axis=-1)
+  sums = segment_sums(data, segments, num_segments)
   # Float counts are exact below 2^24 pixels per segment.
   counts = sums[..., 1]
   means = jnp.where(counts > 0, sums[..., 0] / jnp.maximum(counts, 1.0), 0.0)

@@ -117,7 +117,8 @@ def test_unknown_size_and_group_are_user_errors():
 HOT_PATHS = {'mc_stages', 'mc_head', 'mc_stages_logit_res', 'mc_head_logit_res',
              'segment_means', 'partial_labels', 'watershed', 'memory_d1', 'memory_d10',
              'memory_d30', 'train_reduced_float32', 'train_reduced_bfloat16',
-             'train_full_float32', 'train_full_bfloat16', 'gpu_mc_tflops'}
+             'train_full_float32', 'train_full_bfloat16', 'selection_kcenter',
+             'selection_step', 'gpu_mc_tflops'}
 PEER = {'peer_forward', 'peer_mc_stages', 'peer_mc_head', 'peer_train'}
 
 
@@ -170,14 +171,16 @@ def test_peer_entries_and_column_from_a_side_by_side_report():
 
 def test_run_host_groups_in_process():
   lines = []
-  only = ['segment_means', 'partial_labels', 'gpu']
+  only = ['segment_means', 'partial_labels', 'selection', 'gpu']
   report = benchmark.run('tiny', only=only, log=lines.append)
   assert list(report['results']) == benchmark.entry_names('tiny', only=only)
   assert len(lines) == 2 * len(report['results'])  # start and end of each entry
-  for name in ('segment_means', 'partial_labels'):
+  for name in ('segment_means', 'partial_labels', 'selection_kcenter', 'selection_step'):
     entry = report['results'][name]
     assert entry['ratio'] > 0 and entry['unit'] == 's'
     assert entry['reference']['median_s'] > 0
+  for name in ('selection_kcenter', 'selection_step'):  # product and NumPy agree
+    assert report['results'][name]['same_picks'] == 1.0
   if jax.default_backend() == 'cpu':
     assert 'skipped' in report['results']['gpu_mc_tflops']
   for key in ('cpu', 'cores', 'jax', 'backend', 'date'):
@@ -211,7 +214,7 @@ def test_cli_tiny_writes_every_entry(tmp_path):
       'product_trunk_s', 'reference_host_numpy_s'}
   for name in names:
     assert f'| {name} |' in proc.stdout
-  assert '[1/16]' in proc.stderr  # progress: 15 jobs and the peer
+  assert '[1/18]' in proc.stderr  # progress: 17 jobs and the peer
   # The PyTorch peer: its own column, ratio = PyTorch median / segal-jax median.
   assert '| PyTorch peer |' in proc.stdout
   for name in PEER:

@@ -51,3 +51,43 @@ def test_equal_settings_share_one_compiled_scorer():
   assert scoring.jitted(apply_fn, a, mesh) is scoring.jitted(apply_fn, b, mesh)
   assert scoring.jitted(apply_fn, a, mesh) is not scoring.jitted(
       apply_fn, scoring.Settings('mc_variance', passes=4), mesh)
+
+
+def test_unit_outputs_equal_numpy_dominant_class_and_pooled_features():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  class Toy(nn.Module):  # logits at full resolution, 'stage_8' at half
+    @nn.compact
+    def __call__(self, x, *, train, mc=False):
+      del train, mc
+      low = nn.avg_pool(nn.Conv(6, (3, 3))(x), (2, 2), (2, 2))
+      return nn.Conv(4, (3, 3))(x), {'features': {'stage_8': low}}
+
+  model = Toy()
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 8, 10, 3)).astype(np.float32)
+  segments = rng.integers(0, 5, (2, 8, 10)).astype(np.int32)
+  segments[1][segments[1] == 3] = 0  # superpixel 3 of image 1 is empty
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 10, 3)), train=False)
+  key = jax.random.key(3)
+  settings = scoring.Settings('entropy', num_segments=6, unit_classes=True, unit_features=3)
+  got = jax.jit(lambda v, x, s: scoring.unit_outputs(model.apply, v, x, key, s, settings))(
+      variables, x, segments)
+  logits, extras = model.apply(variables, x, train=False)
+  logits, low = np.asarray(logits), np.asarray(extras['features']['stage_8'], np.float64)
+  proj = np.asarray(jax.random.normal(jax.random.fold_in(key, scoring._PROJECTION_SALT),  # pylint: disable=protected-access
+                                      (6, 3)), np.float64) / np.sqrt(3)
+  up = np.repeat(np.repeat(low @ proj, 2, axis=1), 2, axis=2)  # nearest, x2
+  pred = logits.argmax(-1)
+  for b in range(2):
+    for s in range(6):
+      inside = segments[b] == s
+      if not inside.any():
+        assert got['segment_classes'][b, s] == -1
+        np.testing.assert_array_equal(got['segment_features'][b, s], 0)
+        continue
+      votes = np.bincount(pred[b][inside], minlength=4)
+      assert got['segment_classes'][b, s] == np.argmax(votes)
+      np.testing.assert_allclose(got['segment_features'][b, s], up[b][inside].mean(0),
+                                 rtol=1e-4, atol=1e-5)
