@@ -50,6 +50,8 @@ class Settings:
     instead of image scores.
   keep_map: also return `measure`'s [B, H, W] map.
   logit_resolution: reduce the MC passes at 1/8 resolution (see `mc_forward`).
+  prediction: also return the deterministic pass's [B, H, W] uint8 classes
+    (the expected annotation cost of a unit comes from them).
   """
   measure: str
   passes: int = 1
@@ -60,6 +62,7 @@ class Settings:
   num_segments: int = 0
   keep_map: bool = False
   logit_resolution: bool = False
+  prediction: bool = False
 
   def __post_init__(self):
     # Canonical values, so equal settings hash equal however they were given.
@@ -96,6 +99,8 @@ def _score(apply_fn: Callable[..., Any], s: Settings, variables, images, ids, ke
   out.update({m: uncertainty.image_scores(maps[m]) for m in s.also})
   if s.keep_map:
     out['map'] = primary
+  if s.prediction:
+    out['prediction'] = jnp.argmax(apply_fn(variables, x, train=False)[0], -1).astype(jnp.uint8)
   return out
 
 
@@ -109,7 +114,8 @@ def jitted(apply_fn: Callable[..., Any], settings: Settings,
   (superpixel means). Variables and key are replicated, the batch split over
   the mesh's `data` axis, the outputs gathered (replicated) so every process
   gets all of them. Outputs: 'scores' [B] (or 'segment_means' and
-  'segment_counts' [B, num_segments]), each of `also` [B], 'map' [B, H, W].
+  'segment_counts' [B, num_segments]), each of `also` [B], 'map' [B, H, W],
+  'prediction' [B, H, W].
   """
   rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(functools.partial(_score, apply_fn, settings),
