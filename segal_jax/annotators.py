@@ -119,14 +119,14 @@ class InstanceOverlap:
 
   def cost(self, pool: pool_lib.PoolLabels, image_costs: np.ndarray, split=None) -> int:
     full = set(pool.full)
-    partial = sum(_priced(self.prices(split, i), v) for i, v in pool.paid.items()
+    partial = sum(oracle.priced(self.prices(split, i), v) for i, v in pool.paid.items()
                   if i not in full)
     return int(np.asarray(image_costs)[np.asarray(pool.full, np.int64)].sum()) + partial
 
   def clicks(self, pool: pool_lib.PoolLabels, split, cache=None) -> int:
     full = set(pool.full)
     return int(sum(protocols.image_clicks(split, i, cache) for i in full)
-                + sum(_priced(oracle.id_clicks(split.instances[i], split.labels[i]), v)
+                + sum(oracle.priced(oracle.id_clicks(split.instances[i], split.labels[i]), v)
                       for i, v in pool.annotated.items() if i not in full))
 
   def prices(self, split, image: int) -> dict[int, int] | None:
@@ -156,7 +156,7 @@ class InstanceOverlap:
       paid = np.union1d(before, oracle.touched_ids(instance, label, segments[i], sps,
                                                    self.rule)).astype(np.int64)
       new = np.setdiff1d(paid, before)
-      cost += 0 if i in pool.full else _priced(self.prices(split, i), new)
+      cost += 0 if i in pool.full else oracle.priced(self.prices(split, i), new)
       pool.paid[i] = paid.tolist()
     return cost
 
@@ -193,13 +193,6 @@ class InstanceOverlap:
                     if int(i) in full else len(pool.annotated.get(int(i), []))
                     for i in indices)
     return pixels, int(instances)
-
-
-def _priced(prices: dict[int, int] | None, ids) -> int:
-  """The cost of `ids` at `prices` (None: 1 each)."""
-  if prices is None:
-    return len(ids)
-  return int(sum(prices.get(int(i), 0) for i in ids))
 
 
 ANNOTATORS: dict[str, Any] = {

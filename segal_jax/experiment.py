@@ -135,13 +135,14 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   segments = counts = None
   if config.al_unit == 'superpixel':
     segments, counts = pool_superpixels(config, train_split)
+  image_clicks = image_costs(config, train_split)['clicks']  # stored beside the data
   records = []
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
       records += loop.run(config, strategy, seed, train_split, val_split, costs,
                           run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
                           init_variables=init_variables, segments=segments,
-                          segment_counts=counts)
+                          segment_counts=counts, image_clicks=image_clicks)
   if parallel.is_writer():
     summarize(workdir, records,
               cost='clicks' if annotators.from_config(config).cost_rule == 'clicks' else 'instances')

@@ -227,7 +227,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         init_variables: dict | None = None,
         segments: np.ndarray | None = None,
         segment_counts: np.ndarray | None = None,
-        annotator: annotators.Annotator | None = None) -> list[dict[str, Any]]:
+        annotator: annotators.Annotator | None = None,
+        image_clicks: np.ndarray | None = None) -> list[dict[str, Any]]:
   """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
 
   Args:
@@ -240,7 +241,9 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     segments: [N, H, W] superpixels of the pool (superpixel unit only).
     segment_counts: [N] superpixels of each pool image (None: read from `segments`).
     annotator: who labels the chosen units (default: `annotators.from_config(config)`,
-      the simulated annotator under `al_cost_rule`).
+      the simulated annotator under `al_protocol` and `al_cost_rule`).
+    image_clicks: [len(train_split)] polygon clicks of each whole image, if known
+      (`experiment.image_costs`); else counted as images are labeled whole.
   """
   strategy = selection.get(strategy_name)
   annotator = annotators.bind(annotator or annotators.from_config(config), seed=seed,
@@ -252,7 +255,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   model = build_model(config, train_split.num_classes, strategy_name)
   state = load_state(run_dir, config)
   cycles = 1 if strategy.full else config.al_cycles
-  click_cache: dict[int, int] = {}  # pool image -> its polygon clicks
+  # Pool image -> its polygon clicks.
+  click_cache = {} if image_clicks is None else dict(enumerate(np.asarray(image_clicks).tolist()))
   if state is None:
     state = _initial_state(config, strategy, len(train_split), root)
   elif state.next_cycle >= cycles:

@@ -262,6 +262,13 @@ def addable_superpixels(label: np.ndarray, instance: np.ndarray, segments: np.nd
   return hits[:num_segments] > 0
 
 
+def priced(prices: dict[int, int] | None, ids) -> int:
+  """The cost of `ids` at `prices` (id -> cost; None: 1 each; an id not listed: 0)."""
+  if prices is None:
+    return len(ids)
+  return int(sum(prices.get(int(i), 0) for i in ids))
+
+
 def fill_budget(units, budget: int, paid=None, *, overshoot: bool = False, price=None,
                 floor: int = 1) -> tuple[list[int], list[int]]:
   """Takes ranked units greedily until their cost spends `budget`.

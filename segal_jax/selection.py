@@ -355,11 +355,9 @@ def _choose_superpixels(r: Request) -> Selection:
         prices[i] = r.annotator.prices(r.split, i)
       return i, tables[i].get(sp, np.zeros(0, np.int64))
 
-    def price(i, ids):
-      return len(ids) if prices[i] is None else sum(prices[i].get(int(x), 0) for x in ids)
-
     taken, _ = oracle.fill_budget(map(ids_of, flat), budget_cost, r.pool.paid, overshoot=exact,
-                                  price=price, floor=r.annotator.min_price)
+                                  price=lambda i, ids: oracle.priced(prices[i], ids),
+                                  floor=r.annotator.min_price)
     flat = flat[taken]
   rows, sps = np.divmod(flat, num_segments)
   picks: dict[int, list[int]] = {}
