@@ -2,6 +2,7 @@
 
   python -m launch.report --workdir=/tmp/quickstart
   python -m launch.report --workdir=workdir --reference_workdir=workdir_full
+  python -m launch.report --workdir=workdir/protocols --cost=clicks
 
 The full-data mIoU (the dashed line, and the target of the budgets to 90% and
 95% of it) comes from, in order: `--full_miou`, the `full` runs under
@@ -21,6 +22,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The work directory of an experi
 flags.mark_flag_as_required('workdir')
 _FULL_MIOU = flags.DEFINE_float(
     'full_miou', None, 'The full-data mIoU to compare with, when --workdir holds no full run.')
+_COST = flags.DEFINE_enum(
+    'cost', 'instances', experiment.COSTS,
+    "The cost axis: 'instances' (the study's count) or 'clicks' (every protocol's clicks, "
+    'docs/protocols.md).')
 _REFERENCE_WORKDIR = flags.DEFINE_string(
     'reference_workdir', None,
     'A work directory holding a run of the `full` strategy (configs/*/full.flags); its mIoU '
@@ -55,7 +60,7 @@ def main(argv):
   if not records:
     raise UserError(f'no finished cycle under {_WORKDIR.value}',
                     'point --workdir at the directory given to launch.run')
-  print(experiment.summarize(_WORKDIR.value, records, full))
+  print(experiment.summarize(_WORKDIR.value, records, full, cost=_COST.value))
   print(f'wrote {os.path.join(_WORKDIR.value, "results.md")}, summary.json, '
         'miou_vs_images.png, miou_vs_cost.png')
 

@@ -8,12 +8,21 @@ which the train step accepts. A new annotation protocol, or people returning
 labels, is a new entry of `ANNOTATORS`; `loop.run` takes the annotator as an
 argument and does not change.
 
-The one annotator today is the simulated study protocol (`InstanceOverlap`,
-DESIGN §1): whole images carry their full ground truth; an annotator shown a
-superpixel labels, completely, every instance that overlaps it. Its cost rule
-(`oracle.COST_RULES`, `--al_cost_rule`) says which ids a unit pays for: an
-image every id it holds, a superpixel every id it newly touches; the labels do
-not depend on the rule.
+The simulated protocols (`--al_protocol`; docs/protocols.md):
+
+* `instance_overlap` (`InstanceOverlap`, the study's, DESIGN §1): whole images
+  carry their full ground truth; an annotator shown a superpixel labels,
+  completely, every instance that overlaps it. Its cost rule
+  (`oracle.COST_RULES`, `--al_cost_rule`) says which ids a unit pays for: an
+  image every id it holds, a superpixel every id it newly touches; the labels
+  do not depend on the rule ('clicks' prices each id in polygon clicks).
+* `image_polygons`: the same annotator on whole images, charged in polygon clicks.
+* `dominant_label`, `multi_class`, `points`: region protocols (`protocols`).
+
+Every annotator also counts its clicks (`clicks`, the cost model of
+`segal_jax.clicks`) whatever its budget unit, estimates a unit's clicks from a
+predicted segmentation (`expected_clicks`), and applies `noise.Noise` (seeded
+by the run, `bind`).
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from segal_jax import clicks as clicks_lib
+from segal_jax import noise as noise_lib
 from segal_jax import oracle
 from segal_jax import pool as pool_lib
+from segal_jax import protocols
 from segal_jax.data import labels as labels_lib
 from segal_jax.errors import UserError
 
@@ -36,8 +48,24 @@ class Annotator(Protocol):
   def image_costs(self, split) -> np.ndarray:
     """[N] int64 cost of annotating each whole image of the pool."""
 
-  def cost(self, pool: pool_lib.PoolLabels, image_costs: np.ndarray) -> int:
-    """The total cost of everything annotated in `pool` so far."""
+  cost_rule: str  # the key of `oracle.image_costs` its `image_costs` are in
+
+  def cost(self, pool: pool_lib.PoolLabels, image_costs: np.ndarray, split=None) -> int:
+    """The total cost of everything annotated in `pool` so far, in the budget's unit."""
+
+  def clicks(self, pool: pool_lib.PoolLabels, split, cache: dict | None = None) -> int:
+    """The clicks of everything annotated in `pool` so far (`cache`: image -> clicks
+    of whole images, filled as they are counted)."""
+
+  def prices(self, split, image: int) -> dict[int, int] | None:
+    """Id -> cost of the ids `superpixel_ids` gives for `image` (None: 1 each)."""
+
+  min_price: int  # the least an id costs (`oracle.fill_budget`'s floor)
+
+  def expected_clicks(self, prediction: np.ndarray, segments: np.ndarray | None,
+                      num_segments: int = 0):
+    """Clicks a unit would cost if `prediction` ([H, W] classes) were the truth:
+    a float for the whole image (segments None), else [num_segments] per superpixel."""
 
   def annotate_images(self, pool: pool_lib.PoolLabels, split, indices) -> None:
     """Labels whole images (updates `pool`)."""
@@ -65,23 +93,51 @@ class InstanceOverlap:
   """The simulated annotator of the study: instances overlapping a superpixel.
 
   rule: the cost rule, a name of `oracle.COST_RULES` ('study': every id of
-    the instance map, void included; 'instances': the instances labeled).
+    the instance map, void included; 'instances': the instances labeled;
+    'clicks': the polygon clicks of the instances labeled).
+  noise: the annotator's errors (`noise.Noise`).
   """
   rule: str = 'study'
+  noise: noise_lib.Noise = noise_lib.Noise()
 
   def __post_init__(self):
     if self.rule not in oracle.COST_RULES:
       raise UserError(f'unknown cost rule {self.rule!r}',
                       f'choose from {", ".join(oracle.COST_RULES)}')
 
+  @property
+  def cost_rule(self) -> str:
+    return self.rule
+
+  @property
+  def min_price(self) -> int:
+    return clicks_lib.MIN_VERTICES if self.rule == 'clicks' else 1
+
   def image_costs(self, split) -> np.ndarray:
     return np.array([oracle.image_costs(split.instances[i], split.labels[i])[self.rule]
                      for i in range(len(split.instances))], np.int64)
 
-  def cost(self, pool: pool_lib.PoolLabels, image_costs: np.ndarray) -> int:
+  def cost(self, pool: pool_lib.PoolLabels, image_costs: np.ndarray, split=None) -> int:
     full = set(pool.full)
-    partial = sum(len(v) for i, v in pool.paid.items() if i not in full)
+    partial = sum(oracle.priced(self.prices(split, i), v) for i, v in pool.paid.items()
+                  if i not in full)
     return int(np.asarray(image_costs)[np.asarray(pool.full, np.int64)].sum()) + partial
+
+  def clicks(self, pool: pool_lib.PoolLabels, split, cache=None) -> int:
+    full = set(pool.full)
+    return int(sum(protocols.image_clicks(split, i, cache) for i in full)
+                + sum(oracle.priced(oracle.id_clicks(split.instances[i], split.labels[i]), v)
+                      for i, v in pool.annotated.items() if i not in full))
+
+  def prices(self, split, image: int) -> dict[int, int] | None:
+    if self.rule != 'clicks':
+      return None
+    return oracle.id_clicks(split.instances[image], split.labels[image])
+
+  def expected_clicks(self, prediction, segments, num_segments=0):
+    if segments is None:
+      return clicks_lib.expected_image_clicks(prediction)
+    return clicks_lib.expected_overlap_clicks(prediction, segments, num_segments)
 
   def annotate_images(self, pool: pool_lib.PoolLabels, split, indices) -> None:
     del split
@@ -99,7 +155,8 @@ class InstanceOverlap:
       before = pool.paid.get(i, [])
       paid = np.union1d(before, oracle.touched_ids(instance, label, segments[i], sps,
                                                    self.rule)).astype(np.int64)
-      cost += 0 if i in pool.full else len(paid) - len(before)
+      new = np.setdiff1d(paid, before)
+      cost += 0 if i in pool.full else oracle.priced(self.prices(split, i), new)
       pool.paid[i] = paid.tolist()
     return cost
 
@@ -117,9 +174,13 @@ class InstanceOverlap:
     labels = np.asarray(split.labels[indices]).copy()
     full = set(pool.full)
     for row, i in enumerate(indices):
+      truth = labels[row].copy()
       if int(i) not in full:
         labels[row] = oracle.partial_label(labels[row], split.instances[int(i)],
                                            pool.annotated.get(int(i), []))
+      labels[row] = noise_lib.noisy_label(
+          self.noise, labels[row], truth, oracle.instance_ids(split.instances[int(i)], truth),
+          int(i), protocols.num_classes(split))
     return labels
 
   def labeled_counts(self, pool: pool_lib.PoolLabels, split, indices) -> tuple[int, int]:
@@ -134,19 +195,81 @@ class InstanceOverlap:
     return pixels, int(instances)
 
 
-ANNOTATORS: dict[str, Any] = {'instance_overlap': InstanceOverlap()}
+ANNOTATORS: dict[str, Any] = {
+    'instance_overlap': InstanceOverlap(),
+    # Whole images drawn with polygons, charged in clicks (image unit only).
+    'image_polygons': InstanceOverlap(rule='clicks'),
+    'dominant_label': protocols.DominantLabel(),
+    'multi_class': protocols.MultiClass(),
+    'points': protocols.Points(),
+}
 DEFAULT = 'instance_overlap'
+# Protocols that label what superpixels show / only whole images.
+IMAGE_ONLY = ('image_polygons',)
+SUPERPIXEL_ONLY = ('dominant_label', 'multi_class', 'points')
 
 
-def get(name: str = DEFAULT, *, rule: str | None = None) -> Annotator:
-  """The registered annotator `name`, with cost rule `rule` when given."""
+def get(name: str = DEFAULT, *, rule: str | None = None,
+        noise: noise_lib.Noise | None = None) -> Annotator:
+  """The registered annotator `name`, with cost rule `rule` (instance_overlap
+  only; the others charge clicks) and `noise` when given."""
   if name not in ANNOTATORS:
     raise UserError(f'unknown annotator {name!r}',
                     f'choose from {", ".join(sorted(ANNOTATORS))}')
   annotator = ANNOTATORS[name]
-  return annotator if rule is None else dataclasses.replace(annotator, rule=rule)
+  if rule is not None and name == DEFAULT:
+    annotator = dataclasses.replace(annotator, rule=rule)
+  if rule is not None and rule not in oracle.COST_RULES:  # every protocol refuses a typo
+    raise UserError(f'unknown cost rule {rule!r}', f'choose from {", ".join(oracle.COST_RULES)}')
+  return annotator if noise is None else dataclasses.replace(annotator, noise=noise)
+
+
+def check_config(config) -> None:
+  """The checks of an `ExperimentConfig` that concern the protocol.
+
+  Raises:
+    UserError: an unknown protocol, or a unit it cannot label.
+  """
+  get(config.al_protocol)
+  if config.al_protocol in IMAGE_ONLY and config.al_unit != 'image':
+    raise UserError(f'--al_protocol={config.al_protocol} labels whole images',
+                    'set --al_unit=image, or choose a superpixel protocol')
+  if config.al_protocol in SUPERPIXEL_ONLY and config.al_unit != 'superpixel':
+    raise UserError(f'--al_protocol={config.al_protocol} labels superpixels',
+                    'set --al_unit=superpixel, or --al_protocol=image_polygons for images')
 
 
 def from_config(config) -> Annotator:
-  """The annotator of an `ExperimentConfig` (its `al_cost_rule`)."""
-  return get(rule=config.al_cost_rule)
+  """The annotator of an `ExperimentConfig` (`al_protocol`, `al_cost_rule`, `noise_*`)."""
+  return get(config.al_protocol, rule=config.al_cost_rule,
+             noise=noise_lib.Noise(config.noise_flip, config.noise_erode))
+
+
+def bind(annotator: Annotator, *, seed: int, segments: np.ndarray | None) -> Annotator:
+  """The annotator of one run: its noise seeded by the run's `seed`, and for
+  region protocols the pool's superpixels ([N, H, W]) its labels come from."""
+  annotator = dataclasses.replace(annotator,
+                                  noise=dataclasses.replace(annotator.noise, seed=int(seed)))
+  if hasattr(annotator, 'segments'):
+    annotator = dataclasses.replace(annotator, segments=segments)
+  return annotator
+
+
+def label_error(annotator: Annotator, pool: pool_lib.PoolLabels, split, indices) -> float:
+  """Fraction of the labeled pixels (with a ground truth) whose label is wrong:
+  a class other than the truth, or a partial-label mask without it; 0 when
+  nothing is labeled."""
+  wrong = labeled = 0
+  for i in np.asarray(indices, np.int64).tolist():
+    given, truth = annotator.labels(pool, split, np.array([i]))[0], np.asarray(split.labels[i])
+    valid = truth != labels_lib.IGNORE
+    if given.ndim == 3:
+      has = given.any(-1) & valid
+      ok = np.take_along_axis(given, np.where(valid, truth, 0)[..., None].astype(np.int64),
+                              -1)[..., 0]
+    else:
+      has = (given != labels_lib.IGNORE) & valid
+      ok = given == truth
+    labeled += int(has.sum())
+    wrong += int((has & ~ok).sum())
+  return wrong / labeled if labeled else 0.0

@@ -44,7 +44,8 @@ class ExperimentConfig:
   train_length: str = _f('images', "What an epoch counts: 'images' (every labeled image once, "
                          "the study) or 'cost' (every fully labeled image once, and the partly "
                          "labeled ones as many images of mean cost as their annotation cost "
-                         "buys: superpixels train as long as whole images of the same cost).")
+                         "buys: superpixels train as long as whole images of the same cost).",
+                         omit_default=True)
   train_batch_size: int = _f(8, 'Global training batch size.')
   train_lr: float = _f(0.01, 'Base learning rate of SGD.')
   train_momentum: float = _f(0.9, 'SGD momentum.')
@@ -78,10 +79,25 @@ class ExperimentConfig:
   al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).')
   al_candidate_factor: float = _f(3.0, 'Image units: score a random subset of this many x budget '
                                   'unlabeled images (the study: 3; 0: all of them).')
-  al_cost_rule: str = _f('study', "What a unit's annotation costs: 'study' (every distinct id of "
-                         "the instance map, void included, as the study counts) or 'instances' "
-                         "(only the instances labeled). An image pays for every id it holds, a "
-                         "superpixel for every id it newly touches; the labels are the same.")
+  al_protocol: str = _f('instance_overlap', "How the simulated annotator labels a unit and what it "
+                        "charges (docs/protocols.md): 'instance_overlap' (the study's), "
+                        "'image_polygons' (whole images, polygon clicks), 'dominant_label', "
+                        "'multi_class' or 'points' (superpixels, clicks).", omit_default=True)
+  al_cost_rule: str = _f('study', "What a unit's annotation costs under --al_protocol="
+                         "instance_overlap: 'study' (every distinct id of the instance map, void "
+                         "included, as the study counts), 'instances' (only the instances "
+                         "labeled) or 'clicks' (their polygon clicks). An image pays for every id "
+                         "it holds, a superpixel for every id it newly touches; the labels are "
+                         "the same. The other protocols always charge clicks.")
+  al_rank: str = _f('score', "How units are ordered before a budget buys them: 'score', or "
+                    "'score_per_click' (score / the clicks the protocol would charge if the "
+                    "model's own predicted segmentation of the unit were the truth).",
+                    omit_default=True)
+  noise_flip: float = _f(0.0, 'Annotator noise: probability that a label decision (a region\'s '
+                         'class, a point\'s class) gets another class, uniformly drawn.',
+                         omit_default=True)
+  noise_erode: int = _f(0, 'Annotator noise: pixels left unlabeled on each side of every '
+                        'ground-truth boundary.', omit_default=True)
   al_study_exact: bool = _f(False, "The study's selection exactly, where segal-jax improves on it: "
                             'superpixels that can add no label (all void or already labeled) '
                             'stay eligible and chosen ones can be chosen again, and a cost '
@@ -90,16 +106,17 @@ class ExperimentConfig:
   # Acquisition steps between ranking and buying (superpixel units; `acquisition`).
   al_class_balance: bool = _f(False, 'Superpixel units: weight each score by exp(-f), f the share '
                               "of the unit's dominant predicted class among the labeled pixels "
-                              '(class-balanced acquisition, Cai et al. CVPR 2021).')
+                              '(class-balanced acquisition, Cai et al. CVPR 2021).',
+                              omit_default=True)
   al_per_image_cap: int = _f(0, 'Superpixel units: choose at most this many superpixels of one '
-                             'image per cycle, the best-ranked (0: no cap).')
+                             'image per cycle, the best-ranked (0: no cap).', omit_default=True)
   al_diversity: str = _f('none', "Superpixel units: 'none', or 'kcenter' (k-center greedy on "
                          'pooled, projected network features picks al_budget of the '
-                         'al_diversity_factor x al_budget best-ranked units).')
+                         'al_diversity_factor x al_budget best-ranked units).', omit_default=True)
   al_diversity_factor: float = _f(4.0, 'Candidate oversampling of --al_diversity: the best this '
-                                  'many x al_budget units are its candidates.')
+                                  'many x al_budget units are its candidates.', omit_default=True)
   al_feature_dim: int = _f(32, 'Dimensions of the random projection of the features that '
-                           '--al_diversity compares.')
+                           '--al_diversity compares.', omit_default=True)
   al_diversity_chunk: int = _f(4096, 'Units per block of the k-center distance computation '
                                '(bounds memory; the picks do not depend on it).', defining=False)
 
@@ -136,8 +153,11 @@ class ExperimentConfig:
 
   def defining_dict(self) -> dict[str, Any]:
     """The fields that define the results (a resumed run must match them)."""
+    # Fields added later (`omit_default`) enter only when set, so the runs made
+    # before them keep their fingerprint and resume.
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if f.metadata.get('defining', True) and f.name not in ('al_strategies', 'al_seeds')}
+            if f.metadata.get('defining', True) and f.name not in ('al_strategies', 'al_seeds')
+            and not (f.metadata.get('omit_default') and getattr(self, f.name) == f.default)}
 
   def fingerprint(self) -> str:
     blob = json.dumps(self.defining_dict(), sort_keys=True, default=list)
@@ -153,7 +173,8 @@ _CHOICES = {
     'train_schedule': ('step', 'poly', 'constant'),
     'al_unit': ('image', 'superpixel'),
     'train_length': ('images', 'cost'),
-    'al_cost_rule': ('study', 'instances'),  # oracle.COST_RULES
+    'al_cost_rule': ('study', 'instances', 'clicks'),  # oracle.COST_RULES
+    'al_rank': ('score', 'score_per_click'),
     'al_diversity': ('none', 'kcenter'),  # acquisition.DIVERSITY
 }
 
@@ -216,6 +237,10 @@ def validate(config: ExperimentConfig) -> None:
   if not 0 < config.warm_start_fraction <= 1:
     raise UserError(f'--warm_start_fraction={config.warm_start_fraction} is outside (0, 1]',
                     'use e.g. 0.3')
+  if not 0 <= config.noise_flip <= 1:
+    raise UserError(f'--noise_flip={config.noise_flip} is outside [0, 1]', 'use e.g. 0.05')
+  if config.noise_erode < 0:
+    raise UserError(f'--noise_erode={config.noise_erode} is negative', 'use 0 (off) or e.g. 2')
   if config.al_candidate_factor < 0:
     raise UserError('--al_candidate_factor is negative', 'use 0 (whole pool) or e.g. 3')
   if config.sp_candidate_factor < 0:

@@ -56,6 +56,7 @@ def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = Non
     raise errors.UserError(f'--arch={config.arch} is not known',
                            f'choose one of {", ".join(sorted(models.ARCHS))}')
   selection.check_config(config, pool_size=pool_size)
+  annotators.check_config(config)
   parallel.check_batch_size(config.train_batch_size, '--train_batch_size')
   parallel.check_batch_size(config.eval_batch_size, '--eval_batch_size')
   if config.init_checkpoint and not os.path.isdir(config.init_checkpoint):
@@ -80,13 +81,14 @@ def shared_dir(workdir: str, seed: int) -> str:
 def load_data(config: config_lib.ExperimentConfig):
   """(train split, val split, [N] annotation cost of each whole training image).
 
-  Costs follow `--al_cost_rule` and are computed once, then read from
+  Costs follow the protocol's unit (`--al_cost_rule`, or clicks) and are computed once, then read from
   `image_costs`'s file beside the data set.
   """
   kw = dict(data_dir=config.data_dir or None, config=config.dataset_config or None)
   train_split = data.load(config.dataset, 'train', **kw)
   val_split = data.load(config.dataset, 'validation', **kw)
-  return train_split, val_split, image_costs(config, train_split)[config.al_cost_rule]
+  return (train_split, val_split,
+          image_costs(config, train_split)[annotators.from_config(config).cost_rule])
 
 
 def image_costs(config: config_lib.ExperimentConfig, split) -> dict[str, np.ndarray]:
@@ -140,15 +142,18 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   segments = counts = None
   if config.al_unit == 'superpixel':
     segments, counts = pool_superpixels(config, train_split)
+  image_clicks = image_costs(config, train_split)['clicks']  # stored beside the data
   records = []
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
       records += loop.run(config, strategy, seed, train_split, val_split, costs,
                           run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
                           init_variables=init_variables, segments=segments,
-                          segment_counts=counts, shared_dir=shared_dir(workdir, seed))
+                          segment_counts=counts, shared_dir=shared_dir(workdir, seed),
+                          image_clicks=image_clicks)
   if parallel.is_writer():
-    summarize(workdir, records)
+    summarize(workdir, records,
+              cost='clicks' if annotators.from_config(config).cost_rule == 'clicks' else 'instances')
   return records
 
 
@@ -172,19 +177,31 @@ def collect(workdir: str) -> list[dict[str, Any]]:
   return records
 
 
+COSTS = ('instances', 'clicks')
+
+
 def summarize(workdir: str, records: list[dict[str, Any]],
-              full: dict[str, Any] | None = None) -> str:
+              full: dict[str, Any] | None = None, cost: str = 'instances') -> str:
   """Writes summary.json, results.md and the plots; returns the results as markdown.
 
   `full` is the full-data mIoU ({'mean', 'low', 'high', 'n', 'source'}); by
-  default the `full` strategy's records, when there are any.
+  default the `full` strategy's records, when there are any. `cost`: the cost
+  axis of the comparison, 'instances' (records' `cost_instances`) or 'clicks'
+  (`cost_clicks`; summary.json's `cost_instances` fields then hold clicks and
+  its `cost_unit` says so).
   """
-  comparison = export.summary(records, full)
+  if cost == 'clicks':
+    missing = [r for r in records if 'cost_clicks' not in r]
+    if missing:
+      raise errors.UserError(f'{len(missing)} records have no cost in clicks (runs made before '
+                             'clicks were recorded)', 'report them with --cost=instances')
+    records = [dict(r, cost_instances=r['cost_clicks']) for r in records]
+  comparison = dict(export.summary(records, full), cost_unit=cost)
   export.write_json(os.path.join(workdir, 'summary.json'), comparison)
   export.plot_curves(os.path.join(workdir, 'miou_vs_images.png'), records,
                      comparison=comparison)
   export.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
-                     x_label='annotation cost (instances)', comparison=comparison)
+                     x_label=f'annotation cost ({cost})', comparison=comparison)
   text = export.format_summary(comparison)
   with export.atomic_open(os.path.join(workdir, 'results.md')) as f:
     f.write(text)

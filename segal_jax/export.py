@@ -164,8 +164,9 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
   for e in s['strategies']:
     colour = colours.setdefault(e['strategy'], f'C{len(colours) - 1}')
     n = max(c['n'] for c in e['cycles'])
-    style = dict(color=colour, marker='s' if e['unit'] == 'superpixel' else 'o', ms=4, lw=1.6,
-                 ls=':' if e['unit'] == 'superpixel' else '-',
+    region = e['unit'].startswith('superpixel')
+    style = dict(color=colour, marker='s' if region else 'o', ms=4, lw=1.6,
+                 ls=':' if region else '-',
                  label=f"{e['name']} ({n} seed{'s' if n > 1 else ', no interval'})")
     xs = [c[x_key] for c in e['cycles']]
     _line_with_band(ax, xs, [c['miou'] for c in e['cycles']], style)
@@ -262,6 +263,7 @@ def format_summary(s: dict[str, Any]) -> str:
   """`summary(records)` as markdown: the comparison, then mIoU per cycle."""
   pct = f"{100 * s['confidence']:.0f}%"
   ref = s['reference_strategy']
+  unit = s.get('cost_unit', 'instances')
   lines = [
       '# Results', '',
       f'Means over seeds with {pct} Student t-intervals (n - 1 degrees of freedom; '
@@ -288,11 +290,11 @@ def format_summary(s: dict[str, Any]) -> str:
       row += _fmt_budget(b)
     rows.append(row)
   lines += ['## Comparison', '', _markdown(head, rows), '',
-            'AUC: the area under mIoU against annotation cost (instances) over the cost range '
+            f'AUC: the area under mIoU against annotation cost ({unit}) over the cost range '
             'every run covers, divided by that range (a mean mIoU over it). Cost to reach: '
             'linear interpolation on the mean curve; ≥ marks a saving where '
             f'{ref} never reached the target (it would need more than its last cost).', '']
-  head = ['strategy', 'cycle', 'seeds', 'labeled images', 'cost (instances)', 'mIoU',
+  head = ['strategy', 'cycle', 'seeds', 'labeled images', f'cost ({unit})', 'mIoU',
           f'mIoU - {ref}']
   rows = [[e['name'], str(c['cycle']), str(c['n']), f"{c['labeled_images']:.1f}",
            f"{c['cost_instances']:.0f}", _fmt_interval(c['miou']),

@@ -289,7 +289,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         segments: np.ndarray | None = None,
         segment_counts: np.ndarray | None = None,
         annotator: annotators.Annotator | None = None,
-        shared_dir: str | None = None) -> list[dict[str, Any]]:
+        shared_dir: str | None = None,
+        image_clicks: np.ndarray | None = None) -> list[dict[str, Any]]:
   """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
 
   Args:
@@ -302,13 +303,16 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     segments: [N, H, W] superpixels of the pool (superpixel unit only).
     segment_counts: [N] superpixels of each pool image (None: read from `segments`).
     annotator: who labels the chosen units (default: `annotators.from_config(config)`,
-      the simulated annotator under `al_cost_rule`).
+      the simulated annotator under `al_protocol` and `al_cost_rule`).
     shared_dir: where the seed's first cycle is kept: the first strategy of the
       seed to reach it trains it and saves the model there, the others load it
       (the same initial set, key and network give the same model).
+    image_clicks: [len(train_split)] polygon clicks of each whole image, if known
+      (`experiment.image_costs`); else counted as images are labeled whole.
   """
   strategy = selection.get(strategy_name)
-  annotator = annotator or annotators.from_config(config)
+  annotator = annotators.bind(annotator or annotators.from_config(config), seed=seed,
+                              segments=segments)
   os.makedirs(run_dir, exist_ok=True)
   log = log if parallel.is_writer() else (lambda *_: None)
   root = jax.random.key(seed)
@@ -316,6 +320,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   model = build_model(config, train_split.num_classes, strategy_name)
   state = load_state(run_dir, config)
   cycles = 1 if strategy.full else config.al_cycles
+  # Pool image -> its polygon clicks.
+  click_cache = {} if image_clicks is None else dict(enumerate(np.asarray(image_clicks).tolist()))
   if state is None:
     state = _initial_state(config, strategy, len(train_split), root)
   elif state.next_cycle >= cycles:
@@ -333,7 +339,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
       log(f'{desc}: the first cycle of seed {seed} is shared; its model was trained once '
           f'({share})')
     else:
-      worth = length_worth(pool, annotator.cost(pool, costs), costs)
+      worth = length_worth(pool, annotator.cost(pool, costs, train_split), costs)
       ts, steps = _train_cycle(
           config, model, jax.random.fold_in(root, _STREAMS['init']), stream('train', cycle),
           train_split, pool, run_dir, cycle, run_state=state,
@@ -345,8 +351,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
         _save_shared(share, model, ts, steps, train_split, config)
     t_train = time.time() - t0
     _save_model(run_dir, cycle, model, ts, train_split, config)
-    record = _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, costs,
-                     steps, t_train)
+    record = _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool,
+                     annotator, costs, steps, t_train, click_cache)
     if 'ranking_accuracy' in record:
       log(f'{desc}: validation ranking accuracy {record["ranking_accuracy"]} '
           f'(the study: {metrics.STUDY_RANKING_ACCURACY})')
@@ -365,11 +371,12 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
       touched = chosen.chosen if chosen.picks is None else np.array(sorted(chosen.picks),
                                                                     np.int64)
       before = annotator.labeled_counts(pool, train_split, touched)
+      cost_before = annotator.cost(pool, costs, train_split)
       selection.annotate(config.al_unit, request, chosen)
       after = annotator.labeled_counts(pool, train_split, touched)
       record.update(chosen.counts, bought_units=len(chosen.names),
                     new_labeled_pixels=after[0] - before[0], new_instances=after[1] - before[1],
-                    new_cost=annotator.cost(pool, costs) - record['cost_instances'])
+                    new_cost=annotator.cost(pool, costs, train_split) - cost_before)
       if parallel.is_writer():
         export.write_selection_csv(
             os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv'), chosen.names,
@@ -396,27 +403,52 @@ def _initial_state(config, strategy, n_pool: int, root: jax.Array) -> checkpoint
                   pool_lib.PoolLabels(full=sorted(initial[:n_initial].tolist())).to_json(), [])
 
 
-def _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, costs, steps,
-            t_train) -> dict[str, Any]:
-  """The cycle's record: what is labeled, its cost, and the validation metrics."""
+def unit_name(config: ExperimentConfig) -> str:
+  """The records' `unit`: `al_unit`, then the protocol when it is not the study's,
+  `per_click` for cost-aware ordering and `noisy` for a noisy annotator (runs
+  that differ in these are separate lines of one report)."""
+  parts = [config.al_unit]
+  if config.al_protocol != annotators.DEFAULT:
+    parts.append(config.al_protocol)
+  if config.al_rank == 'score_per_click':
+    parts.append('per_click')
+  if config.noise_flip > 0 or config.noise_erode > 0:
+    parts.append('noisy')
+  return '/'.join(parts)
+
+
+def _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool, annotator,
+            costs, steps, t_train, click_cache) -> dict[str, Any]:
+  """The cycle's record: what is labeled, its cost (`cost_instances`: the study's
+  instance count, or the budget's unit where that is not clicks; `cost_clicks`;
+  `cost_images`: the budget's unit over a mean image's), the validation metrics
+  and, for another protocol or a noisy annotator, `label_error` (the fraction
+  of labeled pixels labeled wrongly, `annotators.label_error`)."""
   variables = {'params': ts.params, 'batch_stats': ts.batch_stats}
   val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}
   val = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
                        mean=val_split.mean, std=val_split.std,
                        num_classes=val_split.num_classes, progress=config.progress)
-  cost = annotator.cost(pool, costs)
+  cost = annotator.cost(pool, costs, train_split)
+  if annotator.cost_rule == 'clicks':  # the study's count: instances labeled
+    cost = annotator.labeled_counts(pool, train_split, pool.images())[1]
   record = {
-      'strategy': strategy_name, 'seed': seed, 'cycle': cycle, 'unit': config.al_unit,
+      'strategy': strategy_name, 'seed': seed, 'cycle': cycle, 'unit': unit_name(config),
       'labeled_images': int(len(pool.images())),
       'full_images': len(pool.full),
       'superpixels': pool.num_superpixels(),
       'cost_instances': cost,
-      'cost_images': round(cost / max(float(np.mean(costs)), 1e-9), 2),
+      'cost_clicks': annotator.clicks(pool, train_split, click_cache),
+      'cost_images': round(annotator.cost(pool, costs, train_split)
+                           / max(float(np.mean(costs)), 1e-9), 2),
       'miou': float(val['miou']),
       'per_class_iou': export.nan_to_none(val['per_class_iou']),
       'pixel_acc': float(val['pixel_acc']),
       'train_steps': int(steps), 'train_seconds': round(t_train, 2),
   }
+  if annotator.noise.active or config.al_protocol != annotators.DEFAULT:
+    record['label_error'] = round(annotators.label_error(annotator, pool, train_split,
+                                                         pool.images()), 6)
   if selection.get(strategy_name).loss_head:
     record['ranking_accuracy'] = export.nan_to_none([selection.validation_ranking_accuracy(
         ts.apply_fn, variables, val_split, batch_size=config.eval_batch_size,

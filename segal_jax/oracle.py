@@ -13,8 +13,10 @@ Cost rules (`COST_RULES`) say which ids a unit pays for; the labels do not
 depend on the rule. `study` (the study's count): every distinct id of the
 instance map, void (id 0) and ignore regions included (94,372 over the 2,975
 Cityscapes training images). `instances`: only the instances the annotator
-labels (void excluded). One rule serves both units: an image pays for every id
-it holds, a superpixel for every id it newly touches.
+labels (void excluded). `clicks`: the same ids as `instances`, each priced at
+the polygon clicks of its outline (`clicks.region_clicks`). One rule serves
+both units: an image pays for every id it holds, a superpixel for every id it
+newly touches.
 
 Everything is vectorised with lookup tables over instance ids; no per-pixel
 Python. Inputs are NumPy arrays on the host.
@@ -26,9 +28,10 @@ from typing import Sequence
 
 import numpy as np
 
+from segal_jax import clicks as clicks_lib
 from segal_jax.data import labels as labels_lib
 
-COST_RULES = ('study', 'instances')
+COST_RULES = ('study', 'instances', 'clicks')
 # Above this id a lookup table indexed by id gets large; compact the ids first.
 _MAX_TABLE_ID = 1 << 22
 
@@ -169,8 +172,8 @@ def cost_ids(instance: np.ndarray, label: np.ndarray | None, rule: str) -> np.nd
   Args:
     instance: [H, W] int Cityscapes instance ids.
     label: [H, W] uint8 train ids, or None (see `instance_ids`).
-    rule: 'study' (every id of the instance map, void included) or 'instances'
-      (only annotated instances).
+    rule: 'study' (every id of the instance map, void included), 'instances'
+      (only annotated instances) or 'clicks' (the same ids as 'instances').
 
   Returns:
     [H, W] int64, -1 where the pixel pays for nothing.
@@ -191,13 +194,22 @@ def _instance_rule_ids(instance, label):
 
 
 # Cost rule -> (instance, label) -> [H, W] int64 paid ids (-1: nothing).
-_COST_IDS = {'study': _study_ids, 'instances': _instance_rule_ids}
+_COST_IDS = {'study': _study_ids, 'instances': _instance_rule_ids, 'clicks': _instance_rule_ids}
+
+
+def id_clicks(instance: np.ndarray, label: np.ndarray | None = None) -> dict[int, int]:
+  """{instance id: polygon clicks of its outline} for the image's (non-void) instances."""
+  return clicks_lib.region_clicks(instance_ids(instance, label))
 
 
 def image_costs(instance: np.ndarray, label: np.ndarray | None = None) -> dict[str, int]:
-  """The cost of annotating a whole image under every rule: {rule: distinct ids}."""
+  """The cost of annotating a whole image under every rule: {rule: distinct ids}
+  ('clicks': the polygon clicks of every instance)."""
   out = {}
   for rule in COST_RULES:
+    if rule == 'clicks':
+      out[rule] = int(sum(id_clicks(instance, label).values()))
+      continue
     ids = cost_ids(instance, label, rule)
     out[rule] = int(np.unique(ids[ids >= 0]).size)
   return out
@@ -250,8 +262,15 @@ def addable_superpixels(label: np.ndarray, instance: np.ndarray, segments: np.nd
   return hits[:num_segments] > 0
 
 
-def fill_budget(units, budget: int, paid=None, *, overshoot: bool = False
-                ) -> tuple[list[int], list[int]]:
+def priced(prices: dict[int, int] | None, ids) -> int:
+  """The cost of `ids` at `prices` (id -> cost; None: 1 each; an id not listed: 0)."""
+  if prices is None:
+    return len(ids)
+  return int(sum(prices.get(int(i), 0) for i in ids))
+
+
+def fill_budget(units, budget: int, paid=None, *, overshoot: bool = False, price=None,
+                floor: int = 1) -> tuple[list[int], list[int]]:
   """Takes ranked units greedily until their cost spends `budget`.
 
   A unit costs the ids of its group (its image) that are not paid yet, by an
@@ -260,6 +279,9 @@ def fill_budget(units, budget: int, paid=None, *, overshoot: bool = False
   goes on down the ranking, so smaller units fill the rest and the cost never
   exceeds `budget`. `overshoot=True` is the study's way: take units in rank
   order until the cost reaches `budget`, buying the unit that crosses it.
+  `price(group, ids)` prices new ids (e.g. in clicks); by default each costs 1.
+  The walk stops once less than `floor` is left, the least a unit that adds
+  an id can cost (e.g. a polygon's 3 clicks), instead of walking every unit.
 
   Args:
     units: iterable, in rank order, of (group, ids): a hashable group and the
@@ -275,17 +297,18 @@ def fill_budget(units, budget: int, paid=None, *, overshoot: bool = False
   own: dict = {}
   taken, costs, spent = [], [], 0
   for position, (group, ids) in enumerate(units):
-    if spent >= budget:
+    if spent >= budget or (not overshoot and budget - spent < floor):
       break
     if group not in own:
       own[group] = set(np.asarray(paid.get(group, ()), np.int64).tolist())
     new = set(np.asarray(ids, np.int64).tolist()) - own[group]
-    if not overshoot and spent + len(new) > budget:
+    cost = len(new) if price is None else int(price(group, np.array(sorted(new), np.int64)))
+    if not overshoot and spent + cost > budget:
       continue
     own[group] |= new
-    spent += len(new)
+    spent += cost
     taken.append(position)
-    costs.append(len(new))
+    costs.append(cost)
   return taken, costs
 
 

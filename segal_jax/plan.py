@@ -162,7 +162,8 @@ def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
   lines = [f'data: {config.dataset}/{config.dataset_config}: {where}; pool of {pool} images',
            f'init: {config.init_checkpoint or "random initialisation"}',
            f'seeds: {",".join(map(str, config.al_seeds))}; unit: {config.al_unit}; '
-           f'budget: {_budget(config)} per cycle; cost rule: {config.al_cost_rule}'
+           f'budget: {_budget(config)} per cycle; protocol: {config.al_protocol}; '
+           f'cost rule: {config.al_cost_rule}; order: {config.al_rank}'
            + ('; the study\'s selection exactly' if config.al_study_exact else '')]
   total_flops = 0.0
   for name in config.al_strategies:

@@ -32,8 +32,9 @@ class PoolLabels:
   paid: dict[int, list[int]] = dataclasses.field(default_factory=dict)
 
   def images(self) -> np.ndarray:
-    """[n] sorted indices of every image with any label."""
-    return np.array(sorted(set(self.full) | set(self.annotated)), np.int64)
+    """[n] sorted indices of every image with any label (whole, through instances,
+    or through chosen superpixels)."""
+    return np.array(sorted(set(self.full) | set(self.annotated) | set(self.chosen)), np.int64)
 
   def num_superpixels(self) -> int:
     return sum(len(v) for v in self.chosen.values())

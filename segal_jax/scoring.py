@@ -56,6 +56,8 @@ class Settings:
   unit_features: > 0: also return each superpixel's mean of the last stage's
     features under a random projection to this many dimensions
     ('segment_features' [B, S, unit_features] float32; `unit_outputs`).
+  prediction: also return the deterministic pass's [B, H, W] uint8 classes
+    (the expected annotation cost of a unit comes from them).
   """
   measure: str
   passes: int = 1
@@ -68,6 +70,7 @@ class Settings:
   logit_resolution: bool = False
   unit_classes: bool = False
   unit_features: int = 0
+  prediction: bool = False
 
   def __post_init__(self):
     # Canonical values, so equal settings hash equal however they were given.
@@ -106,6 +109,8 @@ def _score(apply_fn: Callable[..., Any], s: Settings, variables, images, ids, ke
   out.update({m: uncertainty.image_scores(maps[m]) for m in s.also})
   if s.keep_map:
     out['map'] = primary
+  if s.prediction:
+    out['prediction'] = jnp.argmax(apply_fn(variables, x, train=False)[0], -1).astype(jnp.uint8)
   return out
 
 
@@ -166,7 +171,7 @@ def jitted(apply_fn: Callable[..., Any], settings: Settings,
   the mesh's `data` axis, the outputs gathered (replicated) so every process
   gets all of them. Outputs: 'scores' [B] (or 'segment_means' and
   'segment_counts' [B, num_segments]), each of `also` [B], 'map' [B, H, W],
-  'segment_classes' and 'segment_features' (`unit_outputs`).
+  'segment_classes' and 'segment_features' (`unit_outputs`), 'prediction' [B, H, W].
   """
   rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(functools.partial(_score, apply_fn, settings),

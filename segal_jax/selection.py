@@ -204,6 +204,33 @@ class Request:
                                segments=self.segments, labels=self.split.labels)
     return out['segment_means' if num_segments else 'scores']
 
+  def expected_clicks(self, indices: np.ndarray, num_segments: int = 0) -> np.ndarray:
+    """[k] (or [k, S] per superpixel) clicks the annotator would charge for pool
+    images `indices` if the network's predicted segmentation were the truth
+    (`annotator.expected_clicks`; never the hidden labels)."""
+    c, out = self.config, []
+    settings = scoring.Settings('entropy', mean=tuple(self.split.mean), std=tuple(self.split.std),
+                                prediction=True)
+    step = 4 * c.eval_batch_size  # predictions of a few batches at a time on the host
+    for start in range(0, len(indices), step):
+      chunk = np.asarray(indices[start:start + step])
+      preds = scoring.score_images(self.apply_fn, self.variables, self.split.images, chunk,
+                                   self.keys['score'], settings=settings,
+                                   batch_size=c.eval_batch_size, progress=False)['prediction']
+      out += [self.annotator.expected_clicks(
+          p, None if not num_segments else np.asarray(self.segments[i]), num_segments)
+              for p, i in zip(preds, chunk.tolist())]
+    return np.asarray(out, np.float64).reshape((len(indices),) + ((num_segments,)
+                                                                  if num_segments else ()))
+
+  def ranking(self, scores: np.ndarray, indices: np.ndarray, num_segments: int = 0):
+    """What units are ordered by: `scores`, or with `al_rank=score_per_click`
+    scores per expected click (`expected_clicks`, at least 1)."""
+    if self.config.al_rank != 'score_per_click':
+      return scores
+    return np.asarray(scores, np.float64) / np.maximum(
+        self.expected_clicks(indices, num_segments), 1.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
@@ -248,7 +275,7 @@ def _choose_images(r: Request) -> Selection:
   else:
     cand = _candidates(r.keys['candidates'], unlabeled, r.config.al_candidate_factor, needed)
     all_scores = r.score(cand)
-    order = top_k(all_scores, len(cand))
+    order = top_k(r.ranking(all_scores, cand), len(cand))
     chosen, scores = cand[order], all_scores[order]
   counts = {'scored_units': len(chosen), 'scored_images': len(chosen)}
   if budget_cost:
@@ -317,22 +344,29 @@ def _choose_superpixels(r: Request) -> Selection:
     scores = np.asarray(jax.random.uniform(r.keys['select'], (len(cand), num_segments)))
   else:
     scores = r.score(cand, num_segments)
-  flat = top_k(scores, scores.size if budget_cost or acquisition.active(c) else budget,
+  ranked_by = scores if r.strategy.measure is None else r.ranking(scores, cand, num_segments)
+  flat = top_k(ranked_by, scores.size if budget_cost or acquisition.active(c) else budget,
                exclude=~allowed)
-  # Class balance, per-image cap, diversity (all off by default: unchanged).
-  scores, flat = acquisition.arrange(r, cand, scores, flat)
+  # Class balance, per-image cap, diversity (all off by default: unchanged);
+  # the records keep the (balanced) scores, not the per-click ratios.
+  arranged, flat = acquisition.arrange(r, cand, ranked_by, flat)
+  scores = arranged if ranked_by is scores else scores
   flat = flat if budget_cost else flat[:budget]
   if budget_cost:
     tables: dict[int, dict[int, np.ndarray]] = {}
+    prices: dict[int, dict[int, int] | None] = {}  # id -> cost (None: 1 each), e.g. clicks
 
     def ids_of(f):
       row, sp = divmod(int(f), num_segments)
       i = int(cand[row])
       if i not in tables:
         tables[i] = r.annotator.superpixel_ids(r.split, segments, i)
+        prices[i] = r.annotator.prices(r.split, i)
       return i, tables[i].get(sp, np.zeros(0, np.int64))
 
-    taken, _ = oracle.fill_budget(map(ids_of, flat), budget_cost, r.pool.paid, overshoot=exact)
+    taken, _ = oracle.fill_budget(map(ids_of, flat), budget_cost, r.pool.paid, overshoot=exact,
+                                  price=lambda i, ids: oracle.priced(prices[i], ids),
+                                  floor=r.annotator.min_price)
     flat = flat[taken]
   rows, sps = np.divmod(flat, num_segments)
   picks: dict[int, list[int]] = {}

@@ -29,6 +29,11 @@ BASE = config_lib.ExperimentConfig()
     ({'stop_holdout': 1.0}, 'stop_holdout'),
     ({'stop_patience': 0}, 'stop_patience'),
     ({'stop_min_delta': -0.1}, 'stop_min_delta'),
+    ({'al_protocol': 'lasso'}, 'unknown annotator'),
+    ({'al_protocol': 'points'}, 'labels superpixels'),
+    ({'al_rank': 'cheapest'}, 'al_rank'),
+    ({'noise_flip': 1.5}, 'noise_flip'),
+    ({'noise_erode': -1}, 'noise_erode'),
 ])
 def test_invalid_values(change, pattern):
   with pytest.raises(UserError, match=pattern):
@@ -50,6 +55,15 @@ def test_fingerprint_ignores_strategies_and_outputs():
   a = dataclasses.replace(BASE, al_strategies=('random',), progress=False)
   assert a.fingerprint() == BASE.fingerprint()
   assert dataclasses.replace(BASE, train_lr=0.02).fingerprint() != BASE.fingerprint()
+
+
+def test_fingerprint_of_runs_before_the_protocol_flags_is_kept():
+  # The protocol, ordering and noise flags enter the fingerprint only when set.
+  fields = config_lib.ExperimentConfig().defining_dict()
+  assert not {'al_protocol', 'al_rank', 'noise_flip', 'noise_erode'} & set(fields)
+  for change in ({'al_protocol': 'image_polygons'}, {'al_rank': 'score_per_click'},
+                 {'noise_flip': 0.1}, {'noise_erode': 1}):
+    assert dataclasses.replace(BASE, **change).fingerprint() != BASE.fingerprint()
 
 
 def test_missing_init_checkpoint_names_the_two_commands(tmp_path):

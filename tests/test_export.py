@@ -182,3 +182,15 @@ def test_summary_single_cost_has_no_auc():
   assert s['auc_range'] is None and s['strategies'][0]['auc']['mean'] is None
   json.dumps(s, allow_nan=False)
   assert 'no cost range common to all runs' in export.format_summary(s)
+
+
+def test_report_in_clicks(tmp_path):
+  records = [dict(r, cost_clicks=10 * r['cost_instances']) for r in _records()]
+  text = experiment.summarize(str(tmp_path), records, cost='clicks')
+  s = json.loads((tmp_path / 'summary.json').read_text())
+  assert s['cost_unit'] == 'clicks'
+  # The cost axis is the records' clicks: ten times their instances here.
+  assert s['strategies'][1]['cycles'][2]['cost_instances'] == pytest.approx(1650)
+  assert 'cost (clicks)' in text and '| 1650 |' in text
+  with pytest.raises(UserError, match='no cost in clicks'):
+    experiment.summarize(str(tmp_path), _records(), cost='clicks')

@@ -347,3 +347,24 @@ def test_experiment_runs_loss_prediction(tmp_path):
   model, _, _ = checkpoint.load_model(os.path.join(run_dir, 'models', 'cycle_02'))
   assert type(model) is models.DRNSeg  # pylint: disable=unidiomatic-typecheck
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('protocol', ['dominant_label', 'multi_class', 'points',
+                                      'instance_overlap'])
+def test_protocols_spend_click_budgets(tmp_path, protocol):
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_unit='superpixel',
+                               al_protocol=protocol, al_cost_rule='clicks', al_initial=4,
+                               al_budget_cost=40, al_cycles=3, sp_segments=20, sp_workers=1,
+                               al_strategies=('mc_variance',), al_rank='score_per_click',
+                               noise_flip=0.1)
+  records = experiment.run(config, str(tmp_path / 'run'), log=lambda *_: None)
+  clicks = [r['cost_clicks'] for r in records]
+  # Every click budget is spent without exceeding it, and the clicks recorded grow by it.
+  assert [r['new_cost'] for r in records[:-1]] == np.diff(clicks).tolist()
+  assert all(0 < s <= 40 for s in np.diff(clicks)), clicks
+  assert [r['labeled_images'] for r in records] == sorted(r['labeled_images'] for r in records)
+  assert records[-1]['labeled_images'] > records[0]['labeled_images']
+  assert all(0 <= r['label_error'] < 1 for r in records)
+  assert records[0]['unit'] == f'superpixel/{protocol}/per_click/noisy'.replace(
+      '/instance_overlap', '')

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from segal_jax import clicks
 from segal_jax import oracle
 from segal_jax.data import labels as labels_lib
 
@@ -245,7 +246,10 @@ def test_matches_per_instance_loop_on_synthetic_city():
 
 def test_cost_rules_on_the_hand_map():
   # Distinct values of INSTANCE: 0, 1, 7, 23, 26001, 26002 (void ones included).
-  assert oracle.image_costs(INSTANCE, LABEL) == {'study': 6, 'instances': 4}
+  costs = oracle.image_costs(INSTANCE, LABEL)
+  assert {k: costs[k] for k in ('study', 'instances')} == {'study': 6, 'instances': 4}
+  # Clicks: the polygon clicks of sky, road and the two cars (void drawn by nobody).
+  assert costs['clicks'] == sum(clicks.polygon_clicks(INSTANCE == i) for i in (23, 7, 26001, 26002))
   # Superpixel 4 touches car 2 and void 0; superpixel 1 sky and void 0 (hand-read).
   assert oracle.touched_ids(INSTANCE, LABEL, SEGMENTS, [4], 'study').tolist() == [0, 26002]
   assert oracle.touched_ids(INSTANCE, LABEL, SEGMENTS, [4], 'instances').tolist() == [26002]

@@ -199,3 +199,39 @@ def test_candidate_count():
   assert selection.candidate_count(0, 10) == 0
   assert selection.candidate_count(3, 150) == 450
   assert selection.candidate_count(1.5, 3) == 5  # ceil(4.5)
+
+
+# --- cost-aware ranking: score per expected click ---
+
+@pytest.fixture
+def expected(monkeypatch):
+  """Expected clicks: superpixel s of image i costs s + 1, image i costs 10 - 3 i."""
+
+  def fake(self, indices, num_segments=0):
+    del self
+    i = np.asarray(indices, np.float64)
+    if not num_segments:
+      return 10 - 3 * i
+    return np.broadcast_to(np.arange(1, num_segments + 1, dtype=np.float64),
+                           (len(i), num_segments))
+
+  monkeypatch.setattr(selection.Request, 'expected_clicks', fake)
+
+
+def test_score_per_click_orders_superpixels(scored, expected):
+  del scored, expected
+  # Scores 100 - 10 i + s per (1 + s) clicks. Eligible (hand, as above): (1, 2)
+  # 92/3, (1, 4) 94/5, image 2's (2, s) (80 + s)/(1 + s): 80, 40.5, 27.3, 20.8, ...
+  chosen = _choose(_pool(), al_rank='score_per_click')
+  assert _ranked(chosen) == [(2, 0), (2, 1), (1, 2)]
+  np.testing.assert_array_equal(chosen.scores, [80, 81, 92])  # the strategy's scores
+  assert _ranked(_choose(_pool(), al_rank='score')) == [(1, 4), (1, 2), (2, 5)]
+
+
+def test_score_per_click_orders_images(monkeypatch, expected):
+  del expected
+  monkeypatch.setattr(selection.Request, 'score',
+                      lambda self, idx, n=0: np.ones(len(idx), np.float32))
+  # Equal scores: the cheapest expected image first (3: 1 click, 2: 4, 1: 7, 0: 10).
+  chosen = _choose(pool_lib.PoolLabels(), 'image', al_rank='score_per_click', al_budget=2)
+  assert chosen.chosen.tolist() == [3, 2]
