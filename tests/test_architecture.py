@@ -25,7 +25,7 @@ LAYERS = (
     ('losses', 'pool'),
     ('scoring', 'annotators', 'train', 'stopping'),
     ('selection', 'checkpoint'),
-    ('figures', 'folder_scoring'),
+    ('figures', 'folder_scoring', 'prediction'),
     ('loop',),
     ('experiment', 'plan'),
 )
