@@ -411,7 +411,8 @@ def load(path: str, split: str, *, data_dir: str | None = None, val_fraction: fl
                                  classes=config.table() or classes_lib.CITYSCAPES,
                                  in_memory_limit_bytes=in_memory_limit_bytes)
   unlabeled = set(meta.get('unlabeled', ()))
-  return dataclasses.replace(out, labeled=[i not in unlabeled for i in out.ids])
+  return dataclasses.replace(out, labeled=[i not in unlabeled for i in out.ids],
+                             build=config.name)
 
 
 def _flag(value: str) -> bool:

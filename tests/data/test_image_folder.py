@@ -261,7 +261,7 @@ def test_unlabeled_images_when_allowed(tmp_path):
   # A label added later: a new build, same pool indices.
   _save(os.path.join(root, 'labels', 'train', 'b.png'), truth['train/b'][1])
   again = _load(root, 'train', tmp_path, allow_unlabeled=True)
-  assert again.ids == split.ids and again.labeled.all()
+  assert again.ids == split.ids and again.labeled.all() and again.build != split.build
   np.testing.assert_array_equal(again.labels[1], truth['train/b'][1])
 
 
