@@ -151,8 +151,7 @@ def _pairs(path: str, rels: list[str], sub: str, allow_unlabeled: bool = False
     label = os.path.join(path, 'labels', stem + '.png')
     instance = os.path.join(path, 'instances', stem + '.png') if has_instances else None
     if allow_unlabeled and not os.path.exists(label):
-      label = None
-      instance = instance if instance and os.path.exists(instance) else None
+      label = instance = None  # all ignore, instance 0
     pairs.append(_Pair(stem.replace(os.sep, '/'), image, label, instance))
   return pairs
 
