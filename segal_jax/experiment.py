@@ -11,6 +11,7 @@ Layout of the work directory:
   results.md                        the comparison and the cycle-by-cycle table
   summary.json                      the same, for other tools (schema in the README)
   miou_vs_images.png, miou_vs_cost.png  the learning curves
+  per_class_iou.png                 IoU per class (named by the class table) at the last cycle
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from segal_jax import oracle
 from segal_jax import parallel
 from segal_jax import selection
 from segal_jax import superpixels
-from segal_jax.data import labels
 from segal_jax.models import convert
 
 
@@ -63,9 +63,8 @@ def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = Non
     raise errors.UserError(f'--init_checkpoint={config.init_checkpoint} does not exist',
                            convert.init_checkpoint_fix(config.arch, config.init_checkpoint))
   if config.init_checkpoint:
-    # Every data set is in the Cityscapes label space: the classifier's size is known now.
+    # Its classes need not be the data's (`loop.initial_variables` keeps the trunk).
     checkpoint.load_model(config.init_checkpoint, arch=config.arch,
-                          num_classes=labels.NUM_CLASSES,
                           width_multiplier=config.width_multiplier)
 
 
@@ -95,20 +94,24 @@ def image_costs(config: config_lib.ExperimentConfig, split) -> dict[str, np.ndar
   """{cost rule: [N] int64 cost of each whole image of `split`}, every rule of
   `oracle.COST_RULES` (`annotators.get(rule=...).image_costs`), stored in
   `<data_dir>/instance_counts/<dataset>/<config>.json` the first time
-  (decoding every instance map takes minutes on Cityscapes)."""
+  (decoding every instance map takes minutes on Cityscapes); recomputed when the
+  split's ids or build (`Split.build`: an image folder's files and class table)
+  differ."""
   path = os.path.join(_data_root(config), 'instance_counts',
                       superpixels.safe_name(config.dataset),
                       superpixels.safe_name(config.dataset_config or 'default') + '.json')
   try:
     with open(path) as f:
       stored = json.load(f)
-    if stored['ids'] == [str(i) for i in split.ids]:
+    if (stored['ids'] == [str(i) for i in split.ids]
+        and stored.get('build', '') == getattr(split, 'build', '')):
       return {rule: np.asarray(stored[rule], np.int64) for rule in oracle.COST_RULES}
   except (OSError, ValueError, KeyError):
     pass
   out = {rule: annotators.get(rule=rule).image_costs(split) for rule in oracle.COST_RULES}
   if parallel.is_writer():
     export.write_json(path, {'ids': [str(i) for i in split.ids],
+                             'build': getattr(split, 'build', ''),
                              **{rule: v.tolist() for rule, v in out.items()}})
   return out
 
@@ -138,7 +141,7 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   log(f'data: {config.dataset}/{config.dataset_config}: {len(train_split)} train, '
       f'{len(val_split)} val images of {train_split.images.shape[1]}x'
       f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')
-  init_variables = loop.initial_variables(config, train_split.num_classes)
+  init_variables = loop.initial_variables(config, train_split.classes, log)
   segments = counts = None
   if config.al_unit == 'superpixel':
     segments, counts = pool_superpixels(config, train_split)
@@ -202,6 +205,7 @@ def summarize(workdir: str, records: list[dict[str, Any]],
                      comparison=comparison)
   export.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
                      x_label=f'annotation cost ({cost})', comparison=comparison)
+  export.plot_per_class(os.path.join(workdir, 'per_class_iou.png'), comparison)
   text = export.format_summary(comparison)
   with export.atomic_open(os.path.join(workdir, 'results.md')) as f:
     f.write(text)

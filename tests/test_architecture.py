@@ -26,7 +26,7 @@ LAYERS = (
     ('losses', 'pool', 'protocols'),
     ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
     ('selection', 'checkpoint'),
-    ('figures', 'folder_scoring'),
+    ('figures', 'folder_scoring', 'prediction'),
     ('loop',),
     ('experiment', 'plan'),
 )

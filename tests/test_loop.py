@@ -14,6 +14,7 @@ from segal_jax import loop
 from segal_jax import models
 from segal_jax import pool as pool_lib
 from segal_jax import selection
+from segal_jax.data import classes
 from segal_jax.errors import UserError
 
 TINY = config_lib.ExperimentConfig(
@@ -156,6 +157,22 @@ def test_preempted_run_resumes_to_identical_results(tiny_run, tmp_path):
   assert _strip(resumed) == _strip([r for r in records if r['strategy'] == 'mc_variance'])
 
 
+def test_image_costs_are_cached_per_build(tmp_path):
+  from segal_jax import data  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path), dataset='image_folder:/f',
+                               dataset_config='')
+  label = np.zeros((1, 2, 3), np.uint8)
+  one = np.array([[[1, 1, 2], [1, 1, 2]]], np.int32)  # two ids: cost 2 under both rules
+  three = np.array([[[1, 2, 3], [1, 2, 3]]], np.int32)
+  split = lambda instances, build: data.Split('f', ('a',), None, label, instances,
+                                              (0.5,) * 3, (0.2,) * 3, build=build)
+  assert experiment.image_costs(config, split(one, 'h1'))['instances'].tolist() == [2]
+  # The cache answers for the same build even if the arrays were to differ...
+  assert experiment.image_costs(config, split(three, 'h1'))['instances'].tolist() == [2]
+  # ... and a new build (labels added, classes.json changed) is counted again.
+  assert experiment.image_costs(config, split(three, 'h2'))['instances'].tolist() == [3]
+
+
 def test_init_checkpoint_loads_and_checks_arch(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
@@ -165,12 +182,28 @@ def test_init_checkpoint_loads_and_checks_arch(tmp_path):
   path = str(tmp_path / 'init')
   checkpoint.save_model(path, variables, checkpoint.meta_for(model, mean=(0.5,) * 3,
                                                              std=(0.2,) * 3))
-  got = loop.initial_variables(dataclasses.replace(config, init_checkpoint=path), 19)
+  with_init = dataclasses.replace(config, init_checkpoint=path)
+  logs = []
+  got = loop.initial_variables(with_init, classes.CITYSCAPES, logs.append)
+  assert not logs and jax.tree.structure(got) == jax.tree.structure(variables)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(variables)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert loop.initial_variables(config, 19) is None
+  assert loop.initial_variables(config, classes.CITYSCAPES) is None
   with pytest.raises(UserError):
-    loop.initial_variables(dataclasses.replace(config, init_checkpoint=path, arch='drn_c_26'), 19)
+    loop.initial_variables(dataclasses.replace(config, init_checkpoint=path, arch='drn_c_26'),
+                           classes.CITYSCAPES)
+  # A 4-class task: the 19-class trunk bit for bit, no classifier (it starts fresh).
+  four = classes.from_json({'classes': [
+      {'name': n, 'color': [k, k, k], 'thing': k % 2 == 1, 'value': k}
+      for k, n in enumerate(('soil', 'leaf', 'rust', 'mildew'))]})
+  got = loop.initial_variables(with_init, four, logs.append)
+  assert len(logs) == 1 and 'starting a fresh classifier' in logs[0]
+  assert '19 classes' in logs[0] and '4 classes (soil, leaf, rust, mildew)' in logs[0]
+  assert set(got['params']) == set(variables['params']) - {'seg'}
+  trunk = {**variables, 'params': {k: v for k, v in variables['params'].items() if k != 'seg'}}
+  assert jax.tree.structure(got) == jax.tree.structure(trunk)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(trunk)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.slow
