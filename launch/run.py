@@ -17,6 +17,7 @@ from launch import _distributed
 from launch import _flags
 from segal_jax import experiment
 from segal_jax import export
+from segal_jax import label_requests
 from segal_jax import parallel
 from segal_jax import plan
 
@@ -39,7 +40,11 @@ def main(argv):
   # Preemption (SIGTERM): finish the current epoch, checkpoint, exit; a rerun resumes.
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())
-  records = experiment.run(config, _WORKDIR.value, should_stop=stop.is_set)
+  try:
+    records = experiment.run(config, _WORKDIR.value, should_stop=stop.is_set)
+  except label_requests.AwaitingLabels as e:  # people label now; the rerun continues
+    print(f'\n{e}')
+    return
   if not parallel.is_writer():
     return
   print('\nvalidation mIoU per cycle (mean ± std over seeds):')

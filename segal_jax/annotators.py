@@ -8,18 +8,23 @@ which the train step accepts. A new annotation protocol, or people returning
 labels, is a new entry of `ANNOTATORS`; `loop.run` takes the annotator as an
 argument and does not change.
 
-The one annotator today is the simulated study protocol (`InstanceOverlap`,
+The simulated study protocol (`InstanceOverlap`,
 DESIGN §1): whole images carry their full ground truth; an annotator shown a
 superpixel labels, completely, every instance that overlaps it. Its cost rule
 (`oracle.COST_RULES`, `--al_cost_rule`) says which ids a unit pays for: an
 image every id it holds, a superpixel every id it newly touches; the labels do
 not depend on the rule.
+
+`People` (`--al_annotator=human`) is a team labelling an image folder between
+runs: the folder's labels are the truth, a chosen unit is requested
+(`label_requests`) and counts as labeled once its labels came back
+(`label_returns`), and a unit costs one (the time it took is measured).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -134,7 +139,57 @@ class InstanceOverlap:
     return pixels, int(instances)
 
 
-ANNOTATORS: dict[str, Any] = {'instance_overlap': InstanceOverlap()}
+@dataclasses.dataclass(frozen=True)
+class People:
+  """People labelling the folder between runs: training labels are the data's own
+  (`split.labels`, 255 where nothing is labeled yet); `annotate_*` record what
+  came back. A unit costs one: an image, or a superpixel of an image not labeled
+  whole. `waits`: the loop ends a cycle by writing a request and stopping."""
+  waits: ClassVar[bool] = True
+
+  def image_costs(self, split) -> np.ndarray:
+    return np.ones(len(split), np.int64)
+
+  def cost(self, pool: pool_lib.PoolLabels, image_costs: np.ndarray) -> int:
+    full = set(pool.full)
+    return len(full) + sum(len(v) for i, v in pool.chosen.items() if i not in full)
+
+  def annotate_images(self, pool: pool_lib.PoolLabels, split, indices) -> None:
+    del split
+    pool.full = sorted(set(pool.full) | {int(i) for i in indices})
+
+  def annotate_superpixels(self, pool: pool_lib.PoolLabels, split, segments,
+                           picks: dict[int, list[int]]) -> int:
+    del split, segments
+    for i, sps in picks.items():
+      pool.chosen[int(i)] = sorted(set(pool.chosen.get(int(i), [])) | {int(s) for s in sps})
+      pool.annotated.setdefault(int(i), [])  # labeled through regions
+    return sum(len(v) for i, v in picks.items() if int(i) not in set(pool.full))
+
+  def superpixel_ids(self, split, segments, image: int) -> dict[int, np.ndarray]:
+    del split
+    return {int(s): np.array([s], np.int64) for s in np.unique(segments[image])}
+
+  def addable_superpixels(self, pool: pool_lib.PoolLabels, split, segments, image: int,
+                          num_segments: int) -> np.ndarray:
+    """Superpixels with an unlabeled pixel, not requested before."""
+    segments = np.asarray(segments[image])
+    out = np.zeros(num_segments, bool)
+    out[np.unique(segments[np.asarray(split.labels[image]) == labels_lib.IGNORE])] = True
+    out[np.asarray(pool.chosen.get(int(image), []), np.int64)] = False
+    return out
+
+  def labels(self, pool: pool_lib.PoolLabels, split, indices: np.ndarray) -> np.ndarray:
+    del pool
+    return np.asarray(split.labels[indices])
+
+  def labeled_counts(self, pool: pool_lib.PoolLabels, split, indices) -> tuple[int, int]:
+    pixels = sum(int(np.count_nonzero(self.labels(pool, split, np.asarray([i])) !=
+                                      labels_lib.IGNORE)) for i in indices)
+    return pixels, 0
+
+
+ANNOTATORS: dict[str, Any] = {'instance_overlap': InstanceOverlap(), 'human': People()}
 DEFAULT = 'instance_overlap'
 
 
@@ -144,9 +199,11 @@ def get(name: str = DEFAULT, *, rule: str | None = None) -> Annotator:
     raise UserError(f'unknown annotator {name!r}',
                     f'choose from {", ".join(sorted(ANNOTATORS))}')
   annotator = ANNOTATORS[name]
-  return annotator if rule is None else dataclasses.replace(annotator, rule=rule)
+  if rule is None or not hasattr(annotator, 'rule'):
+    return annotator
+  return dataclasses.replace(annotator, rule=rule)
 
 
 def from_config(config) -> Annotator:
-  """The annotator of an `ExperimentConfig` (its `al_cost_rule`)."""
-  return get(rule=config.al_cost_rule)
+  """The annotator of an `ExperimentConfig` (`al_annotator`, its `al_cost_rule`)."""
+  return get(config.al_annotator, rule=config.al_cost_rule)

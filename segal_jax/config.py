@@ -78,6 +78,10 @@ class ExperimentConfig:
                          "the instance map, void included, as the study counts) or 'instances' "
                          "(only the instances labeled). An image pays for every id it holds, a "
                          "superpixel for every id it newly touches; the labels are the same.")
+  al_annotator: str = _f('instance_overlap', "Who labels the chosen units: 'instance_overlap' "
+                         "(simulated from the data's labels) or 'human' (people label an "
+                         'image_folder between runs: each cycle writes a request and exits; '
+                         'rerun once the labels are in).')
   al_study_exact: bool = _f(False, "The study's selection exactly, where segal-jax improves on it: "
                             'superpixels that can add no label (all void or already labeled) '
                             'stay eligible and chosen ones can be chosen again, and a cost '
@@ -134,6 +138,7 @@ _CHOICES = {
     'train_schedule': ('step', 'poly', 'constant'),
     'al_unit': ('image', 'superpixel'),
     'al_cost_rule': ('study', 'instances'),  # oracle.COST_RULES
+    'al_annotator': ('instance_overlap', 'human'),  # annotators.ANNOTATORS
 }
 
 

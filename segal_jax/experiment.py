@@ -27,6 +27,8 @@ from segal_jax import config as config_lib
 from segal_jax import data
 from segal_jax import errors
 from segal_jax import export
+from segal_jax import human
+from segal_jax import label_requests
 from segal_jax import loop
 from segal_jax import models
 from segal_jax import oracle
@@ -54,6 +56,7 @@ def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = Non
     raise errors.UserError(f'--arch={config.arch} is not known',
                            f'choose one of {", ".join(sorted(models.ARCHS))}')
   selection.check_config(config, pool_size=pool_size)
+  human.check_config(config)
   parallel.check_batch_size(config.train_batch_size, '--train_batch_size')
   parallel.check_batch_size(config.eval_batch_size, '--eval_batch_size')
   if config.init_checkpoint and not os.path.isdir(config.init_checkpoint):
@@ -77,6 +80,8 @@ def load_data(config: config_lib.ExperimentConfig):
   `image_costs`'s file beside the data set.
   """
   kw = dict(data_dir=config.data_dir or None, config=config.dataset_config or None)
+  if human.enabled(config):
+    return human.load_data(config, **kw)
   train_split = data.load(config.dataset, 'train', **kw)
   val_split = data.load(config.dataset, 'validation', **kw)
   return train_split, val_split, image_costs(config, train_split)[config.al_cost_rule]
@@ -118,6 +123,9 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   """
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
+  if human.enabled(config):  # what people labeled since the last run, before the data is read
+    human.check_config(config)
+    human.take_in(config, run_dir(workdir, config.al_strategies[0], config.al_seeds[0]), log)
   train_split, val_split, costs = load_data(config)
   validate(config, pool_size=len(train_split))
   for seed in config.al_seeds:  # refuse changed flags before anything is written
@@ -136,10 +144,15 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   records = []
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
-      records += loop.run(config, strategy, seed, train_split, val_split, costs,
-                          run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
-                          init_variables=init_variables, segments=segments,
-                          segment_counts=counts)
+      try:
+        records += loop.run(config, strategy, seed, train_split, val_split, costs,
+                            run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
+                            init_variables=init_variables, segments=segments,
+                            segment_counts=counts)
+      except label_requests.AwaitingLabels:
+        if parallel.is_writer():  # the cycles so far, while people label
+          summarize(workdir, collect(workdir))
+        raise
   if parallel.is_writer():
     summarize(workdir, records)
   return records

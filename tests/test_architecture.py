@@ -21,13 +21,14 @@ LAYERS = (
     ('errors', '_files', 'config', 'parallel'),
     ('data',),
     ('models',),
-    ('uncertainty', 'superpixels', 'metrics', 'oracle', 'statistics', 'export', 'annotations'),
+    ('uncertainty', 'superpixels', 'metrics', 'oracle', 'statistics', 'export', 'annotations',
+     'label_returns'),
     ('losses', 'pool'),
     ('scoring', 'annotators', 'train', 'stopping'),
     ('selection', 'checkpoint'),
-    ('figures', 'folder_scoring'),
+    ('figures', 'folder_scoring', 'label_requests'),
     ('loop',),
-    ('experiment', 'plan'),
+    ('experiment', 'plan', 'human'),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
