@@ -4,11 +4,12 @@ Two kinds:
 
 * A *model* (`save_model` / `load_model`): `{'params', 'batch_stats'}` of a
   `DRNSeg` as an Orbax standard checkpoint, with a small JSON `meta` (what is
-  needed to rebuild the network and normalise images) stored as the
-  checkpoint's custom metadata, so both are committed together in one atomic
-  step. `launch.convert` writes the same layout with a partial `meta`;
-  `load_model` fills what is missing from its arguments, the variables'
-  shapes and the Cityscapes defaults.
+  needed to rebuild the network and normalise images, and the class table it
+  predicts) stored as the checkpoint's custom metadata, so both are committed
+  together in one atomic step. `launch.convert` writes the same layout with a
+  partial `meta`; `load_model` fills what is missing from its arguments, the
+  variables' shapes and the Cityscapes defaults (a 19-class checkpoint without
+  a table predicts Cityscapes' classes).
 * A *run* (`RunCheckpointer`, `RunState`): the active-learning driver's
   training state (any pytree: params, batch_stats, opt_state, step, RNG keys)
   and its run state (what is labeled, the records of finished cycles: a
@@ -34,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from segal_jax import models
+from segal_jax.data import classes as classes_lib
 from segal_jax.errors import UserError
 from segal_jax.models import drn
 
@@ -50,6 +52,7 @@ LEGACY_STATE_FILE = 'al_state.json'  # the run state of runs written before
 # run; the step that ends cycle c is (c + 1) * this - 1.
 STEPS_PER_CYCLE = 1_000_000
 _HINT = 'pass the directory written by launch.run or launch.convert'
+CLASSIFIER = 'seg'  # the params of the class-dependent layer; the rest is the trunk
 
 
 def _json_copy(obj: Any, what: str) -> Any:
@@ -68,11 +71,39 @@ def _jsonable(x: Any) -> Any:
   raise TypeError(f'{type(x).__name__} is not JSON-serialisable')
 
 
-def meta_for(model: models.DRNSeg, *, mean, std, **extra) -> dict[str, Any]:
-  """The `meta` of `save_model` for `model` and the normalisation it was trained with."""
+def meta_for(model: models.DRNSeg, *, mean, std,
+             classes: classes_lib.ClassTable | None = None, **extra) -> dict[str, Any]:
+  """The `meta` of `save_model` for `model`, the normalisation it was trained
+  with and the class table it predicts."""
   meta = {k: getattr(model, k) for k in MODEL_KEYS}
   meta.update(mean=[float(v) for v in mean], std=[float(v) for v in std], **extra)
+  if classes is not None:
+    meta['classes'] = classes.to_json()
   return meta
+
+
+def class_table(meta: dict) -> classes_lib.ClassTable | None:
+  """The class table a model predicts: its meta's, Cityscapes' for a 19-class
+  model without one, else None (unknown)."""
+  if meta.get('classes') is not None:
+    return classes_lib.from_json(meta['classes'], 'the checkpoint\'s class table')
+  return classes_lib.CITYSCAPES if meta.get('num_classes') == 19 else None
+
+
+def describe(table: classes_lib.ClassTable | None, num_classes: int | None = None) -> str:
+  """'4 classes (soil, leaf, rust, mildew)', for messages."""
+  if table is None:
+    return f'{num_classes} unnamed classes'
+  names = table.names[:6] + (('...',) if table.num_classes > 6 else ())
+  return f'{table.num_classes} classes ({", ".join(names)})'
+
+
+def same_classes(meta: dict, classes: classes_lib.ClassTable) -> bool:
+  """Whether a model (its meta) predicts `classes`; a model without a table
+  matches any table of its size."""
+  table = class_table(meta)
+  return (meta.get('num_classes') == classes.num_classes if table is None
+          else table == classes)
 
 
 def save_model(directory: str, variables: dict, meta: dict) -> None:
@@ -191,6 +222,7 @@ def _infer_arch(found: dict, num_classes: int, width: float) -> str:
 
 
 def load_model(directory: str, *, arch: str | None = None,
+               classes: classes_lib.ClassTable | None = None,
                **overrides) -> tuple[models.DRNSeg, dict, dict]:
   """Loads a model written by `save_model` or by `launch.convert`.
 
@@ -204,16 +236,19 @@ def load_model(directory: str, *, arch: str | None = None,
   Args:
     directory: the checkpoint directory.
     arch: a key of `models.ARCHS`.
+    classes: the class table the model must predict (the data's); None: any.
     **overrides: any of `num_classes`, `width_multiplier`, `dropout_placement`,
       `dropout_rate`, `mean`, `std`.
 
   Returns:
     (model, variables {'params', 'batch_stats'} as device arrays, meta with
-    every key of `MODEL_KEYS` plus `mean` and `std`).
+    every key of `MODEL_KEYS` plus `mean`, `std` and `classes` (the table's
+    JSON, or None when unknown: see `class_table`)).
 
   Raises:
-    UserError: a missing, corrupt or incomplete directory, or variables that
-      do not fit the requested network (naming the first mismatch).
+    UserError: a missing, corrupt or incomplete directory, variables that do
+      not fit the requested network (naming the first mismatch), or a model
+      of other classes than `classes`.
   """
   unknown = set(overrides) - set(MODEL_KEYS) - {'mean', 'std'}
   if unknown:
@@ -253,9 +288,38 @@ def load_model(directory: str, *, arch: str | None = None,
         f'the checkpoint at {directory} does not fit {meta["arch"]} with width '
         f'{meta["width_multiplier"]} and {meta["num_classes"]} classes: {problem}{saved}',
         'pass the --arch and --width_multiplier the checkpoint was made with')
+  if classes is not None and not same_classes(meta, classes):
+    raise UserError(f'the checkpoint at {directory} predicts '
+                    f'{describe(class_table(meta), meta["num_classes"])} but the data has '
+                    f'{describe(classes)}',
+                    'use a checkpoint trained on these classes (or --init_checkpoint, '
+                    'which keeps only the trunk of another model)')
+  table = class_table(meta) or classes
+  meta['classes'] = None if table is None else table.to_json()
   model = models.DRNSeg(**{k: meta[k] for k in MODEL_KEYS})
   variables = jax.device_put({k: variables[k] for k in _COLLECTIONS if k in variables})
   return model, variables, meta
+
+
+def load_trunk(directory: str, classes: classes_lib.ClassTable, **network
+               ) -> tuple[dict, str | None]:
+  """The variables of `--init_checkpoint` for a network predicting `classes`.
+
+  A model of the same classes gives all its variables; one of other classes
+  (an ImageNet trunk, Cityscapes weights for another task) gives its trunk
+  only, without the classifier (`CLASSIFIER`), which then starts fresh.
+
+  `network`: `arch`, `width_multiplier`, ... as for `load_model` (not
+  `num_classes`). Returns (variables, None or one line saying the classifier
+  starts fresh).
+  """
+  _, variables, meta = load_model(directory, **network)
+  if same_classes(meta, classes):
+    return variables, None
+  params = {k: v for k, v in variables['params'].items() if k != CLASSIFIER}
+  return ({**variables, 'params': params},
+          f'{directory} predicts {describe(class_table(meta), meta["num_classes"])}, '
+          f'the data {describe(classes)}: keeping its trunk, starting a fresh classifier')
 
 
 class RunCheckpointer:

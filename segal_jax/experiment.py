@@ -35,7 +35,6 @@ from segal_jax import oracle
 from segal_jax import parallel
 from segal_jax import selection
 from segal_jax import superpixels
-from segal_jax.data import labels
 from segal_jax.models import convert
 
 
@@ -63,9 +62,8 @@ def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = Non
     raise errors.UserError(f'--init_checkpoint={config.init_checkpoint} does not exist',
                            convert.init_checkpoint_fix(config.arch, config.init_checkpoint))
   if config.init_checkpoint:
-    # Every data set is in the Cityscapes label space: the classifier's size is known now.
+    # Its classes need not be the data's (`loop.initial_variables` keeps the trunk).
     checkpoint.load_model(config.init_checkpoint, arch=config.arch,
-                          num_classes=labels.NUM_CLASSES,
                           width_multiplier=config.width_multiplier)
 
 
@@ -137,7 +135,7 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   log(f'data: {config.dataset}/{config.dataset_config}: {len(train_split)} train, '
       f'{len(val_split)} val images of {train_split.images.shape[1]}x'
       f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')
-  init_variables = loop.initial_variables(config, train_split.num_classes)
+  init_variables = loop.initial_variables(config, train_split.classes, log)
   segments = counts = None
   if config.al_unit == 'superpixel':
     segments, counts = pool_superpixels(config, train_split)

@@ -56,14 +56,18 @@ def build_model(config: ExperimentConfig, num_classes: int, strategy_name: str |
              dtype=jnp.dtype(config.compute_dtype))
 
 
-def initial_variables(config: ExperimentConfig, num_classes: int) -> dict | None:
-  """The `--init_checkpoint` variables, checked against the configured network."""
+def initial_variables(config: ExperimentConfig, classes, log=print) -> dict | None:
+  """The `--init_checkpoint` variables, checked against the configured network;
+  of a model of other classes than `classes` (the data's table) only the trunk,
+  said in one line (`checkpoint.load_trunk`)."""
   if not config.init_checkpoint:
     return None
-  _, variables, _ = checkpoint.load_model(
-      config.init_checkpoint, arch=config.arch, num_classes=num_classes,
+  variables, note = checkpoint.load_trunk(
+      config.init_checkpoint, classes, arch=config.arch,
       width_multiplier=config.width_multiplier, dropout_placement=config.dropout_placement,
       dropout_rate=config.dropout_rate)
+  if note:
+    log(note)
   return variables
 
 
@@ -121,7 +125,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
   if warm:  # start from the previous cycle's model (kept by _save_model)
     _, init_variables, _ = checkpoint.load_model(
         os.path.join(run_dir, 'models', f'cycle_{cycle - 1:02d}'), arch=config.arch,
-        num_classes=train_split.num_classes, width_multiplier=config.width_multiplier,
+        classes=train_split.classes, width_multiplier=config.width_multiplier,
         dropout_placement=config.dropout_placement, dropout_rate=config.dropout_rate)
   epochs, steps = train_schedule(config, len(labeled), warm)
   tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
@@ -131,7 +135,8 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
   ts = train.create_train_state(model, init_key, image_shape=train_split.images.shape[1:], tx=tx)
   if init_variables is not None:
     # Saved models hold the segmentation network only: a loss-prediction head
-    # keeps its fresh initialisation.
+    # keeps its fresh initialisation, and so does a classifier left out by
+    # `initial_variables`.
     ts = ts.replace(params={**ts.params, **init_variables['params']},
                     batch_stats=init_variables.get('batch_stats', ts.batch_stats))
   al_state = run_state.to_json()
@@ -216,6 +221,7 @@ def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> Non
       target, models.segmentation_variables(
           {'params': ts.params, 'batch_stats': ts.batch_stats}),
       checkpoint.meta_for(model, mean=train_split.mean, std=train_split.std,
+                          classes=train_split.classes,
                           image_size=list(train_split.images.shape[1:3]),
                           dataset=config.dataset, cycle=cycle))
   for old in os.listdir(models_dir) if parallel.is_writer() else ():
@@ -372,6 +378,8 @@ def _record(config, strategy_name, seed, cycle, ts, val_split, pool, annotator, 
       'cost_images': round(cost / max(float(np.mean(costs)), 1e-9), 2),
       'miou': float(val['miou']),
       'per_class_iou': export.nan_to_none(val['per_class_iou']),
+      'per_class': dict(zip(val_split.classes.names,
+                            export.nan_to_none(val['per_class_iou']))),
       'pixel_acc': float(val['pixel_acc']),
       'train_steps': int(steps), 'train_seconds': round(t_train, 2),
   }

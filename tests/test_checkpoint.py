@@ -16,6 +16,7 @@ import pytest
 from segal_jax import checkpoint
 from segal_jax import models
 from segal_jax.data import cityscapes
+from segal_jax.data import classes
 from segal_jax.errors import UserError
 
 ARCH, WIDTH, CLASSES = 'drn_d_22', 0.25, 5
@@ -63,7 +64,8 @@ def test_model_round_trip(tmp_path, variables):
   _assert_trees_equal(restored, variables)
   assert loaded == {'arch': ARCH, 'num_classes': CLASSES, 'width_multiplier': WIDTH,
                     'dropout_placement': 'head', 'dropout_rate': 0.3,
-                    'mean': [0.1, 0.2, 0.3], 'std': [0.4, 0.5, 0.6], 'image_size': [64, 128]}
+                    'mean': [0.1, 0.2, 0.3], 'std': [0.4, 0.5, 0.6], 'image_size': [64, 128],
+                    'classes': None}  # 5 classes without a table: unknown
   assert (model.arch, model.num_classes, model.width_multiplier, model.dropout_placement,
           model.dropout_rate) == (ARCH, CLASSES, WIDTH, 'head', 0.3)
   # Arguments override the stored meta (e.g. another dropout rate for scoring).
@@ -71,6 +73,35 @@ def test_model_round_trip(tmp_path, variables):
   assert model.dropout_rate == 0.1 and loaded['dropout_rate'] == 0.1
   with pytest.raises(UserError, match='not empty'):
     checkpoint.save_model(out, variables, meta)
+
+
+def _table(names, shift=0):
+  return classes.from_json({'classes': [
+      {'name': n, 'color': [k, 0, 0], 'thing': k < 2, 'value': k + shift}
+      for k, n in enumerate(names)]})
+
+
+def test_class_table_travels_and_other_tables_are_refused(tmp_path, variables):
+  table = _table(('a', 'b', 'c', 'd', 'e'))
+  model = models.DRNSeg(arch=ARCH, num_classes=CLASSES, width_multiplier=WIDTH)
+  out = os.path.join(tmp_path, 'model')
+  checkpoint.save_model(out, variables, checkpoint.meta_for(model, mean=(0.5,) * 3,
+                                                            std=(0.2,) * 3, classes=table))
+  _, _, meta = checkpoint.load_model(out, classes=table)
+  assert classes.from_json(meta['classes']) == table
+  for other in (_table(('a', 'b', 'c', 'd', 'x')), _table(('a', 'b', 'c', 'd', 'e'), shift=1),
+                classes.CITYSCAPES):
+    with pytest.raises(UserError, match=r'predicts 5 classes \(a, b, c, d, e\) but the data '
+                       rf'has {other.num_classes} classes \({other.names[0]}, '):
+      checkpoint.load_model(out, classes=other)
+  # Without a stored table: Cityscapes' at 19 classes, else any table of its size.
+  bare = os.path.join(tmp_path, 'bare')
+  checkpoint.save_model(bare, variables, {'arch': ARCH, 'width_multiplier': WIDTH})
+  _, _, meta = checkpoint.load_model(bare, classes=table)
+  assert classes.from_json(meta['classes']) == table
+  with pytest.raises(UserError, match='predicts 5 unnamed classes but the data has 19'):
+    checkpoint.load_model(bare, classes=classes.CITYSCAPES)
+  assert checkpoint.class_table({'num_classes': 19}) == classes.CITYSCAPES
 
 
 def test_converted_directory_without_meta_loads(tmp_path, variables):

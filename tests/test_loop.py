@@ -13,6 +13,7 @@ from segal_jax import experiment
 from segal_jax import loop
 from segal_jax import models
 from segal_jax import selection
+from segal_jax.data import classes
 from segal_jax.errors import UserError
 
 TINY = config_lib.ExperimentConfig(
@@ -136,12 +137,28 @@ def test_init_checkpoint_loads_and_checks_arch(tmp_path):
   path = str(tmp_path / 'init')
   checkpoint.save_model(path, variables, checkpoint.meta_for(model, mean=(0.5,) * 3,
                                                              std=(0.2,) * 3))
-  got = loop.initial_variables(dataclasses.replace(config, init_checkpoint=path), 19)
+  with_init = dataclasses.replace(config, init_checkpoint=path)
+  logs = []
+  got = loop.initial_variables(with_init, classes.CITYSCAPES, logs.append)
+  assert not logs and jax.tree.structure(got) == jax.tree.structure(variables)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(variables)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert loop.initial_variables(config, 19) is None
+  assert loop.initial_variables(config, classes.CITYSCAPES) is None
   with pytest.raises(UserError):
-    loop.initial_variables(dataclasses.replace(config, init_checkpoint=path, arch='drn_c_26'), 19)
+    loop.initial_variables(dataclasses.replace(config, init_checkpoint=path, arch='drn_c_26'),
+                           classes.CITYSCAPES)
+  # A 4-class task: the 19-class trunk bit for bit, no classifier (it starts fresh).
+  four = classes.from_json({'classes': [
+      {'name': n, 'color': [k, k, k], 'thing': k % 2 == 1, 'value': k}
+      for k, n in enumerate(('soil', 'leaf', 'rust', 'mildew'))]})
+  got = loop.initial_variables(with_init, four, logs.append)
+  assert len(logs) == 1 and 'starting a fresh classifier' in logs[0]
+  assert '19 classes' in logs[0] and '4 classes (soil, leaf, rust, mildew)' in logs[0]
+  assert set(got['params']) == set(variables['params']) - {'seg'}
+  trunk = {**variables, 'params': {k: v for k, v in variables['params'].items() if k != 'seg'}}
+  assert jax.tree.structure(got) == jax.tree.structure(trunk)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(trunk)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.slow

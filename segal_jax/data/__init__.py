@@ -5,8 +5,11 @@
 
 Each loader builds its TFDS data set on first use (array_record files, no
 TensorFlow) and returns the split in memory, or as lazy views when it is too
-big. Labels are Cityscapes train ids (255 = ignore), instances Cityscapes
-instance ids (`label_id * 1000 + k` for things, the label id for stuff).
+big. Labels are class indices of the split's class table (`Split.classes`;
+Cityscapes' train ids for the built-in data sets), 255 = ignore; instances are
+Cityscapes instance ids (`label_id * 1000 + k` for things, the label id for
+stuff), or for another table `(class_index + 1) * 1000 + k` and `class_index + 1`
+(`image_folder.derive_instances`).
 
 `name` is a key of `DATASETS`, or `image_folder:PATH` for a folder of your own.
 """
@@ -31,7 +34,7 @@ DATASETS: dict[str, Callable[..., Split]] = {
 
 
 def load(name: str, split: str, *, data_dir: str | None = None,
-         config: str | None = None) -> Split:
+         config: str | None = None, **folder_options) -> Split:
   """Builds the data set if needed, then returns one split.
 
   Args:
@@ -40,12 +43,17 @@ def load(name: str, split: str, *, data_dir: str | None = None,
     data_dir: where TFDS keeps prepared data; None for TFDS's default.
     config: the data set's builder config (or image_folder options); None for
       its default.
+    **folder_options: image_folder options beside `config` (e.g. `classes=FILE`,
+      `allow_unlabeled=True`); only for `image_folder:PATH`.
   """
   if split not in _SPLITS:
     raise errors.UserError(f'Unknown split {split!r}', f'choose one of {", ".join(_SPLITS)}')
   if name.startswith(IMAGE_FOLDER_PREFIX):
     return image_folder.load_split(_SPLITS[split], path=name[len(IMAGE_FOLDER_PREFIX):],
-                                   data_dir=data_dir, config=config)
+                                   data_dir=data_dir, config=config, **folder_options)
+  if folder_options:
+    raise errors.UserError(f'options {", ".join(folder_options)} are for image folders',
+                           f'drop them for {name}')
   if name not in DATASETS:
     raise errors.UserError(f'Unknown dataset {name!r}',
                            f'choose one of {", ".join(sorted(DATASETS))} or image_folder:PATH')

@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from segal_jax.data import _split
+from segal_jax.data import classes as classes_lib
 
 # Splits whose decoded arrays take less than this many bytes are loaded into memory.
 IN_MEMORY_LIMIT_BYTES = 2 << 30
@@ -221,7 +222,9 @@ def record_features(**extra: tfds.features.FeatureConnector) -> tfds.features.Fe
 
 
 def split_from_builder(builder: Any, split: str, *, name: str, mean: Sequence[float],
-                       std: Sequence[float], num_classes: int = 19,
+                       std: Sequence[float],
+                       classes: classes_lib.ClassTable = classes_lib.CITYSCAPES,
+                       labeled: Sequence[bool] | None = None,
                        in_memory_limit_bytes: int | None = None, cache_size: int = 32):
   """`split_from_source` over split `split` of a prepared tfds builder.
 
@@ -238,12 +241,15 @@ def split_from_builder(builder: Any, split: str, *, name: str, mean: Sequence[fl
       ids.append(value.decode() if isinstance(value, bytes) else str(value))
   limit = IN_MEMORY_LIMIT_BYTES if in_memory_limit_bytes is None else in_memory_limit_bytes
   return split_from_source(builder.as_data_source(split), name=name, ids=ids, mean=mean,
-                           std=std, num_classes=num_classes, in_memory_limit_bytes=limit,
+                           std=std, classes=classes, labeled=labeled,
+                           in_memory_limit_bytes=limit,
                            cache_size=cache_size)
 
 
 def split_from_source(source: Any, *, name: str, ids: Sequence[str], mean: Sequence[float],
-                      std: Sequence[float], num_classes: int = 19,
+                      std: Sequence[float],
+                      classes: classes_lib.ClassTable = classes_lib.CITYSCAPES,
+                      labeled: Sequence[bool] | None = None,
                       in_memory_limit_bytes: int = IN_MEMORY_LIMIT_BYTES,
                       cache_size: int = 32):
   """A `Split` over a source of `{'image', 'label', 'instance'}` records of one size.
@@ -254,7 +260,8 @@ def split_from_source(source: Any, *, name: str, ids: Sequence[str], mean: Seque
     name: data set name.
     ids: [N] image ids, in source order.
     mean, std: [3] per-channel image statistics of the data set (images scaled to 0..1).
-    num_classes: number of train ids.
+    classes: the class table the labels index.
+    labeled: [N] which images have labels; None = all.
     in_memory_limit_bytes: below this many decoded bytes the arrays are read into memory
       once; above it they are `LazyArray` views sharing one `CachedSource`.
     cache_size: records kept decoded by the lazy views (at least `_CHUNK`).
@@ -276,7 +283,7 @@ def split_from_source(source: Any, *, name: str, ids: Sequence[str], mean: Seque
   arrays = _materialise(views) if total <= in_memory_limit_bytes else views
   return _split.Split(name=name, ids=tuple(ids), images=arrays['image'], labels=arrays['label'],
                     instances=arrays['instance'], mean=tuple(float(m) for m in mean),
-                    std=tuple(float(s) for s in std), num_classes=num_classes)
+                    std=tuple(float(s) for s in std), classes=classes, labeled=labeled)
 
 
 def _materialise(views: Mapping[str, LazyArray]) -> dict[str, np.ndarray]:

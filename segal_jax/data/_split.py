@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from segal_jax.data import classes as classes_lib
-from segal_jax.data import labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +21,26 @@ class Split:
   name: str                         # dataset name
   ids: tuple[str, ...]
   images: Any                       # [N, H, W, 3] uint8
-  labels: Any                       # [N, H, W] uint8 train ids, 255 = ignore
-  instances: Any                    # [N, H, W] int32 Cityscapes instance ids
+  labels: Any                       # [N, H, W] uint8 class indices, 255 = ignore
+  instances: Any                    # [N, H, W] int32 instance ids (see `data` docs)
   mean: tuple[float, float, float]  # per-channel mean of images / 255 (for normalisation)
   std: tuple[float, float, float]
-  num_classes: int = labels.NUM_CLASSES
-  classes: classes_lib.ClassTable = classes_lib.CITYSCAPES  # its num_classes == num_classes
+  classes: classes_lib.ClassTable = classes_lib.CITYSCAPES
+  # [N] bool: which images have a label file (an unlabeled one is all ignore);
+  # None = every image.
+  labeled: Any = None
+
+  def __post_init__(self):
+    labeled = (np.ones(len(self.ids), bool) if self.labeled is None
+               else np.asarray(self.labeled, bool))
+    if labeled.shape != (len(self.ids),):
+      raise ValueError(f'labeled has shape {labeled.shape} for {len(self.ids)} images')
+    labeled.flags.writeable = False
+    object.__setattr__(self, 'labeled', labeled)
+
+  @property
+  def num_classes(self) -> int:
+    return self.classes.num_classes
 
   def __len__(self) -> int:
     return len(self.ids)

@@ -186,3 +186,80 @@ def test_config_name_changes_with_options_and_files(tmp_path):
   assert image_folder.config_for(str(root)).name != name
   with pytest.raises(errors.UserError, match='does not exist'):
     image_folder.config_for(str(tmp_path / 'nowhere'))
+
+
+# A crop-disease table of its own: PNG values 10, 20, 30, 40; ignore 0.
+CROP = {'ignore': 0, 'classes': [
+    {'name': 'soil', 'color': [120, 80, 40], 'thing': False, 'value': 10},
+    {'name': 'leaf', 'color': [0, 160, 0], 'thing': False, 'value': 20},
+    {'name': 'rust', 'color': [200, 90, 0], 'thing': True, 'value': 30},
+    {'name': 'mildew', 'color': [230, 230, 230], 'thing': True, 'value': 40}]}
+
+
+def test_class_table_maps_values_and_derives_instances(tmp_path):
+  root = tmp_path / 'folder'
+  truth = make_folder(root, ['a', 'b', 'c'], label_values=[0, 10, 20, 30, 40])
+  (root / 'classes.json').write_text(json.dumps(CROP))
+  split = _load(root, 'train', tmp_path, val_fraction=0.34)
+  assert split.num_classes == 4 and split.classes.names == ('soil', 'leaf', 'rust', 'mildew')
+  assert split.labeled.tolist() == [True, True]
+  raw = truth[split.ids[0]][1]
+  want = np.full(256, 255, np.uint8)
+  want[[10, 20, 30, 40]] = [0, 1, 2, 3]
+  np.testing.assert_array_equal(split.labels[0], want[raw])
+  # Hand case: stuff is class index + 1, things (class index + 1) * 1000 + k per
+  # 8-connected region, ignore 0.
+  table = split.classes
+  label = np.array([[2, 2, 0, 3],
+                    [1, 1, 1, 3],
+                    [2, 0, 255, 1],
+                    [0, 2, 1, 1]], np.uint8)
+  np.testing.assert_array_equal(image_folder.derive_instances(label, table),
+                                [[3000, 3000, 1, 4000],
+                                 [2, 2, 2, 4000],
+                                 [3001, 1, 0, 2],
+                                 [1, 3001, 2, 2]])
+
+
+def test_class_table_errors_and_hash(tmp_path):
+  root = tmp_path / 'folder'
+  make_folder(root, ['a', 'b'], label_values=[0, 10, 20, 30, 40, 50])
+  (root / 'classes.json').write_text(json.dumps(CROP))
+  _expect_error(root, tmp_path, rf'{root}/labels/\w.png holds label values \[50\] that the '
+                'class table does not know')
+  name = image_folder.config_for(str(root)).name
+  more = json.loads(json.dumps(CROP))
+  more['classes'].append({'name': 'blight', 'color': [9, 9, 9], 'thing': True, 'value': 50})
+  (root / 'classes.json').write_text(json.dumps(more))
+  assert image_folder.config_for(str(root)).name != name
+  split = _load(root, 'train', tmp_path)
+  assert split.num_classes == 5
+  # The same table passed explicitly (a file elsewhere) builds the same data set.
+  (tmp_path / 'other.json').write_text(json.dumps(more))
+  os.remove(root / 'classes.json')
+  assert image_folder.config_for(str(root), classes=str(tmp_path / 'other.json')).name == (
+      image_folder.config_for(str(root), classes=split.classes).name)
+  assert image_folder.config_for(str(root)).name != name  # Cityscapes again
+  with pytest.raises(errors.UserError, match='label_mapping'):
+    image_folder.config_for(str(root), classes=split.classes, label_mapping='cityscapes_ids')
+  assert image_folder.parse_options('classes=/x/c.json,allow_unlabeled=true') == {
+      'classes': '/x/c.json', 'allow_unlabeled': True}
+
+
+def test_unlabeled_images_when_allowed(tmp_path):
+  root = tmp_path / 'folder'
+  truth = make_folder(root, ['train/a', 'train/b', 'train/c', 'val/d'])
+  os.remove(root / 'labels' / 'train' / 'b.png')
+  _expect_error(root, tmp_path, 'has no')  # off by default
+  split = _load(root, 'train', tmp_path, allow_unlabeled=True)
+  assert split.ids == ('train/a', 'train/b', 'train/c')
+  assert split.labeled.tolist() == [True, False, True]
+  np.testing.assert_array_equal(split.labels[1], 255)
+  np.testing.assert_array_equal(split.instances[1], 0)
+  np.testing.assert_array_equal(split.images[1], truth['train/b'][0])
+  np.testing.assert_array_equal(split.labels[2], truth['train/c'][1])
+  # A label added later: a new build, same pool indices.
+  _save(os.path.join(root, 'labels', 'train', 'b.png'), truth['train/b'][1])
+  again = _load(root, 'train', tmp_path, allow_unlabeled=True)
+  assert again.ids == split.ids and again.labeled.all()
+  np.testing.assert_array_equal(again.labels[1], truth['train/b'][1])
