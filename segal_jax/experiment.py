@@ -78,8 +78,6 @@ def load_data(config: config_lib.ExperimentConfig):
   `image_costs`'s file beside the data set.
   """
   kw = dict(data_dir=config.data_dir or None, config=config.dataset_config or None)
-  if human.enabled(config):
-    return human.load_data(config, **kw)
   train_split = data.load(config.dataset, 'train', **kw)
   val_split = data.load(config.dataset, 'validation', **kw)
   return train_split, val_split, image_costs(config, train_split)[config.al_cost_rule]
@@ -123,9 +121,13 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   t0 = time.time()
   if human.enabled(config):  # what people labeled since the last run, before the data is read
     human.check_config(config)
-    human.take_in(config, run_dir(workdir, config.al_strategies[0], config.al_seeds[0]), log)
-  train_split, val_split, costs = load_data(config)
-  validate(config, pool_size=len(train_split))
+    the_run = run_dir(workdir, config.al_strategies[0], config.al_seeds[0])
+    human.take_in(config, the_run, log)
+    train_split, val_split, costs = human.load_data(config, the_run, log)
+  else:
+    train_split, val_split, costs = load_data(config)
+  # People's runs start from what is labeled, not from --al_initial.
+  validate(config, pool_size=None if human.enabled(config) else len(train_split))
   for seed in config.al_seeds:  # refuse changed flags before anything is written
     for strategy in config.al_strategies:
       loop.load_state(run_dir(workdir, strategy, seed), config)
@@ -189,7 +191,7 @@ def summarize(workdir: str, records: list[dict[str, Any]],
                      comparison=comparison)
   export.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
                      x_label='annotation cost (instances)', comparison=comparison)
-  text = export.format_summary(comparison)
+  text = export.format_summary(comparison) + export.format_labelling(records)
   with export.atomic_open(os.path.join(workdir, 'results.md')) as f:
     f.write(text)
   return text

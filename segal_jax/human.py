@@ -20,7 +20,9 @@ waited for them (`checkpoint.save_run_state`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 import os
 from typing import Any, Callable
 
@@ -29,12 +31,16 @@ import numpy as np
 from segal_jax import annotations
 from segal_jax import annotators
 from segal_jax import checkpoint
+from segal_jax import data
+from segal_jax import export
 from segal_jax import label_requests
 from segal_jax import label_returns
 from segal_jax import pool as pool_lib
 from segal_jax.errors import UserError
 
 PREFIX = 'image_folder:'
+VALIDATION_FILE = 'validation.json'  # under the run directory: the held-out images
+HOLDOUT = 0.2  # of the images labeled at the start, without a val/ split
 
 
 def enabled(config) -> bool:
@@ -139,3 +145,68 @@ def _same(path: str, label: np.ndarray) -> bool:
     return np.array_equal(label_returns.read_label(path), label)
   except ValueError:
     return False
+
+
+def _subset(split, indices: np.ndarray):
+  """The images `indices` of `split`, in memory."""
+  indices = np.asarray(indices, np.int64)
+  return dataclasses.replace(
+      split, ids=tuple(split.ids[i] for i in indices), images=np.asarray(split.images[indices]),
+      labels=np.asarray(split.labels[indices]), instances=np.asarray(split.instances[indices]),
+      labeled=np.asarray(split.labeled)[indices])
+
+
+def _concat(a, b):
+  """One split of the images of `a` then `b`, in memory (`a`'s normalisation)."""
+  both = lambda f: np.concatenate([np.asarray(getattr(a, f)[:]), np.asarray(getattr(b, f)[:])])
+  return dataclasses.replace(a, ids=tuple(a.ids) + tuple(b.ids), images=both('images'),
+                             labels=both('labels'), instances=both('instances'),
+                             labeled=np.concatenate([a.labeled, b.labeled]))
+
+
+def load_data(config, run_dir: str, log: Callable[[str], None] = print):
+  """(pool split, validation split, [N] unit costs) of a folder people label.
+
+  The folder's `val/` split validates when it has one (its labeled images).
+  Otherwise every image is in the pool, and a fixed part of the images labeled
+  when the run started (`HOLDOUT` of them, at least one, seeded by the run's
+  seed) is held out to validate; the choice is kept in `<run_dir>/validation.json`.
+  Either way it is said in one line.
+  """
+  folder = folder_of(config)
+  kw = dict(data_dir=config.data_dir or None, config=config.dataset_config or None,
+            allow_unlabeled=True)
+  train = data.load(config.dataset, 'train', **kw)
+  val = data.load(config.dataset, 'validation', **kw)
+  if any(os.path.isdir(os.path.join(folder, 'images', v)) for v in ('val', 'validation')):
+    val = _subset(val, np.flatnonzero(val.labeled))
+    if not len(val):
+      raise UserError(f'{folder}/images/val has no labeled image',
+                      'add label PNGs for the validation images to labels/val')
+    log(f'validation: the {len(val)} labeled image(s) of {folder}/images/val')
+    return train, val, annotators.get('human').image_costs(train)
+  pool = _concat(train, val)
+  path = os.path.join(run_dir, VALIDATION_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      held = json.load(f)['images']
+  else:
+    labeled = [pool.ids[i] for i in np.flatnonzero(pool.labeled)]
+    if len(labeled) < 2:
+      raise UserError(f'{folder} has {len(labeled)} labeled image(s)',
+                      'label at least two images (one is held out to validate), or add '
+                      'images/val with labels/val')
+    n = max(1, round(HOLDOUT * len(labeled)))
+    order = np.random.default_rng(config.al_seeds[0]).permutation(len(labeled))
+    held = sorted(labeled[k] for k in order[:n])
+    export.write_json(path, {'images': held})
+  where = {name: i for i, name in enumerate(pool.ids)}
+  missing = [name for name in held if name not in where or not pool.labeled[where[name]]]
+  if missing:
+    raise UserError(f'the validation image {missing[0]} is gone or lost its label',
+                    f'restore {missing[0]} and its label PNG')
+  held_idx = np.array(sorted(where[n] for n in held), np.int64)
+  log(f'validation: {len(held)} of the images labeled at the start, held out and never '
+      f'trained on (listed in {path})')
+  train = _subset(pool, np.setdiff1d(np.arange(len(pool)), held_idx))
+  return train, _subset(pool, held_idx), annotators.get('human').image_costs(train)

@@ -35,7 +35,6 @@ from segal_jax import selection
 from segal_jax import stopping
 from segal_jax import train
 from segal_jax.config import ExperimentConfig
-from segal_jax.data import labels as labels_lib
 from segal_jax.errors import UserError
 
 # Streams of the experiment key; fold_in(seed_key, stream) keeps them apart.
@@ -340,9 +339,8 @@ def _request(run_dir, cycle, state, pool, record, request, chosen, t0, t1) -> No
 
 
 def labeled_images(split) -> np.ndarray:
-  """[n] indices of the images of `split` with a labeled pixel."""
-  return np.array([i for i in range(len(split))
-                   if np.any(np.asarray(split.labels[i]) != labels_lib.IGNORE)], np.int64)
+  """[n] indices of the images of `split` with a label file."""
+  return np.flatnonzero(split.labeled).astype(np.int64)
 
 
 def _initial_state(config, strategy, split, root: jax.Array,
