@@ -7,6 +7,8 @@ against devices) and prints the plan and its FLOPs without building or
 training anything.
 """
 
+import dataclasses
+import os
 import signal
 import threading
 
@@ -15,6 +17,7 @@ from absl import flags
 from launch import _app
 from launch import _distributed
 from launch import _flags
+from segal_jax import data
 from segal_jax import experiment
 from segal_jax import export
 from segal_jax import label_requests
@@ -26,6 +29,9 @@ _DRY_RUN = flags.DEFINE_bool(
     'dry_run', False, 'Check the flags, the data set (built, or its source files in place), '
     'the init checkpoint and the batch sizes, print the plan of every cycle and the '
     "run's training FLOPs, and exit without building or training anything.")
+_CLASSES = flags.DEFINE_string(
+    'classes', None, "An image folder's class table (classes.json) kept elsewhere; the "
+    "same as --dataset_config=classes=FILE. Default: the folder's own classes.json.")
 _flags.define_config_flags()
 
 
@@ -33,6 +39,9 @@ def main(argv):
   del argv
   _distributed.initialize()  # before anything touches the devices
   config = _flags.config_from_flags()
+  if _CLASSES.value:
+    config = dataclasses.replace(config, dataset_config=data.with_folder_options(
+        config.dataset, config.dataset_config, classes=os.path.abspath(_CLASSES.value)))
   experiment.validate(config)
   if _DRY_RUN.value:
     print(plan.describe(config))

@@ -15,7 +15,6 @@ from absl import flags
 from launch import _app
 from segal_jax import checkpoint
 from segal_jax import folder_scoring
-from segal_jax.errors import UserError
 
 _D = folder_scoring.ScoreConfig()
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Model checkpoint directory.')
@@ -59,15 +58,6 @@ _DROPOUT_RATE = flags.DEFINE_float('dropout_rate', None,
 flags.mark_flags_as_required(['checkpoint', 'images', 'out'])
 
 
-def parse_size(text: str) -> tuple[int, int]:
-  try:
-    h, w = (int(v) for v in text.lower().split('x'))
-  except ValueError:
-    raise UserError(f'--resize={text} is not HEIGHTxWIDTH',
-                    'write e.g. --resize=512x1024') from None
-  return h, w
-
-
 def main(argv):
   del argv
   folder_scoring.list_images(_IMAGES.value)  # An empty folder fails before the model loads.
@@ -76,7 +66,7 @@ def main(argv):
       width_multiplier=_WIDTH.value, dropout_placement=_DROPOUT_PLACEMENT.value,
       dropout_rate=_DROPOUT_RATE.value)
   if _RESIZE.value:
-    size = parse_size(_RESIZE.value)
+    size = folder_scoring.parse_size(_RESIZE.value)
   else:
     size = tuple(meta.get('image_size') or folder_scoring.ScoreConfig.size)
   config = folder_scoring.ScoreConfig(

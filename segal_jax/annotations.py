@@ -6,6 +6,10 @@ around the whole W x H image is [0, 0, W, 0, W, H, 0, H]. To rasterise a
 polygon with `skimage.draw.polygon` (which tests pixel centres at integer
 coordinates), subtract 0.5 from its coordinates first.
 
+COCO categories of a class table (`categories`) have ids `class index + 1`;
+class-less superpixel pre-annotations use `CATEGORY` alone, or beside a
+table's categories `region_category(table)` (id `num_classes + 1`).
+
 Every file is written atomically (`export.atomic_open`).
 """
 
@@ -21,6 +25,8 @@ import scipy.ndimage
 import skimage.measure
 
 from segal_jax import export
+from segal_jax.data import classes as classes_lib
+from segal_jax.data import image_folder
 
 CATEGORY = {'id': 1, 'name': 'unlabelled', 'supercategory': 'superpixel'}
 
@@ -107,22 +113,56 @@ def bbox(mask: np.ndarray) -> list[int]:
 
 
 def coco_annotation(ann_id: int, image_id: int, mask: np.ndarray,
-                    **attributes: Any) -> dict[str, Any]:
-  """One class-less COCO annotation for a chosen superpixel's mask [H, W] bool."""
-  return {'id': ann_id, 'image_id': image_id, 'category_id': CATEGORY['id'],
+                    category_id: int = CATEGORY['id'], **attributes: Any) -> dict[str, Any]:
+  """One COCO polygon annotation of a mask [H, W] bool (by default class-less:
+  a chosen superpixel's)."""
+  return {'id': ann_id, 'image_id': image_id, 'category_id': int(category_id),
           'segmentation': mask_polygons(mask), 'area': int(np.count_nonzero(mask)),
           'bbox': bbox(mask), 'iscrowd': 0, **attributes}
 
 
+def categories(table: classes_lib.ClassTable) -> list[dict[str, Any]]:
+  """COCO categories of a class table: id `class index + 1`, its name, colour,
+  and 'thing' or 'stuff' as supercategory."""
+  return [{'id': i + 1, 'name': c.name, 'supercategory': 'thing' if c.thing else 'stuff',
+           'color': list(c.color)} for i, c in enumerate(table.classes)]
+
+
+def region_category(table: classes_lib.ClassTable) -> dict[str, Any]:
+  """The class-less superpixel category beside `categories(table)`."""
+  return {**CATEGORY, 'id': table.num_classes + 1}
+
+
+def label_annotations(label: np.ndarray, image_id: int, first_id: int,
+                      table: classes_lib.ClassTable, **attributes: Any
+                      ) -> list[dict[str, Any]]:
+  """COCO annotations of a class-index map: one per 8-connected region of a
+  thing class (its instances), one per stuff class present.
+
+  Args:
+    label: [H, W] uint8 class indices of `table`, 255 = none.
+    image_id, first_id: the COCO image id; the id of the first annotation
+      (the others follow).
+  """
+  instances = image_folder.derive_instances(np.asarray(label, np.uint8), table)
+  out = []
+  for value in np.unique(instances[instances > 0]):
+    mask = instances == value
+    out.append(coco_annotation(first_id + len(out), image_id, mask,
+                               int(label[mask][0]) + 1, **attributes))
+  return out
+
+
 def coco_document(images: Sequence[dict[str, Any]], annotations: Sequence[dict[str, Any]],
-                  description: str) -> dict[str, Any]:
-  """A COCO instances document with the single unlabelled category."""
+                  description: str, categories: Sequence[dict[str, Any]] = (CATEGORY,)
+                  ) -> dict[str, Any]:
+  """A COCO instances document (by default with the single unlabelled category)."""
   return {
       'info': {'description': description,
                'date_created': datetime.datetime.now().isoformat(timespec='seconds')},
       'images': list(images),
       'annotations': list(annotations),
-      'categories': [CATEGORY],
+      'categories': list(categories),
   }
 
 

@@ -9,6 +9,7 @@ Layout of the work directory:
   results.md                        the comparison and the cycle-by-cycle table
   summary.json                      the same, for other tools (schema in the README)
   miou_vs_images.png, miou_vs_cost.png  the learning curves
+  per_class_iou.png                 IoU per class (named by the class table) at the last cycle
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ def summarize(workdir: str, records: list[dict[str, Any]],
                      comparison=comparison)
   export.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
                      x_label='annotation cost (instances)', comparison=comparison)
+  export.plot_per_class(os.path.join(workdir, 'per_class_iou.png'), comparison)
   text = export.format_summary(comparison) + export.format_labelling(records)
   with export.atomic_open(os.path.join(workdir, 'results.md')) as f:
     f.write(text)

@@ -109,6 +109,29 @@ def _interval_json(iv: statistics.Interval) -> dict[str, Any]:
   return {'mean': mean, 'low': low, 'high': high, 'n': iv.n}
 
 
+def per_class(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+  """{strategy display name: {class name: IoU}}: the mean over seeds of each
+  run's last cycle, from records that name their classes (`per_class`);
+  None where no seed has a value (the class never occurs)."""
+  last = {}
+  for r in records:
+    if 'per_class' not in r:
+      continue
+    run = ((r['strategy'], r.get('unit', 'image')), r['seed'])
+    if run not in last or r['cycle'] > last[run]['cycle']:
+      last[run] = r
+  names = _names({key for key, _ in last})
+  values = {}
+  order = lambda run: (run[0][1], run[0][0] != statistics.REFERENCE, run[0][0], run[1])
+  for (key, _), r in sorted(last.items(), key=lambda kv: order(kv[0])):  # as runs_by_strategy
+    for cls, v in r['per_class'].items():
+      values.setdefault(names[key], {}).setdefault(cls, []).append(v)
+  return {name: {cls: (float(np.mean([v for v in vs if v is not None]))
+                       if any(v is not None for v in vs) else None)
+                 for cls, vs in by_class.items()}
+          for name, by_class in values.items()}
+
+
 def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = None) -> dict:
   """The JSON-able comparison written to summary.json (schema in the README).
 
@@ -141,7 +164,7 @@ def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = Non
   return {'schema': 1, 'confidence': statistics.CONFIDENCE,
           'reference_strategy': statistics.REFERENCE, 'full_data': full,
           'auc_range': None if auc_range is None else {'cost_instances': list(auc_range)},
-          'strategies': strategies}
+          'strategies': strategies, 'per_class_iou': per_class(records)}
 
 
 def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'labeled_images',
@@ -299,7 +322,49 @@ def format_summary(s: dict[str, Any]) -> str:
            _fmt_interval(c['diff_vs_random'], signed=True)]
           for e in s['strategies'] for c in e['cycles']]
   lines += ['## Validation mIoU per cycle', '', _markdown(head, rows), '']
+  by_class = s.get('per_class_iou') or {}
+  if by_class:
+    strategies = list(by_class)
+    classes = list(dict.fromkeys(c for v in by_class.values() for c in v))
+    rows = [[c] + [_fmt_value(by_class[n].get(c)) for n in strategies] for c in classes]
+    lines += ['## Validation IoU per class at the last cycle (mean over seeds)', '',
+              _markdown(['class'] + strategies, rows), '']
   return '\n'.join(lines)
+
+
+def _fmt_value(v: float | None) -> str:
+  return '-' if v is None else f'{v:.4f}'
+
+
+def plot_per_class(path: str, comparison: dict[str, Any]) -> None:
+  """Horizontal bars of IoU per class at the last cycle, one colour per strategy
+  (`summary(...)['per_class_iou']`); nothing is written when no record names
+  its classes."""
+  by_class = comparison.get('per_class_iou') or {}
+  if not by_class:
+    return
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  classes = list(dict.fromkeys(c for v in by_class.values() for c in v))
+  height = 0.8 / len(by_class)
+  fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(classes) * max(1, len(by_class) / 2)),
+                         dpi=120)
+  for k, (name, values) in enumerate(by_class.items()):
+    ys = np.arange(len(classes)) + k * height
+    ax.barh(ys, [values.get(c) or 0.0 for c in classes], height, label=name, color=f'C{k}')
+  ax.set_yticks(np.arange(len(classes)) + 0.4 - height / 2, classes)
+  ax.invert_yaxis()
+  ax.set_xlim(0, 1)
+  ax.set_xlabel('validation IoU at the last cycle (mean over seeds)')
+  ax.grid(axis='x', alpha=0.3)
+  ax.legend(fontsize='small', frameon=False)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png')
+  plt.close(fig)
+  with atomic_open(path, 'wb') as f:
+    f.write(buf.getvalue())
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

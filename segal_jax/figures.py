@@ -20,7 +20,7 @@ from segal_jax import annotations
 from segal_jax import parallel
 from segal_jax import scoring
 from segal_jax import uncertainty
-from segal_jax.data import labels as labels_lib
+from segal_jax.data import classes as classes_lib
 
 
 def uncertainty_maps(apply_fn, variables, images: np.ndarray, ids: Sequence[int], key, *,
@@ -64,7 +64,7 @@ def cycle_figures(directory: str, cycle: int, request, chosen) -> None:
                             request.keys['score'], measure=measure, passes=config.mc_passes,
                             mean=split.mean, std=split.std)
     selection_figure(os.path.join(directory, f'cycle{cycle:02d}_uncertainty.png'),
-                     split.images[top], maps, split.labels[top])
+                     split.images[top], maps, split.labels[top], split.classes)
   if chosen.picks is not None:
     superpixel_figure(os.path.join(directory, f'cycle{cycle:02d}_superpixels.png'),
                       split.images[top], request.segments[top],
@@ -78,18 +78,20 @@ def _write(path: str, rows: list[np.ndarray]) -> None:
 
 
 def selection_figure(path: str, images: np.ndarray, maps: np.ndarray,
-                     ground_truth: np.ndarray) -> None:
+                     ground_truth: np.ndarray,
+                     table: classes_lib.ClassTable = classes_lib.CITYSCAPES) -> None:
   """Rows of [image | uncertainty map | ground truth], written atomically as PNG.
 
   Args:
-    images: [n, H, W, 3] uint8; maps: [n, H, W] float; ground_truth: [n, H, W] uint8.
+    images: [n, H, W, 3] uint8; maps: [n, H, W] float; ground_truth: [n, H, W]
+      uint8 class indices of `table`, painted in its colours (ignore: black).
   """
   vmax = float(np.max(maps)) if maps.size else None  # one colour scale for the figure
   rows = []
   for image, m, gt in zip(images, maps, ground_truth):
     left = annotations.heatmap(image, m, vmax=vmax)
     spacer = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    rows.append(np.concatenate([left, spacer, labels_lib.colorize(gt)], axis=1))
+    rows.append(np.concatenate([left, spacer, table.colorize(gt)], axis=1))
   if rows:
     _write(path, rows)
 

@@ -22,8 +22,9 @@ Output layout (under `out`):
   maps/<stem>.png         the image (at network size) and its uncertainty map
   superpixel mode:
   superpixels.csv         rank,name,superpixel,score,pixels of the chosen ones
-  annotations.json        COCO: one polygon per chosen superpixel, one
-                          unlabelled category
+  annotations.json        COCO: one polygon per chosen superpixel, in the
+                          unlabelled category (listed after the model's
+                          classes when its checkpoint names them)
   masks/<stem>.png        per image with a chosen superpixel: 0 = not chosen,
                           s + 1 on chosen superpixel s (uint8, uint16 if needed)
 """
@@ -51,6 +52,7 @@ from segal_jax import scoring
 from segal_jax import selection
 from segal_jax import superpixels
 from segal_jax import uncertainty
+from segal_jax.data import classes as classes_lib
 from segal_jax.data import labels as labels_lib
 from segal_jax.data import pipeline
 from segal_jax.errors import UserError
@@ -95,6 +97,16 @@ class ScoreConfig:
   colormap: str = 'inferno'
   workers: int = 2
   progress: bool = True
+
+
+def parse_size(text: str) -> tuple[int, int]:
+  """'512x1024' (a --resize flag) -> (512, 1024)."""
+  try:
+    h, w = (int(v) for v in text.lower().split('x'))
+  except ValueError:
+    raise UserError(f'--resize={text} is not HEIGHTxWIDTH',
+                    'write e.g. --resize=512x1024') from None
+  return h, w
 
 
 def measure_of(strategy: str) -> str:
@@ -178,7 +190,9 @@ class _Loaded:
   error: str | None = None
 
 
-def _loader(folder: str, config: ScoreConfig) -> Callable[[str], _Loaded]:
+def loader(folder: str, config: ScoreConfig) -> Callable[[str], _Loaded]:
+  """name -> the image at `config.size` (and its superpixels in superpixel mode), or
+  the reason it could not be read."""
   def load(name: str) -> _Loaded:
     try:
       image, original = read_image(os.path.join(folder, name), config.size)
@@ -192,7 +206,8 @@ def _loader(folder: str, config: ScoreConfig) -> Callable[[str], _Loaded]:
   return load
 
 
-def _batches(loaded: Iterator[_Loaded], size: int, bad: list) -> Iterator[list[_Loaded]]:
+def batches(loaded: Iterator[_Loaded], size: int, bad: list) -> Iterator[list[_Loaded]]:
+  """Readable items in lists of `size` (the last shorter); unreadable ones go to `bad`."""
   batch = []
   for item in loaded:
     if item.error is not None:
@@ -242,11 +257,11 @@ def score_folder(model: Any, variables: Any, meta: dict, images: str, out: str,
   os.makedirs(out, exist_ok=True)
 
   rows, bad, segment_scores = [], [], []
-  loaded = pipeline.prefetch_map(_loader(images, config), names, threads=config.workers,
+  loaded = pipeline.prefetch_map(loader(images, config), names, threads=config.workers,
                                  ahead=2 * batch_size)
   with tqdm.tqdm(total=len(names), desc='score images', unit='img',
                  disable=not config.progress) as bar:
-    for batch in _batches(loaded, batch_size, bad):
+    for batch in batches(loaded, batch_size, bad):
       n, extras, batch_settings = len(batch), {}, settings
       if config.unit == 'superpixel':
         extras['segments'] = np.stack([b.segments for b in batch]).astype(np.int32)
@@ -289,7 +304,7 @@ def score_folder(model: Any, variables: Any, meta: dict, images: str, out: str,
       + (', maps/' if config.write_maps else ''))
   if config.unit == 'superpixel':
     result['chosen'] = _superpixel_outputs(images, out, config, rows, segment_scores, stems,
-                                           log)
+                                           log, meta.get('classes'))
   if bad:
     logging.warning('skipped %d unreadable file(s):\n%s', len(bad),
                     '\n'.join(f'  {name}: {reason}' for name, reason in bad))
@@ -304,8 +319,16 @@ def _write_scores(path: str, rows, measures) -> None:
       w.writerow([name, width, height, *(f'{scores[m]:.6g}' for m in measures)])
 
 
-def _superpixel_outputs(images, out, config, rows, segment_scores, stems, log):
-  """Chooses the top superpixels of the folder; writes COCO, id masks and a CSV."""
+def _superpixel_outputs(images, out, config, rows, segment_scores, stems, log, classes=None):
+  """Chooses the top superpixels of the folder; writes COCO, id masks and a CSV.
+
+  `classes`: the model's class table (JSON) or None; its classes are the COCO
+  categories an annotator picks from for each region."""
+  if classes is None:
+    categories = [annotations.CATEGORY]
+  else:
+    table = classes_lib.from_json(classes)
+    categories = annotations.categories(table) + [annotations.region_category(table)]
   width = max(len(s) for s in segment_scores)
   table = np.full((len(rows), width), np.nan, np.float32)
   for i, s in enumerate(segment_scores):
@@ -319,7 +342,7 @@ def _superpixel_outputs(images, out, config, rows, segment_scores, stems, log):
   coco_images = [{'id': i + 1, 'file_name': name, 'height': h, 'width': w}
                  for i, (name, (h, w), _) in enumerate(rows)]
   coco_annotations, csv_rows = [], []
-  load = _loader(images, dataclasses.replace(config, unit='superpixel'))
+  load = loader(images, dataclasses.replace(config, unit='superpixel'))
   todo = sorted(by_image)
   items = pipeline.prefetch_map(load, [rows[r][0] for r in todo], threads=config.workers,
                                 ahead=2 * config.workers)
@@ -340,14 +363,16 @@ def _superpixel_outputs(images, out, config, rows, segment_scores, stems, log):
       mask = segments == seg
       score = float(table[row, seg])
       coco_annotations.append(annotations.coco_annotation(
-          rank + 1, row + 1, mask, score=score, superpixel=seg, rank=rank + 1))
+          rank + 1, row + 1, mask, categories[-1]['id'], score=score, superpixel=seg,
+          rank=rank + 1))
       csv_rows.append((rank + 1, name, seg, score, int(mask.sum())))
   coco_annotations.sort(key=lambda a: a['id'])
   csv_rows.sort()
   measure = measure_of(config.strategy)
   export.write_json(os.path.join(out, 'annotations.json'), annotations.coco_document(
       coco_images, coco_annotations,
-      f'the {len(chosen)} superpixels of highest mean {measure} (unlabelled pre-annotations)'))
+      f'the {len(chosen)} superpixels of highest mean {measure} (unlabelled pre-annotations)',
+      categories))
   with export.atomic_open(os.path.join(out, 'superpixels.csv')) as f:
     w = csv.writer(f)
     w.writerow(['rank', 'name', 'superpixel', 'score', 'pixels'])

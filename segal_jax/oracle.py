@@ -2,8 +2,10 @@
 
 Protocol (DESIGN §1): an annotator shown a superpixel labels, completely, every
 object instance that overlaps it. For "stuff" classes the instance is the whole
-region of that class in the image, which falls out of the Cityscapes instance
-map (stuff pixels hold their label id, things `label_id * 1000 + k`). Cost is
+region of that class in the image, which falls out of the instance map
+(Cityscapes: stuff pixels hold their label id, things `label_id * 1000 + k`;
+another class table: `class_index + 1` and `(class_index + 1) * 1000 + k`,
+`image_folder.derive_instances`). Cost is
 the number of ids newly paid for under a cost rule (below).
 
 Void pixels (instance id <= 0, or train id 255) belong to no instance: they are

@@ -149,7 +149,8 @@ def check_data(config: ExperimentConfig) -> tuple[str, int]:
     path = config.dataset[len(data.IMAGE_FOLDER_PREFIX):]
     options = image_folder.parse_options(config.dataset_config or None)
     splits = image_folder.find_splits(path, options.get('val_fraction', 0.2),
-                                      options.get('seed', 0))
+                                      options.get('seed', 0),
+                                      options.get('allow_unlabeled', False))
     return f'files in {path} (built on first use)', len(splits['train'])
   raise UserError(f'unknown dataset {config.dataset!r}',
                   f'choose one of {", ".join(sorted(data.DATASETS))} or image_folder:PATH')
@@ -167,7 +168,8 @@ def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
   total_flops = 0.0
   for name in config.al_strategies:
     plan = cycles(config, name, pool)
-    step_flops = train_step_flops(config, labels.NUM_CLASSES, name) if flops else float('nan')
+    step_flops = (train_step_flops(config, _num_classes(config), name) if flops
+                  else float('nan'))
     steps = sum(c.train_steps for c in plan)
     total_flops += steps * step_flops * len(config.al_seeds)
     lines.append(f'strategy {name} (per seed):')
@@ -187,6 +189,16 @@ def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
   lines.append(f'total training: {total_flops:.3g} FLOPs over {len(config.al_strategies)} '
                f'strategies x {len(config.al_seeds)} seeds (scoring and evaluation not counted)')
   return '\n'.join(lines)
+
+
+def _num_classes(config: ExperimentConfig) -> int:
+  """The classes of the data set: an image folder's class table, else Cityscapes' 19."""
+  if not config.dataset.startswith(data.IMAGE_FOLDER_PREFIX):
+    return labels.NUM_CLASSES
+  options = image_folder.parse_options(config.dataset_config or None)
+  table = image_folder.class_table(config.dataset[len(data.IMAGE_FOLDER_PREFIX):],
+                                   options.get('classes'))
+  return labels.NUM_CLASSES if table is None else table.num_classes
 
 
 def _budget(config: ExperimentConfig) -> str:

@@ -275,10 +275,16 @@ def _eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std,
   Returns:
     [C, C] int32 confusion (rows ground truth, columns prediction).
   """
-  images = augment.normalize(augment.to_float(batch['image']), mean, std)
-  logits, _ = apply_fn(variables, images, train=False, mc=False)
-  return metrics.confusion_matrix(jnp.argmax(logits, axis=-1), batch['label'],
-                                  num_classes)
+  return metrics.confusion_matrix(predict(variables, batch['image'], apply_fn=apply_fn,
+                                          mean=mean, std=std), batch['label'], num_classes)
+
+
+def predict(variables, images: jax.Array, *, apply_fn: Callable, mean, std) -> jax.Array:
+  """[B, H, W] int32 predicted class indices of images [B, H, W, 3] uint8
+  (BatchNorm statistics, no dropout)."""
+  logits, _ = apply_fn(variables, augment.normalize(augment.to_float(images), mean, std),
+                       train=False, mc=False)
+  return jnp.argmax(logits, axis=-1)
 
 
 @functools.lru_cache(maxsize=32)

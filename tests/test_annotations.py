@@ -11,6 +11,7 @@ from PIL import Image
 import skimage.draw
 
 from segal_jax import annotations
+from segal_jax.data import classes
 
 
 def _vertices(polygon):
@@ -78,6 +79,28 @@ def test_coco_annotation_fields():
   assert (ann['score'], ann['superpixel']) == (0.5, 9)
   doc = annotations.coco_document([{'id': 2}], [ann], 'test')
   assert doc['categories'] == [annotations.CATEGORY] and doc['annotations'] == [ann]
+
+
+def test_categories_and_class_annotations_by_hand():
+  table = classes.from_json({'classes': [
+      {'name': 'sea', 'color': [0, 0, 200], 'thing': False, 'value': 5},
+      {'name': 'boat', 'color': [250, 0, 0], 'thing': True, 'value': 7}]})
+  assert annotations.categories(table) == [
+      {'id': 1, 'name': 'sea', 'supercategory': 'stuff', 'color': [0, 0, 200]},
+      {'id': 2, 'name': 'boat', 'supercategory': 'thing', 'color': [250, 0, 0]}]
+  assert annotations.region_category(table)['id'] == 3
+  label = np.array([[1, 0, 0, 1],
+                    [0, 0, 255, 1],
+                    [0, 1, 0, 0]], np.uint8)
+  anns = annotations.label_annotations(label, 7, 10, table, source='model')
+  # sea: one annotation of all its pixels; boats: the 8-connected regions in
+  # raster order of their first pixel: (0,0); (0,3)+(1,3); (2,1).
+  assert [a['id'] for a in anns] == [10, 11, 12, 13]
+  assert [(a['category_id'], a['area']) for a in anns] == [(1, 7), (2, 1), (2, 2), (2, 1)]
+  assert all(a['image_id'] == 7 and a['source'] == 'model' for a in anns)
+  covered = [_rasterise(a['segmentation'], label.shape) for a in anns]
+  np.testing.assert_array_equal(covered[0], label == 0)
+  np.testing.assert_array_equal(covered[1] | covered[2] | covered[3], label == 1)
 
 
 def test_id_mask_marks_only_chosen_superpixels():

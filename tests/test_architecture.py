@@ -26,7 +26,7 @@ LAYERS = (
     ('losses', 'pool'),
     ('scoring', 'annotators', 'train', 'stopping'),
     ('selection', 'checkpoint'),
-    ('figures', 'folder_scoring', 'label_requests'),
+    ('figures', 'folder_scoring', 'prediction', 'label_requests'),
     ('loop',),
     ('experiment', 'plan', 'human'),
 )

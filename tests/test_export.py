@@ -151,6 +151,27 @@ def test_report_files_from_a_workdir(tmp_path):
     assert (tmp_path / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_per_class_iou_at_the_last_cycle_by_hand(tmp_path):
+  records = _records()
+  named = {(0, 2): {'soil': 0.5, 'rust': None}, (1, 2): {'soil': 0.7, 'rust': 0.2},
+           (0, 1): {'soil': 0.0, 'rust': 0.0}}  # an earlier cycle: not the last
+  for r in records:
+    if r['strategy'] == 'random' and (r['seed'], r['cycle']) in named:
+      r['per_class'] = named[r['seed'], r['cycle']]
+    elif r['strategy'] == 'mc_variance' and r['cycle'] == 2:
+      r['per_class'] = {'soil': 0.9, 'rust': None}
+  s = export.summary(records)
+  assert s['per_class_iou'] == {'random': {'soil': pytest.approx(0.6), 'rust': 0.2},
+                                'mc_variance': {'soil': pytest.approx(0.9), 'rust': None}}
+  text = export.format_summary(s)
+  assert '| class | random | mc_variance |' in text
+  assert '| soil | 0.6000 | 0.9000 |' in text and '| rust | 0.2000 | - |' in text
+  export.plot_per_class(str(tmp_path / 'p.png'), s)
+  assert (tmp_path / 'p.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  export.plot_per_class(str(tmp_path / 'none.png'), export.summary(_records()))
+  assert not (tmp_path / 'none.png').exists()  # no record names its classes
+
+
 @pytest.mark.slow
 def test_launch_report_reference_workdir(tmp_path):
   work, ref = tmp_path / 'work', tmp_path / 'ref'

@@ -4,6 +4,7 @@ import numpy as np
 from PIL import Image
 
 from segal_jax import figures
+from segal_jax.data import classes
 
 
 def test_selection_figure_layout(tmp_path):
@@ -18,6 +19,22 @@ def test_selection_figure_layout(tmp_path):
   assert out.shape == (3 * 8 + 2 * 4, 3 * 12 + 2 * 4, 3)
   np.testing.assert_array_equal(out[:8, :12], images[0])
   np.testing.assert_array_equal(out[12:20, :12], images[1])
+  # Ground truth in the Cityscapes palette by default: road (0) is (128, 64, 128).
+  gt_panel = out[:8, 32:]
+  np.testing.assert_array_equal(gt_panel[gt[0] == 0], [[128, 64, 128]] * (gt[0] == 0).sum())
+
+
+def test_selection_figure_paints_the_class_table(tmp_path):
+  table = classes.from_json({'classes': [
+      {'name': 'a', 'color': [1, 2, 3], 'thing': False, 'value': 0},
+      {'name': 'b', 'color': [200, 100, 50], 'thing': True, 'value': 1}]})
+  gt = np.array([[[0, 1, 255, 1]]], np.uint8).repeat(2, 1)  # [1, 2, 4]
+  path = tmp_path / 'f.png'
+  figures.selection_figure(str(path), np.zeros((1, 2, 4, 3), np.uint8),
+                           np.zeros((1, 2, 4), np.float32), gt, table)
+  panel = np.asarray(Image.open(path))[:, -4:]
+  want = np.array([[1, 2, 3], [200, 100, 50], [0, 0, 0], [200, 100, 50]], np.uint8)
+  np.testing.assert_array_equal(panel, np.stack([want, want]))
 
 
 def test_superpixel_figure_marks_only_chosen(tmp_path):

@@ -58,3 +58,12 @@ def load(name: str, split: str, *, data_dir: str | None = None,
     raise errors.UserError(f'Unknown dataset {name!r}',
                            f'choose one of {", ".join(sorted(DATASETS))} or image_folder:PATH')
   return DATASETS[name](_SPLITS[split], data_dir=data_dir, config=config)
+
+
+def with_folder_options(name: str, config: str | None, **options) -> str:
+  """An image folder's `--dataset_config` with `options` added (e.g. `classes=FILE`
+  from `--classes`); a UserError for another data set."""
+  if not name.startswith(IMAGE_FOLDER_PREFIX):
+    raise errors.UserError(f'--{", --".join(options)} is for image folders, not {name}',
+                           'drop it, or use --dataset=image_folder:PATH')
+  return image_folder.format_options({**image_folder.parse_options(config), **options})

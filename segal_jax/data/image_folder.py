@@ -449,6 +449,13 @@ def parse_options(config: str | None) -> dict:
   return options
 
 
+def format_options(options: dict) -> str:
+  """The inverse of `parse_options`: kwargs -> 'key=value,...'."""
+  text = lambda v: ('x'.join(map(str, v)) if isinstance(v, (tuple, list))
+                    else str(v).lower() if isinstance(v, bool) else str(v))
+  return ','.join(f'{k}={text(v)}' for k, v in options.items())
+
+
 def load_split(split: str, *, path: str, data_dir: str | None = None,
                config: str | None = None, **options):
   """Registry entry: `--dataset=image_folder:PATH --dataset_config=key=value,...`;

@@ -263,3 +263,16 @@ def test_unlabeled_images_when_allowed(tmp_path):
   again = _load(root, 'train', tmp_path, allow_unlabeled=True)
   assert again.ids == split.ids and again.labeled.all()
   np.testing.assert_array_equal(again.labels[1], truth['train/b'][1])
+
+
+def test_folder_options_round_trip_and_classes_flag():
+  from segal_jax import data  # pylint: disable=g-import-not-at-top
+  options = {'val_fraction': 0.1, 'image_size': (8, 16), 'allow_unlabeled': True,
+             'classes': '/x/c.json'}
+  assert image_folder.parse_options(image_folder.format_options(options)) == options
+  assert data.with_folder_options('image_folder:/d', 'default', classes='/c.json') == (
+      'classes=/c.json')
+  assert data.with_folder_options('image_folder:/d', 'seed=2', classes='/c.json') == (
+      'seed=2,classes=/c.json')
+  with pytest.raises(errors.UserError, match='is for image folders'):
+    data.with_folder_options('synthetic_city', 'tiny', classes='/c.json')
