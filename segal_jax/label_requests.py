@@ -8,8 +8,9 @@ When the annotator is people (`--al_annotator=human`), a cycle ends by writing
   to_label.csv         name,entropy_value of the chosen units, most uncertain first
   images/              copies of the images to label
   maps/<stem>.png      each image beside its uncertainty map
-  coco.json            COCO (1.0): the model's predicted masks as suggestions, one
-                       annotation per class and image, categories from classes.json
+  coco.json            COCO (1.0): the model's predicted masks as suggestions (one
+                       annotation per region of a thing class, per stuff class),
+                       categories from classes.json
   label_studio.json    Label Studio tasks with the suggestions as predictions,
   label_studio.xml     and the labelling configuration (the classes and colours)
   cvat.xml             CVAT for images 1.1 annotations (the suggestions)
@@ -33,15 +34,14 @@ from typing import Any
 from xml.etree import ElementTree
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 from segal_jax import annotations
 from segal_jax import export
 from segal_jax import figures
+from segal_jax import train
 from segal_jax import uncertainty
-from segal_jax.data import augment
 from segal_jax.data import labels as labels_lib
 
 REQUESTS = 'requests'  # under a run directory
@@ -65,17 +65,18 @@ def image_file(folder: str, name: str) -> str:
   raise FileNotFoundError(stem)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(apply_fn, variables, images, mean, std):
-  x = augment.normalize(augment.to_float(images), mean, std)
-  return jnp.argmax(apply_fn(variables, x, train=False)[0], axis=-1).astype(jnp.uint8)
+@functools.lru_cache(maxsize=8)
+def _predictor(apply_fn):
+  return jax.jit(functools.partial(train.predict, apply_fn=apply_fn))
 
 
 def predict(apply_fn, variables, images: np.ndarray, mean, std) -> np.ndarray:
-  """[n, H, W] uint8 class indices: the network's deterministic prediction."""
-  return np.stack([np.asarray(_predict(apply_fn, variables, images[k:k + 1],
-                                       jnp.asarray(mean), jnp.asarray(std)))[0]
-                   for k in range(len(images))])
+  """[n, H, W] uint8 class indices: the network's prediction (`train.predict`),
+  one image at a time."""
+  step = _predictor(apply_fn)
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  return np.stack([np.asarray(step(variables, images[k:k + 1], mean=mean, std=std))[0]
+                   for k in range(len(images))]).astype(np.uint8)
 
 
 def _labeled_names(folder: str) -> list[str]:
@@ -107,7 +108,6 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
                                   passes=config.mc_passes, mean=split.mean, std=split.std)
   predicted = predict(request.apply_fn, request.variables, np.asarray(split.images[indices]),
                       split.mean, split.std)
-  values = table.values()
   items, suggestions, regions, images = [], [], [], []
   for k, i in enumerate(indices.tolist()):
     name = split.ids[i]
@@ -137,18 +137,15 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
         item['previous'] = os.path.join('previous', stem + '.png')
         os.makedirs(os.path.join(out, 'previous'), exist_ok=True)
         shutil.copy2(item['label'], os.path.join(out, item['previous']))
-    for c in np.unique(guess if region is None else guess[region]).tolist():
-      mask = (guess == c) if region is None else (guess == c) & region
-      suggestions.append({**annotations.coco_annotation(len(suggestions) + 1, k + 1, mask),
-                          'category_id': c + 1})
+    if region is not None:  # suggestions inside the requested regions only
+      guess = np.where(region, guess, labels_lib.IGNORE).astype(np.uint8)
+    suggestions += annotations.label_annotations(guess, k + 1, len(suggestions) + 1, table)
     images.append({'id': k + 1, 'file_name': item['copy'], 'height': size[0],
                    'width': size[1]})
     items.append(item)
-  categories = [{'id': c + 1, 'name': info.name, 'supercategory': 'thing' if info.thing
-                 else 'stuff', 'value': int(values[c])} for c, info in enumerate(table.classes)]
-  coco = {**annotations.coco_document(images, suggestions,
-                                      f'cycle {cycle}: the model\'s masks as suggestions'),
-          'categories': categories}
+  coco = annotations.coco_document(images, suggestions,
+                                   f'cycle {cycle}: the model\'s masks as suggestions',
+                                   annotations.categories(table))
   export.write_json(os.path.join(out, 'coco.json'), coco)
   if regions:
     export.write_json(os.path.join(out, 'regions.json'), annotations.coco_document(
