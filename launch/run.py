@@ -2,6 +2,10 @@
 
   python -m launch.run --flagfile=configs/quickstart.flags --workdir=/tmp/quickstart
 
+With `--al_annotator=human` on an image folder, each cycle ends by writing a
+labelling request and exiting 0 with what to label; rerun the same command once
+the labels are in (README: "Active learning with your annotators").
+
 `--dry_run` checks everything (flags, data set, init checkpoint, batch sizes
 against devices) and prints the plan and its FLOPs without building or
 training anything.

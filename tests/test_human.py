@@ -183,6 +183,15 @@ def test_three_rounds_with_people(tmp_path):
   assert kind == 'error' and len(_problems(logs)) == 1 and 'category "cloud"' in logs[0]
   assert not any(os.path.exists(item['label']) for item in request['items'])
   _coco_export(export, request, hidden)
+  # Interrupted after the labels were written into labels/, before the state was saved.
+  with pytest.MonkeyPatch.context() as patch:
+    def interrupt(*args):
+      raise KeyboardInterrupt
+    patch.setattr(checkpoint, 'save_run_state', interrupt)
+    with pytest.raises(KeyboardInterrupt):
+      experiment.run(config, workdir, log=lambda _: None)
+  assert all(os.path.exists(item['label']) for item in request['items'])
+  assert _pending(run_dir, config) == request
   (kind, message), logs = _run(config, workdir)
   assert kind == 'waiting', message
 
@@ -220,3 +229,48 @@ def test_three_rounds_with_people(tmp_path):
   assert len(glob.glob(os.path.join(run_dir, 'requests', 'cycle_*'))) == 3
   with open(os.path.join(workdir, 'results.md')) as f:
     assert '## Labelling time' in f.read()
+
+
+@pytest.mark.slow
+def test_superpixel_requests_take_partial_labels(tmp_path):
+  # About 1 min on 2 CPU cores.
+  root, hidden = str(tmp_path / 'plants'), str(tmp_path / 'hidden')
+  _write_folder(root, hidden)
+  config = ExperimentConfig(
+      dataset='image_folder:' + root, dataset_config='', al_annotator='human',
+      al_unit='superpixel', sp_segments=8, al_strategies=('mc_variance',),
+      width_multiplier=0.125, train_epochs=1, train_min_steps=2, train_batch_size=4,
+      train_crop=(32, 64), eval_batch_size=8, al_budget=6, al_cycles=3, mc_passes=2,
+      out_figures=0, progress=False, ckpt_every_epochs=0, data_dir=str(tmp_path / 'tfds'))
+  workdir = str(tmp_path / 'work')
+  run_dir = experiment.run_dir(workdir, 'mc_variance', 0)
+  (kind, message), _ = _run(config, workdir)
+  assert kind == 'waiting', message
+  request = _pending(run_dir, config)
+  out = label_requests.request_dir(run_dir, 1)
+  assert sum(len(item['superpixels']) for item in request['items']) == 6
+  assert 'regions' in message
+  regions = {}
+  for k, item in enumerate(request['items']):
+    mask = _read(os.path.join(out, item['mask']))
+    assert set(np.unique(mask[mask > 0]) - 1) == set(item['superpixels'])
+    region = mask > 0
+    if k == 0:  # part of the region only
+      region &= np.cumsum(region.ravel()).reshape(region.shape) <= 5
+    regions[item['name']] = region
+    truth = _read(os.path.join(hidden, item['name'] + '.png'))
+    _png(item['label'], np.where(region, truth, 255))
+  (kind, message), logs = _run(config, workdir)
+  assert kind == 'waiting', message
+  state = checkpoint.load_run_state(run_dir, config.fingerprint())
+  assert state.labelling[0]['summary']['labelled_units'] == 6
+  assert [i['labeled_pixels'] for i in state.labelling[0]['items']] == [
+      int(r.sum()) for r in regions.values()]
+  assert state.records[1]['superpixels'] == 6
+  for item in request['items']:  # kept as returned: the regions, 255 elsewhere
+    truth = _read(os.path.join(hidden, item['name'] + '.png'))
+    np.testing.assert_array_equal(_read(item['label']),
+                                  np.where(regions[item['name']], truth, 255))
+  again = {item['name']: set(item['superpixels']) for item in state.pending['items']}
+  for item in request['items']:
+    assert not again.get(item['name'], set()) & set(item['superpixels'])
