@@ -15,6 +15,7 @@ from absl import flags
 from launch import _app
 from segal_jax import checkpoint
 from segal_jax import folder_scoring
+from segal_jax.data import classes
 
 _D = folder_scoring.ScoreConfig()
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Model checkpoint directory.')
@@ -48,6 +49,9 @@ _PROGRESS = flags.DEFINE_bool('progress', _D.progress, 'Show progress bars.')
 # For checkpoints that do not record their network (launch.convert output).
 _ARCH = flags.DEFINE_string('arch', None, 'DRN architecture (default: from the checkpoint).')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', None, 'Classes (default: from the checkpoint).')
+_CLASSES = flags.DEFINE_string('classes', None,
+                               "classes.json naming the model's classes (COCO categories of "
+                               "the pre-annotations); must match a checkpoint's own table.")
 _WIDTH = flags.DEFINE_float('width_multiplier', None, 'Width (default: from the checkpoint).')
 _DROPOUT_PLACEMENT = flags.DEFINE_enum(
     'dropout_placement', None, ['stages', 'head', 'none'],
@@ -64,7 +68,8 @@ def main(argv):
   model, variables, meta = checkpoint.load_model(
       _CHECKPOINT.value, arch=_ARCH.value, num_classes=_NUM_CLASSES.value,
       width_multiplier=_WIDTH.value, dropout_placement=_DROPOUT_PLACEMENT.value,
-      dropout_rate=_DROPOUT_RATE.value)
+      dropout_rate=_DROPOUT_RATE.value,
+      classes=classes.load(_CLASSES.value) if _CLASSES.value else None)
   if _RESIZE.value:
     size = folder_scoring.parse_size(_RESIZE.value)
   else:

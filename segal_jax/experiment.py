@@ -88,20 +88,24 @@ def image_costs(config: config_lib.ExperimentConfig, split) -> dict[str, np.ndar
   """{cost rule: [N] int64 cost of each whole image of `split`}, every rule of
   `oracle.COST_RULES` (`annotators.get(rule=...).image_costs`), stored in
   `<data_dir>/instance_counts/<dataset>/<config>.json` the first time
-  (decoding every instance map takes minutes on Cityscapes)."""
+  (decoding every instance map takes minutes on Cityscapes); recomputed when the
+  split's ids or build (`Split.build`: an image folder's files and class table)
+  differ."""
   path = os.path.join(_data_root(config), 'instance_counts',
                       superpixels.safe_name(config.dataset),
                       superpixels.safe_name(config.dataset_config or 'default') + '.json')
   try:
     with open(path) as f:
       stored = json.load(f)
-    if stored['ids'] == [str(i) for i in split.ids]:
+    if (stored['ids'] == [str(i) for i in split.ids]
+        and stored.get('build', '') == getattr(split, 'build', '')):
       return {rule: np.asarray(stored[rule], np.int64) for rule in oracle.COST_RULES}
   except (OSError, ValueError, KeyError):
     pass
   out = {rule: annotators.get(rule=rule).image_costs(split) for rule in oracle.COST_RULES}
   if parallel.is_writer():
     export.write_json(path, {'ids': [str(i) for i in split.ids],
+                             'build': getattr(split, 'build', ''),
                              **{rule: v.tolist() for rule, v in out.items()}})
   return out
 

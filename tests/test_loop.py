@@ -128,6 +128,22 @@ def test_preempted_run_resumes_to_identical_results(tiny_run, tmp_path):
   assert _strip(resumed) == _strip([r for r in records if r['strategy'] == 'mc_variance'])
 
 
+def test_image_costs_are_cached_per_build(tmp_path):
+  from segal_jax import data  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path), dataset='image_folder:/f',
+                               dataset_config='')
+  label = np.zeros((1, 2, 3), np.uint8)
+  one = np.array([[[1, 1, 2], [1, 1, 2]]], np.int32)  # two ids: cost 2 under both rules
+  three = np.array([[[1, 2, 3], [1, 2, 3]]], np.int32)
+  split = lambda instances, build: data.Split('f', ('a',), None, label, instances,
+                                              (0.5,) * 3, (0.2,) * 3, build=build)
+  assert experiment.image_costs(config, split(one, 'h1'))['instances'].tolist() == [2]
+  # The cache answers for the same build even if the arrays were to differ...
+  assert experiment.image_costs(config, split(three, 'h1'))['instances'].tolist() == [2]
+  # ... and a new build (labels added, classes.json changed) is counted again.
+  assert experiment.image_costs(config, split(three, 'h2'))['instances'].tolist() == [3]
+
+
 def test_init_checkpoint_loads_and_checks_arch(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top

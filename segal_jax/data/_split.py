@@ -29,6 +29,9 @@ class Split:
   # [N] bool: which images have a label file (an unlabeled one is all ignore);
   # None = every image.
   labeled: Any = None
+  # Names the build the arrays come from (an image folder's hash: it changes
+  # with any file or the class table); what is cached from the arrays keys on it.
+  build: str = ''
 
   def __post_init__(self):
     labeled = (np.ones(len(self.ids), bool) if self.labeled is None

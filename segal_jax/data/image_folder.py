@@ -151,8 +151,7 @@ def _pairs(path: str, rels: list[str], sub: str, allow_unlabeled: bool = False
     label = os.path.join(path, 'labels', stem + '.png')
     instance = os.path.join(path, 'instances', stem + '.png') if has_instances else None
     if allow_unlabeled and not os.path.exists(label):
-      label = None
-      instance = instance if instance and os.path.exists(instance) else None
+      label = instance = None  # all ignore, instance 0
     pairs.append(_Pair(stem.replace(os.sep, '/'), image, label, instance))
   return pairs
 
@@ -411,7 +410,8 @@ def load(path: str, split: str, *, data_dir: str | None = None, val_fraction: fl
                                  classes=config.table() or classes_lib.CITYSCAPES,
                                  in_memory_limit_bytes=in_memory_limit_bytes)
   unlabeled = set(meta.get('unlabeled', ()))
-  return dataclasses.replace(out, labeled=[i not in unlabeled for i in out.ids])
+  return dataclasses.replace(out, labeled=[i not in unlabeled for i in out.ids],
+                             build=config.name)
 
 
 def _flag(value: str) -> bool:

@@ -248,8 +248,8 @@ def test_class_table_errors_and_hash(tmp_path):
 
 def test_unlabeled_images_when_allowed(tmp_path):
   root = tmp_path / 'folder'
-  truth = make_folder(root, ['train/a', 'train/b', 'train/c', 'val/d'])
-  os.remove(root / 'labels' / 'train' / 'b.png')
+  truth = make_folder(root, ['train/a', 'train/b', 'train/c', 'val/d'], instances=True)
+  os.remove(root / 'labels' / 'train' / 'b.png')  # its instance file stays, unused
   _expect_error(root, tmp_path, 'has no')  # off by default
   split = _load(root, 'train', tmp_path, allow_unlabeled=True)
   assert split.ids == ('train/a', 'train/b', 'train/c')
@@ -258,10 +258,11 @@ def test_unlabeled_images_when_allowed(tmp_path):
   np.testing.assert_array_equal(split.instances[1], 0)
   np.testing.assert_array_equal(split.images[1], truth['train/b'][0])
   np.testing.assert_array_equal(split.labels[2], truth['train/c'][1])
+  np.testing.assert_array_equal(split.instances[2], truth['train/c'][2])
   # A label added later: a new build, same pool indices.
   _save(os.path.join(root, 'labels', 'train', 'b.png'), truth['train/b'][1])
   again = _load(root, 'train', tmp_path, allow_unlabeled=True)
-  assert again.ids == split.ids and again.labeled.all()
+  assert again.ids == split.ids and again.labeled.all() and again.build != split.build
   np.testing.assert_array_equal(again.labels[1], truth['train/b'][1])
 
 
