@@ -108,12 +108,12 @@ def take_in(config, run_dir: str, log: Callable[[str], None] = print) -> None:
   outcome = label_returns.check(pending, where, folder)
   for line in outcome.problems:
     log(f'problem: {line}')
+  for line in outcome.unanswered:
+    log(f'waiting: {line}')
   if outcome.problems:
     raise UserError(f'{len(outcome.problems)} problem(s) with the labels returned for cycle '
                     f'{pending["cycle"]} (one per line above); nothing was taken in',
                     'fix or remove those files and rerun the same command')
-  for line in outcome.unanswered:
-    log(f'waiting: {line}')
   if outcome.unanswered:
     raise label_requests.AwaitingLabels(
         f'{len(outcome.unanswered)} of {len(pending["items"])} requested image(s) are not '

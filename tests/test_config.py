@@ -77,6 +77,13 @@ def test_cost_rule_choices_are_the_oracles():
     config_lib.validate(dataclasses.replace(BASE, al_cost_rule='pixels'))
 
 
+def test_annotator_choices_are_the_registry():
+  from segal_jax import annotators  # pylint: disable=g-import-not-at-top
+  assert set(config_lib._CHOICES['al_annotator']) == set(annotators.ANNOTATORS)  # pylint: disable=protected-access
+  with pytest.raises(UserError, match='al_annotator'):
+    config_lib.validate(dataclasses.replace(BASE, al_annotator='crowd'))
+
+
 def test_negative_sp_candidate_factor():
   with pytest.raises(UserError, match='sp_candidate_factor'):
     config_lib.validate(dataclasses.replace(BASE, sp_candidate_factor=-1))

@@ -8,6 +8,7 @@ taken in from it or lost.
 """
 
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -274,3 +275,16 @@ def test_superpixel_requests_take_partial_labels(tmp_path):
   again = {item['name']: set(item['superpixels']) for item in state.pending['items']}
   for item in request['items']:
     assert not again.get(item['name'], set()) & set(item['superpixels'])
+
+
+@pytest.mark.parametrize('changes, words', [
+    (dict(dataset='synthetic_city'), 'needs an image folder'),
+    (dict(al_strategies=('random', 'mc_variance')), 'one strategy with one seed'),
+    (dict(al_seeds=(0, 1)), 'one strategy with one seed'),
+    (dict(al_strategies=('full',)), 'nothing is requested')])
+def test_people_label_one_run_of_one_folder(changes, words):
+  config = ExperimentConfig(dataset='image_folder:/data/plants', al_annotator='human',
+                            al_strategies=('mc_variance',))
+  human.check_config(config)
+  with pytest.raises(UserError, match=words):
+    human.check_config(dataclasses.replace(config, **changes))
