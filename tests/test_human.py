@@ -101,6 +101,16 @@ def _coco_export(path, request, hidden, *, category_names=NAMES):
                'categories': [{'id': c, 'name': n} for c, n in enumerate(category_names)]}, f)
 
 
+def _config(tmp_path, **changes):
+  """A tiny network trained a few steps, people labelling tmp_path/plants."""
+  return ExperimentConfig(
+      dataset='image_folder:' + str(tmp_path / 'plants'), dataset_config='',
+      al_annotator='human', al_strategies=('mc_variance',), width_multiplier=0.125,
+      train_epochs=1, train_min_steps=2, train_batch_size=4, train_crop=(32, 64),
+      eval_batch_size=8, mc_passes=2, out_figures=0, progress=False, ckpt_every_epochs=0,
+      data_dir=str(tmp_path / 'tfds'), **changes)
+
+
 def _problems(logs):
   return [line for line in logs if line.startswith('problem: ')]
 
@@ -110,12 +120,7 @@ def test_three_rounds_with_people(tmp_path):
   # About 1-2 min on 2 CPU cores (compiling dominates).
   root, hidden = str(tmp_path / 'plants'), str(tmp_path / 'hidden')
   _write_folder(root, hidden)
-  config = ExperimentConfig(
-      dataset='image_folder:' + root, dataset_config='', al_annotator='human',
-      al_strategies=('mc_variance',), width_multiplier=0.125, train_epochs=1,
-      train_min_steps=2, train_batch_size=4, train_crop=(32, 64), eval_batch_size=8,
-      al_budget=BUDGET, al_cycles=4, al_candidate_factor=0, mc_passes=2, out_figures=0,
-      progress=False, ckpt_every_epochs=0, data_dir=str(tmp_path / 'tfds'))
+  config = _config(tmp_path, al_budget=BUDGET, al_cycles=4, al_candidate_factor=0)
   workdir = str(tmp_path / 'work')
   run_dir = experiment.run_dir(workdir, 'mc_variance', 0)
   labels = os.path.join(root, 'labels')
@@ -237,12 +242,7 @@ def test_superpixel_requests_take_partial_labels(tmp_path):
   # About 1 min on 2 CPU cores.
   root, hidden = str(tmp_path / 'plants'), str(tmp_path / 'hidden')
   _write_folder(root, hidden)
-  config = ExperimentConfig(
-      dataset='image_folder:' + root, dataset_config='', al_annotator='human',
-      al_unit='superpixel', sp_segments=8, al_strategies=('mc_variance',),
-      width_multiplier=0.125, train_epochs=1, train_min_steps=2, train_batch_size=4,
-      train_crop=(32, 64), eval_batch_size=8, al_budget=6, al_cycles=3, mc_passes=2,
-      out_figures=0, progress=False, ckpt_every_epochs=0, data_dir=str(tmp_path / 'tfds'))
+  config = _config(tmp_path, al_unit='superpixel', sp_segments=8, al_budget=6, al_cycles=3)
   workdir = str(tmp_path / 'work')
   run_dir = experiment.run_dir(workdir, 'mc_variance', 0)
   (kind, message), _ = _run(config, workdir)
