@@ -2,6 +2,10 @@
 
   python -m launch.run --flagfile=configs/quickstart.flags --workdir=/tmp/quickstart
 
+With `--al_annotator=human` on an image folder, each cycle ends by writing a
+labelling request and exiting 0 with what to label; rerun the same command once
+the labels are in (README: "Active learning with your annotators").
+
 `--dry_run` checks everything (flags, data set, init checkpoint, batch sizes
 against devices) and prints the plan and its FLOPs without building or
 training anything.
@@ -20,6 +24,7 @@ from launch import _flags
 from segal_jax import data
 from segal_jax import experiment
 from segal_jax import export
+from segal_jax import label_requests
 from segal_jax import parallel
 from segal_jax import plan
 
@@ -48,7 +53,11 @@ def main(argv):
   # Preemption (SIGTERM): finish the current epoch, checkpoint, exit; a rerun resumes.
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())
-  records = experiment.run(config, _WORKDIR.value, should_stop=stop.is_set)
+  try:
+    records = experiment.run(config, _WORKDIR.value, should_stop=stop.is_set)
+  except label_requests.AwaitingLabels as e:  # people label now; the rerun continues
+    print(f'\n{e}')
+    return
   if not parallel.is_writer():
     return
   print('\nvalidation mIoU per cycle (mean ± std over seeds):')

@@ -23,12 +23,17 @@ Every annotator also counts its clicks (`clicks`, the cost model of
 `segal_jax.clicks`) whatever its budget unit, estimates a unit's clicks from a
 predicted segmentation (`expected_clicks`), and applies `noise.Noise` (seeded
 by the run, `bind`).
+
+`People` (`--al_annotator=human`) is a team labelling an image folder between
+runs: the folder's labels are the truth, a chosen unit is requested
+(`label_requests`) and counts as labeled once its labels came back
+(`label_returns`), and a unit costs one (the time it took is measured).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -195,6 +200,73 @@ class InstanceOverlap:
     return pixels, int(instances)
 
 
+@dataclasses.dataclass(frozen=True)
+class People:
+  """People labelling the folder between runs: training labels are the data's own
+  (`split.labels`, 255 where nothing is labeled yet); `annotate_*` record what
+  came back. A unit costs one: an image, or a superpixel of an image not labeled
+  whole. `waits`: the loop ends a cycle by writing a request and stopping.
+  Clicks are not counted (0) and their errors are not simulated."""
+  waits: ClassVar[bool] = True
+  cost_rule: ClassVar[str] = 'units'
+  min_price: ClassVar[int] = 1
+  noise: ClassVar[noise_lib.Noise] = noise_lib.Noise()
+
+  def image_costs(self, split) -> np.ndarray:
+    return np.ones(len(split), np.int64)
+
+  def cost(self, pool: pool_lib.PoolLabels, image_costs: np.ndarray, split=None) -> int:
+    full = set(pool.full)
+    return len(full) + sum(len(v) for i, v in pool.chosen.items() if i not in full)
+
+  def clicks(self, pool: pool_lib.PoolLabels, split, cache=None) -> int:
+    del pool, split, cache
+    return 0
+
+  def prices(self, split, image: int) -> None:
+    del split, image
+    return None
+
+  def expected_clicks(self, prediction, segments, num_segments=0):
+    del prediction
+    return 1.0 if segments is None else np.ones(num_segments, np.float64)
+
+  def annotate_images(self, pool: pool_lib.PoolLabels, split, indices) -> None:
+    del split
+    pool.full = sorted(set(pool.full) | {int(i) for i in indices})
+
+  def annotate_superpixels(self, pool: pool_lib.PoolLabels, split, segments,
+                           picks: dict[int, list[int]]) -> int:
+    del split, segments
+    for i, sps in picks.items():
+      pool.chosen[int(i)] = sorted(set(pool.chosen.get(int(i), [])) | {int(s) for s in sps})
+      pool.annotated.setdefault(int(i), [])  # labeled through regions
+    return sum(len(v) for i, v in picks.items() if int(i) not in set(pool.full))
+
+  def superpixel_ids(self, split, segments, image: int) -> dict[int, np.ndarray]:
+    del split
+    return {int(s): np.array([s], np.int64) for s in np.unique(segments[image])}
+
+  def addable_superpixels(self, pool: pool_lib.PoolLabels, split, segments, image: int,
+                          num_segments: int) -> np.ndarray:
+    """Superpixels with an unlabeled pixel, not requested before."""
+    segments = np.asarray(segments[image])
+    out = np.zeros(num_segments, bool)
+    out[np.unique(segments[np.asarray(split.labels[image]) == labels_lib.IGNORE])] = True
+    out[np.asarray(pool.chosen.get(int(image), []), np.int64)] = False
+    return out
+
+  def labels(self, pool: pool_lib.PoolLabels, split, indices: np.ndarray) -> np.ndarray:
+    del pool
+    return np.asarray(split.labels[indices])
+
+  def labeled_counts(self, pool: pool_lib.PoolLabels, split, indices) -> tuple[int, int]:
+    pixels = sum(int(np.count_nonzero(self.labels(pool, split, np.asarray([i])) !=
+                                      labels_lib.IGNORE)) for i in indices)
+    return pixels, 0
+
+
+HUMAN = 'human'
 ANNOTATORS: dict[str, Any] = {
     'instance_overlap': InstanceOverlap(),
     # Whole images drawn with polygons, charged in clicks (image unit only).
@@ -202,6 +274,7 @@ ANNOTATORS: dict[str, Any] = {
     'dominant_label': protocols.DominantLabel(),
     'multi_class': protocols.MultiClass(),
     'points': protocols.Points(),
+    HUMAN: People(),  # --al_annotator=human, not a protocol
 }
 DEFAULT = 'instance_overlap'
 # Protocols that label what superpixels show / only whole images.
@@ -230,6 +303,9 @@ def check_config(config) -> None:
   Raises:
     UserError: an unknown protocol, or a unit it cannot label.
   """
+  if config.al_protocol == HUMAN:
+    raise UserError('--al_protocol=human is not a simulated protocol',
+                    'pass --al_annotator=human for people labelling')
   get(config.al_protocol)
   if config.al_protocol in IMAGE_ONLY and config.al_unit != 'image':
     raise UserError(f'--al_protocol={config.al_protocol} labels whole images',
@@ -240,7 +316,10 @@ def check_config(config) -> None:
 
 
 def from_config(config) -> Annotator:
-  """The annotator of an `ExperimentConfig` (`al_protocol`, `al_cost_rule`, `noise_*`)."""
+  """The annotator of an `ExperimentConfig`: people for `al_annotator='human'`,
+  else the simulated one of `al_protocol`, `al_cost_rule`, `noise_*`."""
+  if getattr(config, 'al_annotator', 'simulated') == HUMAN:
+    return ANNOTATORS[HUMAN]
   return get(config.al_protocol, rule=config.al_cost_rule,
              noise=noise_lib.Noise(config.noise_flip, config.noise_erode))
 
@@ -248,8 +327,9 @@ def from_config(config) -> Annotator:
 def bind(annotator: Annotator, *, seed: int, segments: np.ndarray | None) -> Annotator:
   """The annotator of one run: its noise seeded by the run's `seed`, and for
   region protocols the pool's superpixels ([N, H, W]) its labels come from."""
-  annotator = dataclasses.replace(annotator,
-                                  noise=dataclasses.replace(annotator.noise, seed=int(seed)))
+  if any(f.name == 'noise' for f in dataclasses.fields(annotator)):
+    annotator = dataclasses.replace(
+        annotator, noise=dataclasses.replace(annotator.noise, seed=int(seed)))
   if hasattr(annotator, 'segments'):
     annotator = dataclasses.replace(annotator, segments=segments)
   return annotator

@@ -442,10 +442,15 @@ class RunState:
   fingerprint: `ExperimentConfig.fingerprint()` of the run.
   pool: `pool.PoolLabels.to_json()`, what the annotator has labeled.
   records: one dict per finished cycle.
+  pending: the labelling request people are working on (`label_requests`), or None.
+  labelling: one dict per request that came back: who labeled what, from which
+    file, when (`human`).
   """
   fingerprint: str
   pool: dict[str, Any]
   records: list[dict[str, Any]]
+  pending: dict[str, Any] | None = None
+  labelling: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   @property
   def next_cycle(self) -> int:
@@ -454,7 +459,7 @@ class RunState:
   def to_json(self) -> dict[str, Any]:
     """The al_state item: the run state and the cycle it is at."""
     return {'fingerprint': self.fingerprint, 'cycle': self.next_cycle, 'pool': self.pool,
-            'records': self.records}
+            'records': self.records, 'pending': self.pending, 'labelling': self.labelling}
 
 
 def load_run_state(run_dir: str, fingerprint: str) -> RunState | None:
@@ -471,7 +476,8 @@ def load_run_state(run_dir: str, fingerprint: str) -> RunState | None:
     latest = RunCheckpointer(os.path.join(run_dir, RUN_CHECKPOINTS)).latest_al_state()
     if latest is not None and 'records' in latest[1]:
       al = latest[1]
-      state = RunState(al['fingerprint'], dict(al['pool']), list(al['records']))
+      state = RunState(al['fingerprint'], dict(al['pool']), list(al['records']),
+                       al.get('pending'), list(al.get('labelling') or []))
   legacy = os.path.join(run_dir, LEGACY_STATE_FILE)
   if state is None and os.path.exists(legacy):
     try:
@@ -489,9 +495,14 @@ def load_run_state(run_dir: str, fingerprint: str) -> RunState | None:
 
 def save_run_state(run_dir: str, state: RunState) -> None:
   """Saves the state of a run at the start of cycle `state.next_cycle` (every
-  process takes part), and removes a `al_state.json` of the earlier layout."""
+  process takes part), and removes a `al_state.json` of the earlier layout.
+
+  A state waiting for labels (`pending`) is saved one step before the state
+  that took them in, so taking them in never deletes the step it came from.
+  """
   with RunCheckpointer(os.path.join(run_dir, RUN_CHECKPOINTS)) as ckpt:
-    ckpt.save(state.next_cycle * STEPS_PER_CYCLE - 1, None, state.to_json())
+    ckpt.save(state.next_cycle * STEPS_PER_CYCLE - (2 if state.pending else 1), None,
+              state.to_json())
   legacy = os.path.join(run_dir, LEGACY_STATE_FILE)
   if jax.process_index() == 0 and os.path.exists(legacy):
     os.remove(legacy)

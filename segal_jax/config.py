@@ -98,6 +98,10 @@ class ExperimentConfig:
                          omit_default=True)
   noise_erode: int = _f(0, 'Annotator noise: pixels left unlabeled on each side of every '
                         'ground-truth boundary.', omit_default=True)
+  al_annotator: str = _f('simulated', "Who labels the chosen units: 'simulated' (from the "
+                         "data's labels, by --al_protocol) or 'human' (people label an "
+                         'image_folder between runs: each cycle writes a request and exits; '
+                         'rerun once the labels are in).', omit_default=True)
   al_study_exact: bool = _f(False, "The study's selection exactly, where segal-jax improves on it: "
                             'superpixels that can add no label (all void or already labeled) '
                             'stay eligible and chosen ones can be chosen again, and a cost '
@@ -176,6 +180,7 @@ _CHOICES = {
     'al_cost_rule': ('study', 'instances', 'clicks'),  # oracle.COST_RULES
     'al_rank': ('score', 'score_per_click'),
     'al_diversity': ('none', 'kcenter'),  # acquisition.DIVERSITY
+    'al_annotator': ('simulated', 'human'),  # 'human': annotators.People
 }
 
 

@@ -30,6 +30,8 @@ from segal_jax import config as config_lib
 from segal_jax import data
 from segal_jax import errors
 from segal_jax import export
+from segal_jax import human
+from segal_jax import label_requests
 from segal_jax import loop
 from segal_jax import models
 from segal_jax import oracle
@@ -57,6 +59,7 @@ def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = Non
                            f'choose one of {", ".join(sorted(models.ARCHS))}')
   selection.check_config(config, pool_size=pool_size)
   annotators.check_config(config)
+  human.check_config(config)
   parallel.check_batch_size(config.train_batch_size, '--train_batch_size')
   parallel.check_batch_size(config.eval_batch_size, '--eval_batch_size')
   if config.init_checkpoint and not os.path.isdir(config.init_checkpoint):
@@ -130,8 +133,15 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   """
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
-  train_split, val_split, costs = load_data(config)
-  validate(config, pool_size=len(train_split))
+  if human.enabled(config):  # what people labeled since the last run, before the data is read
+    human.check_config(config)
+    the_run = run_dir(workdir, config.al_strategies[0], config.al_seeds[0])
+    human.take_in(config, the_run, log)
+    train_split, val_split, costs = human.load_data(config, the_run, log)
+  else:
+    train_split, val_split, costs = load_data(config)
+  # People's runs start from what is labeled, not from --al_initial.
+  validate(config, pool_size=None if human.enabled(config) else len(train_split))
   for seed in config.al_seeds:  # refuse changed flags before anything is written
     for strategy in config.al_strategies:
       loop.load_state(run_dir(workdir, strategy, seed), config)
@@ -145,15 +155,21 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
   segments = counts = None
   if config.al_unit == 'superpixel':
     segments, counts = pool_superpixels(config, train_split)
-  image_clicks = image_costs(config, train_split)['clicks']  # stored beside the data
+  # Stored beside the data; people's clicks are not counted.
+  image_clicks = None if human.enabled(config) else image_costs(config, train_split)['clicks']
   records = []
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
-      records += loop.run(config, strategy, seed, train_split, val_split, costs,
-                          run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
-                          init_variables=init_variables, segments=segments,
-                          segment_counts=counts, shared_dir=shared_dir(workdir, seed),
-                          image_clicks=image_clicks)
+      try:
+        records += loop.run(config, strategy, seed, train_split, val_split, costs,
+                            run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
+                            init_variables=init_variables, segments=segments,
+                            segment_counts=counts, shared_dir=shared_dir(workdir, seed),
+                            image_clicks=image_clicks)
+      except label_requests.AwaitingLabels:
+        if parallel.is_writer():  # the cycles so far, while people label
+          summarize(workdir, collect(workdir))
+        raise
   if parallel.is_writer():
     summarize(workdir, records,
               cost='clicks' if annotators.from_config(config).cost_rule == 'clicks' else 'instances')
@@ -206,7 +222,7 @@ def summarize(workdir: str, records: list[dict[str, Any]],
   export.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
                      x_label=f'annotation cost ({cost})', comparison=comparison)
   export.plot_per_class(os.path.join(workdir, 'per_class_iou.png'), comparison)
-  text = export.format_summary(comparison)
+  text = export.format_summary(comparison) + export.format_labelling(records)
   with export.atomic_open(os.path.join(workdir, 'results.md')) as f:
     f.write(text)
   return text

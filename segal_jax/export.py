@@ -374,5 +374,18 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return '\n'.join(lines + ['| ' + ' | '.join(r) + ' |' for r in rows])
 
 
+def format_labelling(records: Sequence[dict[str, Any]]) -> str:
+  """The labelling time people took per cycle (records with `seconds_per_unit`),
+  as markdown; empty when nobody labeled."""
+  rows = [[str(r['cycle']), str(r['labelled_units']), f'{r["labelling_seconds"]:.0f}',
+           f'{r["seconds_per_unit"]:.1f}', ', '.join(r.get('labelled_by', []))]
+          for r in records if 'seconds_per_unit' in r]
+  if not rows:
+    return ''
+  return ('\n## Labelling time\n\nFrom each request to its last returned file; the labels '
+          'trained the cycle shown.\n\n'
+          + _markdown(['cycle', 'units', 'seconds', 'seconds per unit', 'labelled by'], rows))
+
+
 def nan_to_none(values: Iterable[float]) -> list[float | None]:
   return [None if (v is None or math.isnan(v)) else float(v) for v in values]

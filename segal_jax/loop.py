@@ -25,6 +25,7 @@ from segal_jax import annotators
 from segal_jax import checkpoint
 from segal_jax import export
 from segal_jax import figures
+from segal_jax import label_requests
 from segal_jax import losses
 from segal_jax import metrics
 from segal_jax import models
@@ -329,7 +330,10 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   # Pool image -> its polygon clicks.
   click_cache = {} if image_clicks is None else dict(enumerate(np.asarray(image_clicks).tolist()))
   if state is None:
-    state = _initial_state(config, strategy, len(train_split), root)
+    state = _initial_state(config, strategy, train_split, root, annotator)
+  elif state.pending is not None:
+    raise label_requests.AwaitingLabels(label_requests.instructions(
+        state.pending, label_requests.request_dir(run_dir, state.pending['cycle'])))
   elif state.next_cycle >= cycles:
     return state.records
   else:
@@ -359,6 +363,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     _save_model(run_dir, cycle, model, ts, train_split, config)
     record = _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool,
                      annotator, costs, steps, t_train, click_cache)
+    record.update(next((r['summary'] for r in state.labelling if r['cycle'] == cycle), {}))
     if 'ranking_accuracy' in record:
       log(f'{desc}: validation ranking accuracy {record["ranking_accuracy"]} '
           f'(the study: {metrics.STUDY_RANKING_ACCURACY})')
@@ -374,6 +379,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
           ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats}, config, annotator,
           segments, segment_counts)
       chosen = selection.choose(config.al_unit, request)
+      if getattr(annotator, 'waits', False):  # people label between runs
+        _request(run_dir, cycle + 1, state, pool, record, request, chosen, t0, t1)
       touched = chosen.chosen if chosen.picks is None else np.array(sorted(chosen.picks),
                                                                     np.int64)
       before = annotator.labeled_counts(pool, train_split, touched)
@@ -400,8 +407,35 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   return state.records
 
 
-def _initial_state(config, strategy, n_pool: int, root: jax.Array) -> checkpoint.RunState:
-  """A new run: the seed's random initial set (the whole pool for `full`)."""
+def _request(run_dir, cycle, state, pool, record, request, chosen, t0, t1) -> None:
+  """Ends the run at a labelling request for people: writes it, saves the state
+  with it pending, and raises `label_requests.AwaitingLabels`."""
+  config = request.config
+  pending = label_requests.write(
+      run_dir, cycle, config.dataset.partition(':')[2], request.split.classes, request, chosen)
+  record.update(chosen.counts, bought_units=len(chosen.names),
+                select_seconds=round(time.time() - t1, 2),
+                wall_seconds=round(time.time() - t0, 2))
+  state.records.append(record)
+  state.pool, state.pending = pool.to_json(), pending
+  _save_state(run_dir, state)
+  raise label_requests.AwaitingLabels(label_requests.instructions(
+      pending, label_requests.request_dir(run_dir, cycle)))
+
+
+def labeled_images(split) -> np.ndarray:
+  """[n] indices of the images of `split` with a label file."""
+  return np.flatnonzero(split.labeled).astype(np.int64)
+
+
+def _initial_state(config, strategy, split, root: jax.Array,
+                   annotator) -> checkpoint.RunState:
+  """A new run: the seed's random initial set (the whole pool for `full`); with
+  people labelling, the images labeled so far."""
+  if getattr(annotator, 'waits', False):
+    return checkpoint.RunState(config.fingerprint(), pool_lib.PoolLabels(
+        full=labeled_images(split).tolist()).to_json(), [])
+  n_pool = len(split)
   initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _STREAMS['initial_set']),
                                               n_pool))
   n_initial = n_pool if strategy.full else config.al_initial

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from segal_jax import data
+from segal_jax import human
 from segal_jax import loop
 from segal_jax import parallel
 from segal_jax import selection
@@ -150,7 +151,8 @@ def check_data(config: ExperimentConfig) -> tuple[str, int]:
     options = image_folder.parse_options(config.dataset_config or None)
     splits = image_folder.find_splits(path, options.get('val_fraction', 0.2),
                                       options.get('seed', 0),
-                                      options.get('allow_unlabeled', False))
+                                      options.get('allow_unlabeled', False)
+                                      or human.enabled(config))
     return f'files in {path} (built on first use)', len(splits['train'])
   raise UserError(f'unknown dataset {config.dataset!r}',
                   f'choose one of {", ".join(sorted(data.DATASETS))} or image_folder:PATH')
@@ -159,13 +161,16 @@ def check_data(config: ExperimentConfig) -> tuple[str, int]:
 def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
   """The plan as text: the data, then per strategy every cycle, then the FLOPs."""
   where, pool = check_data(config)
-  selection.check_config(config, pool_size=pool)
+  # People's runs start from what is labeled, not from --al_initial.
+  selection.check_config(config, pool_size=None if human.enabled(config) else pool)
   lines = [f'data: {config.dataset}/{config.dataset_config}: {where}; pool of {pool} images',
            f'init: {config.init_checkpoint or "random initialisation"}',
            f'seeds: {",".join(map(str, config.al_seeds))}; unit: {config.al_unit}; '
            f'budget: {_budget(config)} per cycle; protocol: {config.al_protocol}; '
            f'cost rule: {config.al_cost_rule}; order: {config.al_rank}'
-           + ('; the study\'s selection exactly' if config.al_study_exact else '')]
+           + ('; the study\'s selection exactly' if config.al_study_exact else '')
+           + ('; people label between runs (cycle 0 trains on the images labeled now, '
+              'not --al_initial)' if human.enabled(config) else '')]
   total_flops = 0.0
   for name in config.al_strategies:
     plan = cycles(config, name, pool)

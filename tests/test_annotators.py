@@ -95,3 +95,24 @@ def test_labeled_counts():
   assert ann.labeled_counts(pool, split, [0]) == (21, 4)
   assert ann.labeled_counts(pool, split, [1]) == (2, 1)
   assert ann.labeled_counts(pool, split, []) == (0, 0)
+
+
+def test_people_under_the_protocol_interface():
+  """People charge one per unit, count no clicks, add no noise and are chosen
+  only by --al_annotator=human, never as a protocol."""
+  people, split = annotators.get(annotators.HUMAN), _split()
+  pool = pool_lib.PoolLabels(full=[0])
+  assert people.annotate_superpixels(pool, split, np.zeros((2, 4, 4), np.int32),
+                                     {1: [0, 3]}) == 2
+  costs = people.image_costs(split)
+  assert people.cost(pool, costs, split) == people.cost(pool, costs) == 1 + 2
+  assert people.clicks(pool, split, {}) == 0
+  assert people.prices(split, 1) is None and people.min_price == 1
+  assert people.expected_clicks(np.zeros((4, 4), np.uint8), None) == 1.0
+  np.testing.assert_array_equal(
+      people.expected_clicks(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.int32), 3),
+      [1.0, 1.0, 1.0])
+  bound = annotators.bind(people, seed=3, segments=None)
+  assert isinstance(bound, annotators.People) and not bound.noise.active
+  with pytest.raises(UserError, match='al_annotator=human'):
+    annotators.check_config(types.SimpleNamespace(al_protocol='human', al_unit='image'))

@@ -22,13 +22,13 @@ LAYERS = (
     ('data',),
     ('models',),
     ('uncertainty', 'superpixels', 'metrics', 'oracle', 'clicks', 'noise', 'statistics', 'export',
-     'annotations', 'diversity'),
+     'annotations', 'diversity', 'label_returns'),
     ('losses', 'pool', 'protocols'),
     ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
     ('selection', 'checkpoint'),
-    ('figures', 'folder_scoring', 'prediction'),
+    ('figures', 'folder_scoring', 'prediction', 'label_requests'),
     ('loop',),
-    ('experiment', 'plan'),
+    ('experiment', 'plan', 'human'),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -91,6 +91,20 @@ def test_cost_rule_choices_are_the_oracles():
     config_lib.validate(dataclasses.replace(BASE, al_cost_rule='pixels'))
 
 
+def test_annotator_choices_and_fingerprint():
+  from segal_jax import annotators  # pylint: disable=g-import-not-at-top
+  assert annotators.HUMAN in config_lib._CHOICES['al_annotator']  # pylint: disable=protected-access
+  assert annotators.HUMAN in annotators.ANNOTATORS
+  with pytest.raises(UserError, match='al_annotator'):
+    config_lib.validate(dataclasses.replace(BASE, al_annotator='crowd'))
+  # The default leaves the fingerprint of runs made before the field as it was.
+  assert 'al_annotator' not in BASE.defining_dict()
+  human = dataclasses.replace(BASE, al_annotator='human')
+  assert human.fingerprint() != BASE.fingerprint()
+  assert isinstance(annotators.from_config(human), annotators.People)
+  assert isinstance(annotators.from_config(BASE), annotators.InstanceOverlap)
+
+
 def test_negative_sp_candidate_factor():
   with pytest.raises(UserError, match='sp_candidate_factor'):
     config_lib.validate(dataclasses.replace(BASE, sp_candidate_factor=-1))

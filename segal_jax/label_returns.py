@@ -1,0 +1,270 @@
+"""What people send back for a labelling request, checked file by file.
+
+A request (`label_requests`) asks for whole images or for regions (chosen
+superpixels) of images of an image folder. Labels come back either as PNGs
+written into the folder's `labels/` (one per image, the class table's values,
+the ignore value where nothing is labeled) or as COCO exports (polygons or
+RLE, as annotation tools write them) dropped into the request's `returned/`
+folder; COCO is decoded with pycocotools.
+
+`check` reads everything and answers each problem in one line: a file that
+cannot be read, of the wrong size, with a value or category the class table
+does not know, labels of an image that was not requested, a request left
+unanswered, a label of an earlier cycle that is gone. A file with a problem is
+not used at all, and nothing is written: the caller ingests the answers only
+when there is no problem and nothing is left unanswered.
+
+Label arrays here are in the PNG values of the table (what `labels/` holds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import glob
+import io
+import os
+import pwd
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from segal_jax.data import classes as classes_lib
+
+RETURNED = 'returned'  # under a request folder: COCO exports
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+  """One requested image's returned labels.
+
+  label: [H, W] uint8 PNG values, merged with what was labeled before.
+  file: where they came from; kind: 'png' or 'coco'; who: the file's owner
+  (or the COCO export's contributor); returned_at: the file's modification
+  time (ISO 8601, UTC); pixels: labeled pixels in the requested region.
+  """
+  name: str
+  label: np.ndarray
+  file: str
+  kind: str
+  who: str
+  returned_at: str
+  pixels: int
+
+
+@dataclasses.dataclass
+class Outcome:
+  """What `check` found: answers by image name, problems and unanswered
+  requests (one line each)."""
+  answers: dict[str, Answer] = dataclasses.field(default_factory=dict)
+  problems: list[str] = dataclasses.field(default_factory=list)
+  unanswered: list[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def complete(self) -> bool:
+    return not self.problems and not self.unanswered
+
+
+def mtime_iso(path: str) -> str:
+  return datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc
+                                         ).isoformat(timespec='seconds')
+
+
+def _owner(path: str) -> str:
+  try:
+    return pwd.getpwuid(os.stat(path).st_uid).pw_name
+  except KeyError:
+    return str(os.stat(path).st_uid)
+
+
+def read_label(path: str) -> np.ndarray:
+  """[H, W] uint8 values of a single-channel 8-bit PNG (a palette PNG gives its indices).
+
+  Raises:
+    ValueError: not a readable single-channel 8-bit image.
+  """
+  try:
+    with Image.open(path) as im:
+      array = np.asarray(im)
+  except Exception as e:  # pylint: disable=broad-except (PIL raises many kinds)
+    raise ValueError(f'cannot be read ({type(e).__name__})') from e
+  if array.ndim != 2 or array.dtype != np.uint8:
+    raise ValueError(f'is a {array.dtype} image of shape {array.shape}, not single-channel '
+                     '8-bit')
+  return array
+
+
+def region_mask(request_dir: str, item: dict[str, Any]) -> np.ndarray | None:
+  """[H, W] bool: the requested region of a superpixel request (None: the whole image)."""
+  if item.get('superpixels') is None:
+    return None
+  return read_label_any(os.path.join(request_dir, item['mask'])) > 0
+
+
+def read_label_any(path: str) -> np.ndarray:
+  with Image.open(path) as im:
+    return np.asarray(im)
+
+
+def _check_values(where: str, label: np.ndarray, item: dict[str, Any],
+                  lookup: np.ndarray) -> str | None:
+  if label.shape != (item['height'], item['width']):
+    return (f'{where} is {label.shape[0]}x{label.shape[1]} but {item["name"]} is '
+            f'{item["height"]}x{item["width"]}; not used: save it at the image\'s size')
+  unknown = np.unique(label[lookup[label] < 0])
+  if unknown.size:
+    return (f'{where} holds values {unknown[:10].tolist()} that classes.json does not '
+            'know; not used: use the values of classes.json (or its ignore value)')
+  return None
+
+
+def _merge(label: np.ndarray, previous: np.ndarray | None, ignore: int) -> np.ndarray:
+  """What was labeled before stays where the new labels leave pixels unlabeled."""
+  if previous is None or previous.shape != label.shape:
+    return label
+  return np.where(label == ignore, previous, label).astype(np.uint8)
+
+
+def _labeled_pixels(label: np.ndarray, region: np.ndarray | None, ignore: int) -> int:
+  labeled = label != ignore
+  return int(np.count_nonzero(labeled if region is None else labeled & region))
+
+
+def _match(file_name: str, items: dict[str, dict]) -> str | None:
+  """The requested image a COCO `file_name` stands for: the image's name or its
+  copy's, after any folder and any upload prefix a tool adds (`<hash>-<name>`)."""
+  base = os.path.splitext(os.path.basename(file_name.replace('\\', '/')))[0]
+  for name, item in items.items():
+    keys = {name.rsplit('/', 1)[-1], os.path.splitext(os.path.basename(item['copy']))[0]}
+    if base in keys or any(base.endswith('-' + k) for k in keys):
+      return name
+  return None
+
+
+def _read_coco(path: str, request: dict, lookup_names: dict[str, int], values: np.ndarray,
+               previous: dict[str, np.ndarray | None], request_dir: str
+               ) -> tuple[dict[str, Answer], list[str]]:
+  """(answers, problems) of one COCO export; with any problem the answers are dropped."""
+  from pycocotools import coco as coco_lib  # pylint: disable=g-import-not-at-top
+  where = os.path.relpath(path, request_dir)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+      coco = coco_lib.COCO(path)
+  except Exception as e:  # pylint: disable=broad-except (json, KeyError, ...)
+    return {}, [f'{where} cannot be read as a COCO export ({type(e).__name__}: {e}); not used: '
+                'export COCO again from the annotation tool']
+  items = {item['name']: item for item in request['items']}
+  ignore = request['classes']['ignore']
+  who = str(coco.dataset.get('info', {}).get('contributor') or _owner(path))
+  problems, answers = [], {}
+  categories = {}
+  for cat in coco.loadCats(coco.getCatIds()):
+    if cat.get('name') not in lookup_names:
+      problems.append(f'{where}: category "{cat.get("name")}" is not in classes.json; '
+                      'not used: name the categories as classes.json does')
+    else:
+      categories[cat['id']] = lookup_names[cat['name']]
+  for image in coco.loadImgs(coco.getImgIds()):
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=image['id']))
+    if not anns:
+      continue  # a tool exports untouched images too
+    name = _match(image.get('file_name', ''), items)
+    if name is None:
+      problems.append(f'{where}: {image.get("file_name")} was not requested in cycle '
+                      f'{request["cycle"]}; not used: export only the requested images')
+      continue
+    item = items[name]
+    if (image.get('height'), image.get('width')) != (item['height'], item['width']):
+      problems.append(f'{where}: {name} is {image.get("height")}x{image.get("width")} there '
+                      f'but {item["height"]}x{item["width"]} in the folder; not used')
+      continue
+    label = np.full((item['height'], item['width']), ignore, np.uint8)
+    try:
+      for ann in anns:
+        if ann['category_id'] in categories:
+          label[coco.annToMask(ann) > 0] = values[categories[ann['category_id']]]
+    except Exception as e:  # pylint: disable=broad-except (malformed segmentation)
+      problems.append(f'{where}: an annotation of {name} cannot be decoded '
+                      f'({type(e).__name__}); not used')
+      continue
+    label = _merge(label, previous.get(name), ignore)
+    answers[name] = Answer(name, label, path, 'coco', who, mtime_iso(path),
+                           _labeled_pixels(label, region_mask(request_dir, item), ignore))
+  return ({} if problems else answers), problems
+
+
+def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
+  """Reads and checks what came back for `request` (see the module docstring).
+
+  Args:
+    request: the request (`label_requests.write`): `cycle`, `classes` (the
+      table's JSON), `items` (`name`, `label` path, `height`, `width`,
+      `superpixels` and `mask` for region requests, `previous`: the label
+      file's bytes were saved there when the image was partly labeled),
+      `labeled` (names labeled before the request).
+    request_dir: the request's folder (`returned/` for COCO exports).
+    folder: the image folder (its `labels/`).
+  """
+  table = classes_lib.from_json(request['classes'])
+  lookup, values, ignore = table.lookup(), table.values(), table.ignore
+  items = {item['name']: item for item in request['items']}
+  out = Outcome()
+  previous = {name: (read_label_any(os.path.join(request_dir, item['previous']))
+                     if item.get('previous') else None) for name, item in items.items()}
+  names = {c.name: i for i, c in enumerate(table.classes)}
+  for path in sorted(glob.glob(os.path.join(request_dir, RETURNED, '*.json'))):
+    answers, problems = _read_coco(path, request, names, values, previous, request_dir)
+    out.problems += problems
+    for name, answer in answers.items():
+      if name in out.answers and not np.array_equal(out.answers[name].label, answer.label):
+        out.problems.append(f'{name} is answered differently by {out.answers[name].file} and '
+                            f'{path}; not used: keep one of them')
+      out.answers[name] = answer
+  for name, item in items.items():
+    png = item['label']
+    if not os.path.exists(png):
+      continue
+    where = os.path.relpath(png, folder)
+    try:
+      label = read_label(png)
+    except ValueError as e:
+      out.problems.append(f'{where} {e}; not used: save it as a single-channel 8-bit PNG')
+      continue
+    problem = _check_values(where, label, item, lookup)
+    if problem:
+      out.problems.append(problem)
+      continue
+    region = region_mask(request_dir, item)
+    if previous[name] is not None and np.array_equal(label, previous[name]):
+      continue  # the label of an earlier cycle, untouched so far
+    label = _merge(label, previous[name], ignore)
+    answer = Answer(name, label, png, 'png', _owner(png), mtime_iso(png),
+                    _labeled_pixels(label, region, ignore))
+    coco = out.answers.get(name)
+    if coco is not None and not np.array_equal(coco.label, label):
+      out.problems.append(f'{where} and {os.path.relpath(coco.file, request_dir)} both answer '
+                          f'{name}, differently; not used: keep one of them')
+    elif coco is None:
+      out.answers[name] = answer
+  for name, item in items.items():
+    answer = out.answers.get(name)
+    if answer is None or answer.pixels == 0:
+      out.answers.pop(name, None)
+      what = 'its requested regions are' if item.get('superpixels') is not None else 'it is'
+      out.unanswered.append(f'{name}: {what} not labeled yet ({item["label"]})')
+  requested, labeled = set(items), set(request['labeled'])
+  for png in sorted(glob.glob(os.path.join(folder, 'labels', '**', '*.png'), recursive=True)):
+    name = os.path.splitext(os.path.relpath(png, os.path.join(folder, 'labels')))[0]
+    name = name.replace(os.sep, '/')
+    if name not in requested and name not in labeled:
+      out.problems.append(f'labels/{name}.png: {name} was not requested in cycle '
+                          f'{request["cycle"]}; move it out of labels/ (only requested images '
+                          'are taken in)')
+  for name in sorted(labeled - requested):
+    path = os.path.join(folder, 'labels', name + '.png')
+    if not os.path.exists(path):
+      out.problems.append(f'labels/{name}.png, labeled before cycle {request["cycle"]}, is gone; '
+                          'restore it')
+  return out
