@@ -104,7 +104,7 @@ def test_people_under_the_protocol_interface():
   pool = pool_lib.PoolLabels(full=[0])
   assert people.annotate_superpixels(pool, split, np.zeros((2, 4, 4), np.int32),
                                      {1: [0, 3]}) == 2
-  costs = people.image_costs(split)
+  costs = np.ones(2, np.int64)  # people.image_costs of a two-image split
   assert people.cost(pool, costs, split) == people.cost(pool, costs) == 1 + 2
   assert people.clicks(pool, split, {}) == 0
   assert people.prices(split, 1) is None and people.min_price == 1
