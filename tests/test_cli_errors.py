@@ -480,3 +480,16 @@ def test_os_error_message_names_path_and_fix():
       'not a folder: choose another path.')
   e = OSError(28, 'No space left on device', '/data/run/al_state.json')
   assert 'rerun the same command to resume' in _app.os_error_message(e)
+
+
+def _shipped_flagfiles():
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+  return sorted(os.path.relpath(os.path.join(d, f), os.path.dirname(root))
+                for d, _, files in os.walk(root) for f in files if f.endswith('.flags'))
+
+
+@pytest.mark.parametrize('flagfile', _shipped_flagfiles())
+def test_every_shipped_flagfile_reads_cleanly(flagfile, monkeypatch):
+  from launch import _app  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert _app.flagfile_problem([f'--flagfile={flagfile}']) is None
