@@ -70,29 +70,33 @@ class ExperimentConfig:
   # Active learning.
   al_strategies: tuple[str, ...] = _f(('random', 'mc_variance'), 'Selection strategies to compare.')
   al_seeds: tuple[int, ...] = _f((0,), 'Seeds; each seed gives every strategy the same initial set.')
-  al_unit: str = _f('image', "What is annotated: 'image' (whole images) or 'superpixel'.")
+  al_unit: str = _f('image', "What is annotated: 'image' (whole images) or 'superpixel'.",
+                    after_first=True)
   al_initial: int = _f(150, 'Images labeled at random before the first cycle.')
-  al_budget: int = _f(150, 'Units (images or superpixels) selected per cycle.')
+  al_budget: int = _f(150, 'Units (images or superpixels) selected per cycle.', after_first=True)
   al_budget_cost: int = _f(0, 'If > 0, select per cycle units whose annotation cost '
                            '(--al_cost_rule) fits in this instead of al_budget units (compares '
-                           'units at equal cost).')
-  al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).')
+                           'units at equal cost).', after_first=True)
+  al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).',
+                      after_first=True)
   al_candidate_factor: float = _f(3.0, 'Image units: score a random subset of this many x budget '
-                                  'unlabeled images (the study: 3; 0: all of them).')
+                                  'unlabeled images (the study: 3; 0: all of them).',
+                                  after_first=True)
   al_protocol: str = _f('instance_overlap', "How the simulated annotator labels a unit and what it "
                         "charges (docs/protocols.md): 'instance_overlap' (the study's), "
                         "'image_polygons' (whole images, polygon clicks), 'dominant_label', "
-                        "'multi_class' or 'points' (superpixels, clicks).", omit_default=True)
+                        "'multi_class' or 'points' (superpixels, clicks).", omit_default=True,
+                        after_first=True)
   al_cost_rule: str = _f('study', "What a unit's annotation costs under --al_protocol="
                          "instance_overlap: 'study' (every distinct id of the instance map, void "
                          "included, as the study counts), 'instances' (only the instances "
                          "labeled) or 'clicks' (their polygon clicks). An image pays for every id "
                          "it holds, a superpixel for every id it newly touches; the labels are "
-                         "the same. The other protocols always charge clicks.")
+                         "the same. The other protocols always charge clicks.", after_first=True)
   al_rank: str = _f('score', "How units are ordered before a budget buys them: 'score', or "
                     "'score_per_click' (score / the clicks the protocol would charge if the "
                     "model's own predicted segmentation of the unit were the truth).",
-                    omit_default=True)
+                    omit_default=True, after_first=True)
   noise_flip: float = _f(0.0, 'Annotator noise: probability that a label decision (a region\'s '
                          'class, a point\'s class) gets another class, uniformly drawn.',
                          omit_default=True)
@@ -102,35 +106,43 @@ class ExperimentConfig:
                          "data's labels, by --al_protocol) or 'human' (people label an "
                          'image_folder between runs: each cycle writes a request and exits; '
                          'rerun once the labels are in).', omit_default=True)
+  al_shared_dir: str = _f('', "Where each seed's first cycle is trained once and kept for every "
+                         'strategy (empty: WORKDIR/shared). Point flagfiles that differ only '
+                         'in what they buy after it (unit, protocol, budget, ordering) at one '
+                         'directory to share it between them.', defining=False)
   al_study_exact: bool = _f(False, "The study's selection exactly, where segal-jax improves on it: "
                             'superpixels that can add no label (all void or already labeled) '
                             'stay eligible and chosen ones can be chosen again, and a cost '
                             'budget buys the unit that crosses it (by default a unit that does '
-                            'not fit is skipped and the cost never exceeds the budget).')
+                            'not fit is skipped and the cost never exceeds the budget).',
+                            after_first=True)
   # Acquisition steps between ranking and buying (superpixel units; `acquisition`).
   al_class_balance: bool = _f(False, 'Superpixel units: weight each score by exp(-f), f the share '
                               "of the unit's dominant predicted class among the labeled pixels "
                               '(class-balanced acquisition, Cai et al. CVPR 2021).',
-                              omit_default=True)
+                              omit_default=True, after_first=True)
   al_per_image_cap: int = _f(0, 'Superpixel units: choose at most this many superpixels of one '
-                             'image per cycle, the best-ranked (0: no cap).', omit_default=True)
+                             'image per cycle, the best-ranked (0: no cap).', omit_default=True,
+                             after_first=True)
   al_diversity: str = _f('none', "Superpixel units: 'none', or 'kcenter' (k-center greedy on "
                          'pooled, projected network features picks al_budget of the '
-                         'al_diversity_factor x al_budget best-ranked units).', omit_default=True)
+                         'al_diversity_factor x al_budget best-ranked units).', omit_default=True,
+                         after_first=True)
   al_diversity_factor: float = _f(4.0, 'Candidate oversampling of --al_diversity: the best this '
-                                  'many x al_budget units are its candidates.', omit_default=True)
+                                  'many x al_budget units are its candidates.', omit_default=True,
+                                  after_first=True)
   al_feature_dim: int = _f(32, 'Dimensions of the random projection of the features that '
-                           '--al_diversity compares.', omit_default=True)
+                           '--al_diversity compares.', omit_default=True, after_first=True)
   al_diversity_chunk: int = _f(4096, 'Units per block of the k-center distance computation '
                                '(bounds memory; the picks do not depend on it).', defining=False)
 
   # Superpixels (al_unit=superpixel).
-  sp_segments: int = _f(100, 'Watershed markers (superpixels) per image.')
-  sp_compactness: float = _f(0.001, 'Watershed compactness.')
+  sp_segments: int = _f(100, 'Watershed markers (superpixels) per image.', after_first=True)
+  sp_compactness: float = _f(0.001, 'Watershed compactness.', after_first=True)
   sp_candidate_factor: float = _f(0.0, 'Superpixel units: 0 (the study) ranks the superpixels '
                                   'of every unlabeled image each cycle; > 0 scores only a random '
                                   'subset of this many x the images the budget needs (very large '
-                                  'pools).')
+                                  'pools).', after_first=True)
   sp_workers: int = _f(0, 'Worker processes computing superpixels (0: one per core).',
                        defining=False)
 
@@ -145,8 +157,9 @@ class ExperimentConfig:
                             'the study: 150 of 250).')
 
   # MC dropout.
-  mc_passes: int = _f(10, 'MC-dropout forward passes per image.')
-  mc_chunk: int = _f(0, 'Process the MC passes in chunks of this size (0: all at once).')
+  mc_passes: int = _f(10, 'MC-dropout forward passes per image.', after_first=True)
+  mc_chunk: int = _f(0, 'Process the MC passes in chunks of this size (0: all at once).',
+                     after_first=True)
 
   # Outputs and bookkeeping (not experiment-defining).
   progress: bool = _f(True, 'Show progress bars.', defining=False)
@@ -164,11 +177,23 @@ class ExperimentConfig:
             and not (f.metadata.get('omit_default') and getattr(self, f.name) == f.default)}
 
   def fingerprint(self) -> str:
-    blob = json.dumps(self.defining_dict(), sort_keys=True, default=list)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return _digest(self.defining_dict())
+
+  def first_cycle_fingerprint(self, *extra: str) -> str:
+    """What the first cycle's model depends on: the defining fields but those
+    (`after_first`) that only steer what is bought after it, so flagfiles
+    that differ in unit, protocol or selection share one first cycle. `extra`
+    adds what the caller knows changes it too (e.g. the labels' form)."""
+    fields = {f.name for f in dataclasses.fields(self) if f.metadata.get('after_first')}
+    return _digest({'fields': {k: v for k, v in self.defining_dict().items()
+                               if k not in fields}, 'extra': list(extra)})
 
   def to_json(self) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _digest(blob: dict[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 _CHOICES = {

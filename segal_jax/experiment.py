@@ -8,6 +8,7 @@ Layout of the work directory:
   <strategy>/seed_<s>/checkpoints/  the run state and training state (Orbax, for resume)
   shared/seed_<s>/cycle_00/         the seed's first-cycle model, trained once and loaded
                                     by every strategy with the plain network and loss
+                                    (or under --al_shared_dir, shared between flagfiles)
   results.md                        the comparison and the cycle-by-cycle table
   summary.json                      the same, for other tools (schema in the README)
   miou_vs_images.png, miou_vs_cost.png  the learning curves
@@ -75,9 +76,10 @@ def run_dir(workdir: str, strategy: str, seed: int) -> str:
   return os.path.join(workdir, strategy, f'seed_{seed}')
 
 
-def shared_dir(workdir: str, seed: int) -> str:
-  """Where the first cycle every strategy of `seed` shares is kept (`loop.run`)."""
-  return os.path.join(workdir, 'shared', f'seed_{seed}', 'cycle_00')
+def shared_dir(workdir: str, seed: int, root: str = '') -> str:
+  """Where the first cycle every strategy of `seed` shares is kept (`loop.run`):
+  under `root` (`--al_shared_dir`), else the workdir's `shared/`."""
+  return os.path.join(root or os.path.join(workdir, 'shared'), f'seed_{seed}', 'cycle_00')
 
 
 def load_data(config: config_lib.ExperimentConfig):
@@ -164,7 +166,8 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
         records += loop.run(config, strategy, seed, train_split, val_split, costs,
                             run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
                             init_variables=init_variables, segments=segments,
-                            segment_counts=counts, shared_dir=shared_dir(workdir, seed),
+                            segment_counts=counts,
+                            shared_dir=shared_dir(workdir, seed, config.al_shared_dir),
                             image_clicks=image_clicks)
       except label_requests.AwaitingLabels:
         if parallel.is_writer():  # the cycles so far, while people label

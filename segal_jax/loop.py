@@ -255,14 +255,21 @@ def _shares_first_cycle(strategy: selection.Strategy) -> bool:
   return not strategy.full and not strategy.loss_head
 
 
-def _load_shared(directory: str, config, model, train_split):
+def _first_cycle_key(config, annotator) -> str:
+  """What a shared first cycle must match: the configuration but for what only
+  steers later purchases, and the form the annotator gives labels in
+  (class maps, or `multi_class`'s masks trained with another loss)."""
+  return config.first_cycle_fingerprint('masks' if getattr(annotator, 'mask', False) else 'classes')
+
+
+def _load_shared(directory: str, key: str, config, model, train_split):
   """(train state, steps) of the seed's shared first cycle, or None when it is
   not there yet (or was trained under another configuration)."""
   try:
     _, variables, meta = checkpoint.load_model(directory, arch=config.arch)
   except (UserError, OSError, ValueError):
     return None
-  if meta.get('fingerprint') != config.fingerprint():
+  if meta.get('fingerprint') != key:
     return None
   tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
@@ -273,9 +280,9 @@ def _load_shared(directory: str, config, model, train_split):
                     batch_stats=variables.get('batch_stats', ts.batch_stats)), meta['steps']
 
 
-def _save_shared(directory: str, model, ts, steps: int, train_split, config) -> None:
+def _save_shared(directory: str, key: str, model, ts, steps: int, train_split, config) -> None:
   """Keeps a first cycle's model for the seed's other strategies (`_load_shared`)."""
-  _write_model(directory, model, ts, train_split, config, fingerprint=config.fingerprint(),
+  _write_model(directory, model, ts, train_split, config, fingerprint=key,
                steps=int(steps), cycle=0)
 
 
@@ -343,7 +350,8 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     pool = pool_lib.PoolLabels.from_json(state.pool)
     desc = f'[{strategy_name} seed {seed}] cycle {cycle}'
     share = shared_dir if cycle == 0 and _shares_first_cycle(strategy) else None
-    shared = share and _load_shared(share, config, model, train_split)
+    key = _first_cycle_key(config, annotator)
+    shared = share and _load_shared(share, key, config, model, train_split)
     if shared:
       ts, steps = shared
       log(f'{desc}: the first cycle of seed {seed} is shared; its model was trained once '
@@ -358,7 +366,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
           get_labels=lambda idx, pool=pool: annotator.labels(pool, train_split, idx),
           where=desc, worth=worth)
       if share:
-        _save_shared(share, model, ts, steps, train_split, config)
+        _save_shared(share, key, model, ts, steps, train_split, config)
     t_train = time.time() - t0
     _save_model(run_dir, cycle, model, ts, train_split, config)
     record = _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool,
@@ -445,13 +453,20 @@ def _initial_state(config, strategy, split, root: jax.Array,
 
 def unit_name(config: ExperimentConfig) -> str:
   """The records' `unit`: `al_unit`, then the protocol when it is not the study's,
-  `per_click` for cost-aware ordering and `noisy` for a noisy annotator (runs
+  `per_click` for cost-aware ordering, `balanced`, `cap<K>` and the diversity
+  method for the acquisition steps, and `noisy` for a noisy annotator (runs
   that differ in these are separate lines of one report)."""
   parts = [config.al_unit]
   if config.al_protocol != annotators.DEFAULT:
     parts.append(config.al_protocol)
   if config.al_rank == 'score_per_click':
     parts.append('per_click')
+  if config.al_class_balance:
+    parts.append('balanced')
+  if config.al_per_image_cap:
+    parts.append(f'cap{config.al_per_image_cap}')
+  if config.al_diversity != 'none':
+    parts.append(config.al_diversity)
   if config.noise_flip > 0 or config.noise_erode > 0:
     parts.append('noisy')
   return '/'.join(parts)

@@ -66,6 +66,23 @@ def test_fingerprint_of_runs_before_the_protocol_flags_is_kept():
     assert dataclasses.replace(BASE, **change).fingerprint() != BASE.fingerprint()
 
 
+def test_first_cycle_fingerprint_ignores_only_what_is_bought_after_it():
+  # Flagfiles differing in unit, protocol, budget or ordering share a first cycle ...
+  for change in ({'al_unit': 'superpixel'}, {'al_protocol': 'dominant_label'},
+                 {'al_budget_cost': 6000, 'al_cost_rule': 'clicks'}, {'al_cycles': 3},
+                 {'al_rank': 'score_per_click'}, {'al_diversity': 'kcenter'},
+                 {'al_class_balance': True}, {'mc_passes': 20}, {'sp_segments': 50},
+                 {'al_shared_dir': '/elsewhere'}, {'al_strategies': ('bald',)}):
+    other = dataclasses.replace(BASE, **change)
+    assert other.first_cycle_fingerprint() == BASE.first_cycle_fingerprint(), change
+  # ... but not those that change the initial set, its labels or the training.
+  for change in ({'al_initial': 50}, {'noise_flip': 0.1}, {'noise_erode': 1},
+                 {'train_lr': 0.02}, {'train_min_steps': 800}, {'dataset_config': 'bench'}):
+    other = dataclasses.replace(BASE, **change)
+    assert other.first_cycle_fingerprint() != BASE.first_cycle_fingerprint(), change
+  assert BASE.first_cycle_fingerprint('masks') != BASE.first_cycle_fingerprint('classes')
+
+
 def test_missing_init_checkpoint_names_the_two_commands(tmp_path):
   path = str(tmp_path / 'checkpoints' / 'drn_d_22_imagenet')
   with pytest.raises(UserError) as e:

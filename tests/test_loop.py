@@ -401,3 +401,32 @@ def test_protocols_spend_click_budgets(tmp_path, protocol):
   assert all(0 <= r['label_error'] < 1 for r in records)
   assert records[0]['unit'] == f'superpixel/{protocol}/per_click/noisy'.replace(
       '/instance_overlap', '')
+
+
+@pytest.mark.slow
+def test_first_cycle_shared_between_flagfiles(tiny_run, tmp_path):
+  """--al_shared_dir: a run that buys superpixels in clicks loads the first
+  cycle an image run trained, and gets the same cycle-0 model; a noisy
+  annotator (other labels) trains its own."""
+  config, workdir, records = tiny_run
+  root = os.path.join(workdir, 'shared')
+  images = [r for r in records if r['strategy'] == 'random']
+  superpixels = dataclasses.replace(
+      config, al_unit='superpixel', al_protocol='dominant_label', al_budget_cost=20,
+      al_cycles=2, al_strategies=('random',), al_shared_dir=root)
+  ours = experiment.run(superpixels, str(tmp_path / 'sp'), log=lambda *_: None)
+  assert ours[0]['first_cycle_shared']
+  assert ours[0]['miou'] == images[0]['miou'] and ours[0]['train_steps'] == images[0]['train_steps']
+  assert ours[1]['unit'] == 'superpixel/dominant_label' and ours[1]['superpixels'] > 0
+  noisy = experiment.run(dataclasses.replace(superpixels, noise_flip=0.5),
+                         str(tmp_path / 'noisy'), log=lambda *_: None)
+  assert 'first_cycle_shared' not in noisy[0]
+
+
+def test_unit_name_tells_apart_every_selection_rule():
+  base = dataclasses.replace(TINY, al_unit='superpixel')
+  assert loop.unit_name(base) == 'superpixel'
+  assert loop.unit_name(dataclasses.replace(
+      base, al_protocol='dominant_label', al_class_balance=True, al_per_image_cap=3,
+      al_diversity='kcenter', noise_flip=0.1)) == 'superpixel/dominant_label/balanced/cap3/kcenter/noisy'
+  assert loop.unit_name(dataclasses.replace(base, al_rank='score_per_click')) == 'superpixel/per_click'
