@@ -73,7 +73,9 @@ class ExperimentConfig:
   al_unit: str = _f('image', "What is annotated: 'image' (whole images) or 'superpixel'.",
                     after_first=True)
   al_initial: int = _f(150, 'Images labeled at random before the first cycle.')
-  al_budget: int = _f(150, 'Units (images or superpixels) selected per cycle.', after_first=True)
+  al_budget: int = _f(150, 'Units (images or superpixels) selected per cycle (with '
+                      '--al_budget_cost: about the units the cost buys, for the --dry_run '
+                      'plan, and the picks of --al_diversity).', after_first=True)
   al_budget_cost: int = _f(0, 'If > 0, select per cycle units whose annotation cost '
                            '(--al_cost_rule) fits in this instead of al_budget units (compares '
                            'units at equal cost).', after_first=True)

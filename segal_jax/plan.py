@@ -39,7 +39,8 @@ class CyclePlan:
   """One cycle of one strategy.
 
   labeled_images: images training sees (superpixel units: at most, as if
-    every superpixel bought so far lay in another image).
+    every superpixel bought so far lay in another image; cost budgets: about,
+    `al_budget` units a cycle).
   scored_units / scored_images: what selection after this cycle scores
     (superpixel units: at most, every superpixel of every open image).
   passes: forward passes per scored image (MC passes, 1, or 0 for random).
@@ -66,7 +67,9 @@ def cycles(config: ExperimentConfig, strategy_name: str, pool_size: int) -> list
   superpixel = config.al_unit == 'superpixel'
   out = []
   for cycle in range(config.al_cycles):
-    bought = 0 if cost_mode else cycle * config.al_budget
+    # A cost budget is priced from labels the plan does not read: al_budget
+    # then stands for the units it buys (the flagfiles set it to about that).
+    bought = cycle * config.al_budget
     labeled = min(pool_size, config.al_initial + bought)
     epochs, steps = loop.train_schedule(config, labeled, config.warm_start and cycle > 0)
     last = cycle + 1 == config.al_cycles
@@ -180,8 +183,10 @@ def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
     total_flops += steps * step_flops * len(config.al_seeds)
     lines.append(f'strategy {name} (per seed):')
     for c in plan:
-      line = (f'  cycle {c.cycle}: train on {"at most " if config.al_unit == "superpixel" and c.cycle else ""}'
-              f'{c.labeled_images} images, {c.epochs} epochs, {c.train_steps} steps')
+      bound = ('at most ' if config.al_unit == 'superpixel' else
+               'about ' if config.al_budget_cost else '') if c.cycle else ''
+      line = (f'  cycle {c.cycle}: train on {bound}{c.labeled_images} images, '
+              f'{c.epochs} epochs, {c.train_steps} steps')
       if c.buy and c.passes:
         up_to = 'up to ' if config.al_unit == 'superpixel' else ''
         line += (f'; score {up_to}{c.scored_units} units in {up_to}{c.scored_images} images '

@@ -47,6 +47,17 @@ def test_image_units_score_three_times_the_budget():
   assert [(c.labeled_images, c.train_steps) for c in full] == [(2975, 250 * 371)]
 
 
+def test_cost_budgets_plan_al_budget_units_a_cycle():
+  # 6,000 clicks buy about 25 images: the plan trains on 50, 75, 100.
+  config = dataclasses.replace(STUDY, al_initial=50, al_budget=25, al_budget_cost=6000,
+                               al_cycles=3, train_epochs=50)
+  cycles = plan.cycles(config, 'mc_variance', 1000)
+  # By hand at batch 8, whole batches: 6, 9 and 12 steps an epoch.
+  assert [(c.labeled_images, c.train_steps) for c in cycles] == [(50, 300), (75, 450),
+                                                                 (100, 600)]
+  assert [c.buy for c in cycles] == [6000, 6000, 0]
+
+
 @pytest.fixture(scope='module')
 def fake_tree(tmp_path_factory):
   """A directory to run in: configs/, a Cityscapes zip pair of 160 training
