@@ -15,7 +15,7 @@ images labeled at the start (`holdout`), said at start.
 Interrupting anywhere is safe: nothing is taken in until every file checks
 out, the label files are written atomically and are the same on a second try,
 and the run state that took them in is saved one step after the one that
-waited for them (`checkpoint.save_run_state`).
+waited for them (`run_state.save_run_state`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ import numpy as np
 
 from segal_jax import annotations
 from segal_jax import annotators
-from segal_jax import checkpoint
 from segal_jax import data
 from segal_jax import export
 from segal_jax import label_requests
 from segal_jax import label_returns
 from segal_jax import pool as pool_lib
+from segal_jax import run_state
 from segal_jax.errors import UserError
 
 PREFIX = 'image_folder:'
@@ -103,7 +103,7 @@ def take_in(config, run_dir: str, log: Callable[[str], None] = print) -> None:
     label_requests.AwaitingLabels: requests are still unanswered (each said
       in one line first); what came back is kept where it is.
   """
-  state = checkpoint.load_run_state(run_dir, config.fingerprint())
+  state = run_state.load_run_state(run_dir, config.fingerprint())
   if state is None or state.pending is None:
     return
   pending, folder = state.pending, folder_of(config)
@@ -136,7 +136,7 @@ def take_in(config, run_dir: str, log: Callable[[str], None] = print) -> None:
   record = labelling_record(pending, outcome)
   state.labelling.append(record)
   state.pool, state.pending = pool.to_json(), None
-  checkpoint.save_run_state(run_dir, state)
+  run_state.save_run_state(run_dir, state)
   s = record['summary']
   log(f'took in the labels of cycle {pending["cycle"]}: {s["labelled_units"]} {pending["unit"]}(s) '
       f'from {len(record["items"])} file(s) by {", ".join(s["labelled_by"])}, '

@@ -3,17 +3,16 @@
 One run is one (strategy, seed) pair in its own directory. Every cycle trains
 from the same initial variables (the reference protocol), so the
 active-learning state between cycles is what has been labeled (`pool.PoolLabels`).
-`checkpoint` saves it, with the records, at the end of each cycle and with the
+`run_state` saves it, with the records, at the end of each cycle and with the
 training state every few epochs; a rerun with the same configuration resumes
 where the run stopped. `run` is the cycle itself: train, record, select (the
 unit and strategy registries of `selection`, the labels of an `annotators`
-entry), save.
+entry), save (the cycle's model through `cycle_models`).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from segal_jax import annotators
 from segal_jax import checkpoint
+from segal_jax import cycle_models
 from segal_jax import export
 from segal_jax import figures
 from segal_jax import label_requests
@@ -31,6 +31,7 @@ from segal_jax import metrics
 from segal_jax import models
 from segal_jax import parallel
 from segal_jax import pool as pool_lib
+from segal_jax import run_state as run_state_lib
 from segal_jax import selection
 from segal_jax import stopping
 from segal_jax import train
@@ -70,14 +71,14 @@ def initial_variables(config: ExperimentConfig, classes, log=print) -> dict | No
   return variables
 
 
-def load_state(run_dir: str, config: ExperimentConfig) -> checkpoint.RunState | None:
-  """The saved state of a run (`checkpoint.load_run_state`); None if it has not started."""
-  return checkpoint.load_run_state(run_dir, config.fingerprint())
+def load_state(run_dir: str, config: ExperimentConfig) -> run_state_lib.RunState | None:
+  """The saved state of a run (`run_state.load_run_state`); None if it has not started."""
+  return run_state_lib.load_run_state(run_dir, config.fingerprint())
 
 
-def _save_state(run_dir: str, state: checkpoint.RunState) -> None:
+def _save_state(run_dir: str, state: run_state_lib.RunState) -> None:
   """The finished cycle: the run state (every process) and `metrics.jsonl` (the writer)."""
-  checkpoint.save_run_state(run_dir, state)
+  run_state_lib.save_run_state(run_dir, state)
   if parallel.is_writer():
     export.write_jsonl(os.path.join(run_dir, METRICS_FILE), state.records)
 
@@ -123,7 +124,7 @@ class Preempted(UserError):
 
 
 def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_lib.PoolLabels,
-                 run_dir, cycle, *, run_state: checkpoint.RunState, desc: str,
+                 run_dir, cycle, *, run_state: run_state_lib.RunState, desc: str,
                  should_stop: Callable[[], bool] | None, log, init_variables: dict | None = None,
                  loss_fn: losses.LossFn = losses.segmentation_loss,
                  get_labels: Callable[[np.ndarray], np.ndarray], where: str = '',
@@ -146,7 +147,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
   get_batch = lambda idx: {'image': train_split.images[idx], 'label': get_labels(idx)}
   labeled, tracker = _holdout(config, labels.images(), train_key, get_batch, train_split)
   warm = config.warm_start and cycle > 0
-  if warm:  # start from the previous cycle's model (kept by _save_model)
+  if warm:  # start from the previous cycle's model (kept by cycle_models.save_cycle_model)
     _, init_variables, _ = checkpoint.load_model(
         os.path.join(run_dir, 'models', f'cycle_{cycle - 1:02d}'), arch=config.arch,
         classes=train_split.classes, width_multiplier=config.width_multiplier,
@@ -165,7 +166,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
                     batch_stats=init_variables.get('batch_stats', ts.batch_stats))
   al_state = run_state.to_json()
   identity = {k: al_state[k] for k in ('fingerprint', 'cycle', 'pool')}
-  ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, checkpoint.RUN_CHECKPOINTS))
+  ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, run_state_lib.RUN_CHECKPOINTS))
   start_epoch = 0
   pack = tracker.pack if tracker else (lambda state: state)
   restored = ckpt.restore_latest(pack(ts)) if ckpt.all_steps() else None
@@ -181,7 +182,8 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
     every = config.ckpt_every_epochs
     if stop or converged or (every and (epoch + 1) % every == 0 and epoch + 1 < epochs):
       # A copy: the next train step donates (reuses) the state's buffers.
-      ckpt.save(cycle * checkpoint.STEPS_PER_CYCLE + epoch, pack(jax.tree.map(jnp.copy, state)),
+      ckpt.save(cycle * run_state_lib.STEPS_PER_CYCLE + epoch,
+                pack(jax.tree.map(jnp.copy, state)),
                 {**al_state, 'epoch': epoch, **(tracker.to_json() if tracker else {})})
     if stop:
       ckpt.close()
@@ -232,68 +234,6 @@ def _holdout(config, labeled, train_key, get_batch, split):
                                      len(trained) // config.train_batch_size)
   return trained, stopping.Tracker(loss, every=every, patience=config.stop_patience,
                                    min_delta=config.stop_min_delta)
-
-
-def _write_model(target: str, model, ts, train_split, config, **extra) -> None:
-  """Writes the trained segmentation network to `target` (replacing what an
-  interrupted attempt left there), with every process taking part."""
-  if parallel.is_writer():
-    shutil.rmtree(target, ignore_errors=True)
-  parallel.sync('save_model')  # every process takes part in the Orbax save
-  checkpoint.save_model(
-      target, models.segmentation_variables(
-          {'params': ts.params, 'batch_stats': ts.batch_stats}),
-      checkpoint.meta_for(model, mean=train_split.mean, std=train_split.std,
-                          classes=train_split.classes,
-                          image_size=list(train_split.images.shape[1:3]),
-                          dataset=config.dataset, **extra))
-
-
-def _shares_first_cycle(strategy: selection.Strategy) -> bool:
-  """Whether the strategy's first cycle is the common one of its seed: the
-  plain network and loss (not the full-data line, not a loss-prediction head)."""
-  return not strategy.full and not strategy.loss_head
-
-
-def _first_cycle_key(config, annotator) -> str:
-  """What a shared first cycle must match: the configuration but for what only
-  steers later purchases, and the form the annotator gives labels in
-  (class maps, or `multi_class`'s masks trained with another loss)."""
-  return config.first_cycle_fingerprint('masks' if getattr(annotator, 'mask', False) else 'classes')
-
-
-def _load_shared(directory: str, key: str, config, model, train_split):
-  """(train state, steps) of the seed's shared first cycle, or None when it is
-  not there yet (or was trained under another configuration)."""
-  try:
-    _, variables, meta = checkpoint.load_model(directory, arch=config.arch)
-  except (UserError, OSError, ValueError):
-    return None
-  if meta.get('fingerprint') != key:
-    return None
-  tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
-                            weight_decay=config.train_weight_decay,
-                            schedule='constant', total_steps=1, step_every=1)
-  ts = train.create_train_state(model, jax.random.key(0),
-                                image_shape=train_split.images.shape[1:], tx=tx)
-  return ts.replace(params=variables['params'],
-                    batch_stats=variables.get('batch_stats', ts.batch_stats)), meta['steps']
-
-
-def _save_shared(directory: str, key: str, model, ts, steps: int, train_split, config) -> None:
-  """Keeps a first cycle's model for the seed's other strategies (`_load_shared`)."""
-  _write_model(directory, model, ts, train_split, config, fingerprint=key,
-               steps=int(steps), cycle=0)
-
-
-def _save_model(run_dir: str, cycle: int, model, ts, train_split, config) -> None:
-  """The cycle's trained model, for `launch.score`; only the newest cycle is kept."""
-  models_dir = os.path.join(run_dir, 'models')
-  target = os.path.join(models_dir, f'cycle_{cycle:02d}')
-  _write_model(target, model, ts, train_split, config, cycle=cycle)
-  for old in os.listdir(models_dir) if parallel.is_writer() else ():
-    if old != os.path.basename(target):
-      shutil.rmtree(os.path.join(models_dir, old), ignore_errors=True)
 
 
 def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, val_split,
@@ -349,9 +289,9 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     t0 = time.time()
     pool = pool_lib.PoolLabels.from_json(state.pool)
     desc = f'[{strategy_name} seed {seed}] cycle {cycle}'
-    share = shared_dir if cycle == 0 and _shares_first_cycle(strategy) else None
-    key = _first_cycle_key(config, annotator)
-    shared = share and _load_shared(share, key, config, model, train_split)
+    share = shared_dir if cycle == 0 and cycle_models.shares_first_cycle(strategy) else None
+    key = cycle_models.first_cycle_key(config, annotator)
+    shared = share and cycle_models.load_shared(share, key, config, model, train_split)
     if shared:
       ts, steps = shared
       log(f'{desc}: the first cycle of seed {seed} is shared; its model was trained once '
@@ -366,9 +306,9 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
           get_labels=lambda idx, pool=pool: annotator.labels(pool, train_split, idx),
           where=desc, worth=worth)
       if share:
-        _save_shared(share, key, model, ts, steps, train_split, config)
+        cycle_models.save_shared(share, key, model, ts, steps, train_split, config)
     t_train = time.time() - t0
-    _save_model(run_dir, cycle, model, ts, train_split, config)
+    cycle_models.save_cycle_model(run_dir, cycle, model, ts, train_split, config)
     record = _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool,
                      annotator, costs, steps, t_train, click_cache)
     record.update(next((r['summary'] for r in state.labelling if r['cycle'] == cycle), {}))
@@ -437,17 +377,17 @@ def labeled_images(split) -> np.ndarray:
 
 
 def _initial_state(config, strategy, split, root: jax.Array,
-                   annotator) -> checkpoint.RunState:
+                   annotator) -> run_state_lib.RunState:
   """A new run: the seed's random initial set (the whole pool for `full`); with
   people labelling, the images labeled so far."""
   if getattr(annotator, 'waits', False):
-    return checkpoint.RunState(config.fingerprint(), pool_lib.PoolLabels(
+    return run_state_lib.RunState(config.fingerprint(), pool_lib.PoolLabels(
         full=labeled_images(split).tolist()).to_json(), [])
   n_pool = len(split)
   initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _STREAMS['initial_set']),
                                               n_pool))
   n_initial = n_pool if strategy.full else config.al_initial
-  return checkpoint.RunState(config.fingerprint(),
+  return run_state_lib.RunState(config.fingerprint(),
                   pool_lib.PoolLabels(full=sorted(initial[:n_initial].tolist())).to_json(), [])
 
 

@@ -25,8 +25,8 @@ LAYERS = (
      'annotations', 'diversity', 'label_returns'),
     ('losses', 'pool', 'protocols'),
     ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
-    ('selection', 'checkpoint'),
-    ('figures', 'folder_scoring', 'prediction', 'label_requests'),
+    ('selection', 'checkpoint', 'run_state'),
+    ('figures', 'folder_scoring', 'prediction', 'label_requests', 'cycle_models'),
     ('loop',),
     ('experiment', 'plan', 'human'),
 )

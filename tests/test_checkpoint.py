@@ -1,4 +1,5 @@
-"""Tests of model checkpoints and the run checkpointer (Orbax)."""
+"""Tests of model checkpoints and the run checkpointer (Orbax), with the run
+state saved through it (`run_state`)."""
 
 import logging
 import json
@@ -15,6 +16,7 @@ import pytest
 
 from segal_jax import checkpoint
 from segal_jax import models
+from segal_jax import run_state
 from segal_jax.data import cityscapes
 from segal_jax.data import classes
 from segal_jax.errors import UserError
@@ -249,25 +251,25 @@ def test_al_state_must_be_json(tmp_path):
 def test_run_state_round_trip_legacy_file_and_other_configuration(tmp_path):
   run_dir = str(tmp_path / 'run')
   os.makedirs(run_dir)
-  assert checkpoint.load_run_state(run_dir, 'fp') is None
+  assert run_state.load_run_state(run_dir, 'fp') is None
   # A run directory of the earlier layout resumes from its al_state.json.
   legacy = {'fingerprint': 'fp', 'pool': {'full': [3, 1]}, 'records': [{'cycle': 0}]}
-  with open(os.path.join(run_dir, checkpoint.LEGACY_STATE_FILE), 'w') as f:
+  with open(os.path.join(run_dir, run_state.LEGACY_STATE_FILE), 'w') as f:
     json.dump(legacy, f)
-  state = checkpoint.load_run_state(run_dir, 'fp')
+  state = run_state.load_run_state(run_dir, 'fp')
   assert (state.fingerprint, state.pool, state.records) == ('fp', {'full': [3, 1]}, [{'cycle': 0}])
   assert state.next_cycle == 1
   # Saving the next state writes one Orbax step (the run state only) and drops the file.
   state.records.append({'cycle': 1})
   state.pool = {'full': [1, 2, 3]}
-  checkpoint.save_run_state(run_dir, state)
-  assert not os.path.exists(os.path.join(run_dir, checkpoint.LEGACY_STATE_FILE))
-  ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, checkpoint.RUN_CHECKPOINTS))
-  assert ckpt.all_steps() == [2 * checkpoint.STEPS_PER_CYCLE - 1]
+  run_state.save_run_state(run_dir, state)
+  assert not os.path.exists(os.path.join(run_dir, run_state.LEGACY_STATE_FILE))
+  ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, run_state.RUN_CHECKPOINTS))
+  assert ckpt.all_steps() == [2 * run_state.STEPS_PER_CYCLE - 1]
   step, train_state, al = ckpt.restore_latest(_train_state(0))
   assert train_state is None and al['cycle'] == 2 and al['pool'] == {'full': [1, 2, 3]}
   ckpt.close()
-  again = checkpoint.load_run_state(run_dir, 'fp')
+  again = run_state.load_run_state(run_dir, 'fp')
   assert again.records == [{'cycle': 0}, {'cycle': 1}] and again.pool == {'full': [1, 2, 3]}
   with pytest.raises(UserError, match='different configuration'):
-    checkpoint.load_run_state(run_dir, 'another')
+    run_state.load_run_state(run_dir, 'another')

@@ -14,6 +14,7 @@ import skimage.measure
 from segal_jax import checkpoint
 from segal_jax import experiment
 from segal_jax import models
+from segal_jax import run_state
 from segal_jax.config import ExperimentConfig
 from segal_jax.data import classes
 from segal_jax.errors import UserError
@@ -87,7 +88,7 @@ def test_own_classes_run_end_to_end(tmp_path):
   assert len(fresh) == 1 and '4 classes (soil, leaf, rust, mildew)' in fresh[0], logs
   run_dir = experiment.run_dir(workdir, 'random', 0)
   train_ids = sorted(k for k in truth if k.startswith('train/'))
-  state = checkpoint.load_run_state(run_dir, config.fingerprint())
+  state = run_state.load_run_state(run_dir, config.fingerprint())
   assert [r['labeled_images'] for r in records] == [4, 7]
   assert records[-1]['cost_instances'] == sum(
       _instances(truth[train_ids[i]][1]) for i in state.pool['full'])

@@ -21,10 +21,10 @@ from pycocotools import coco as coco_lib
 from pycocotools import mask as mask_utils
 import pytest
 
-from segal_jax import checkpoint
 from segal_jax import experiment
 from segal_jax import human
 from segal_jax import label_requests
+from segal_jax import run_state
 from segal_jax.config import ExperimentConfig
 from segal_jax.errors import UserError
 
@@ -79,7 +79,7 @@ def _run(config, workdir):
 
 
 def _pending(run_dir, config):
-  return checkpoint.load_run_state(run_dir, config.fingerprint()).pending
+  return run_state.load_run_state(run_dir, config.fingerprint()).pending
 
 
 def _coco_export(path, request, hidden, *, category_names=NAMES):
@@ -193,7 +193,7 @@ def test_three_rounds_with_people(tmp_path):
   with pytest.MonkeyPatch.context() as patch:
     def interrupt(*args):
       raise KeyboardInterrupt
-    patch.setattr(checkpoint, 'save_run_state', interrupt)
+    patch.setattr(run_state, 'save_run_state', interrupt)
     with pytest.raises(KeyboardInterrupt):
       experiment.run(config, workdir, log=lambda _: None)
   assert all(os.path.exists(item['label']) for item in request['items'])
@@ -226,7 +226,7 @@ def test_three_rounds_with_people(tmp_path):
     assert list(r['per_class']) == list(NAMES) and 0.0 <= r['miou'] <= 1.0
   assert [r.get('labelled_units') for r in records] == [None, BUDGET, BUDGET, BUDGET]
   assert all(r['seconds_per_unit'] >= 0 for r in records[1:])
-  state = checkpoint.load_run_state(run_dir, config.fingerprint())
+  state = run_state.load_run_state(run_dir, config.fingerprint())
   assert state.pending is None
   assert [[i['kind'] for i in r['items']] for r in state.labelling] == [
       ['png'] * BUDGET, ['coco'] * BUDGET, ['png'] * BUDGET]
@@ -263,7 +263,7 @@ def test_superpixel_requests_take_partial_labels(tmp_path):
     _png(item['label'], np.where(region, truth, 255))
   (kind, message), logs = _run(config, workdir)
   assert kind == 'waiting', message
-  state = checkpoint.load_run_state(run_dir, config.fingerprint())
+  state = run_state.load_run_state(run_dir, config.fingerprint())
   assert state.labelling[0]['summary']['labelled_units'] == 6
   assert [i['labeled_pixels'] for i in state.labelling[0]['items']] == [
       int(r.sum()) for r in regions.values()]

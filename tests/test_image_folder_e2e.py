@@ -8,8 +8,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from segal_jax import checkpoint
 from segal_jax import experiment
+from segal_jax import run_state
 from segal_jax.config import ExperimentConfig
 from segal_jax.data import _scenes
 
@@ -87,7 +87,7 @@ def test_experiment_runs_end_to_end_on_an_image_folder(tmp_path):
     scores = [float(s) for _, s in rows[1:]]
     assert scores == sorted(scores, reverse=True)
     # ... which are exactly the images added to the labeled set for cycle 1.
-    labeled = checkpoint.load_run_state(run_dir, config.fingerprint()).pool['full']
+    labeled = run_state.load_run_state(run_dir, config.fingerprint()).pool['full']
     assert len(labeled) == 10 and {train_ids[i] for i in labeled} >= set(chosen)
     initial = [i for i in labeled if train_ids[i] not in chosen]
     assert saved[0]['cost_instances'] == sum(cost[i] for i in initial)

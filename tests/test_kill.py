@@ -30,6 +30,7 @@ import pytest
 
 from segal_jax import checkpoint
 from segal_jax import data
+from segal_jax import run_state
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +145,7 @@ def _results(workdir):
 def _run_state(run_dir):
   """The newest saved run state (fingerprint, pool, records), as `checkpoint` reads it."""
   latest = checkpoint.RunCheckpointer(
-      os.path.join(run_dir, checkpoint.RUN_CHECKPOINTS)).latest_al_state()
+      os.path.join(run_dir, run_state.RUN_CHECKPOINTS)).latest_al_state()
   return {} if latest is None else latest[1]
 
 

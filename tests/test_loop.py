@@ -13,6 +13,7 @@ from segal_jax import experiment
 from segal_jax import loop
 from segal_jax import models
 from segal_jax import pool as pool_lib
+from segal_jax import run_state
 from segal_jax import selection
 from segal_jax.data import classes
 from segal_jax.errors import UserError
@@ -25,8 +26,8 @@ TINY = config_lib.ExperimentConfig(
 
 
 def _saved_state(run_dir, config):
-  """The run state as saved (fingerprint, pool, records), read back through checkpoint."""
-  state = checkpoint.load_run_state(run_dir, config.fingerprint())
+  """The run state as saved (fingerprint, pool, records), read back through run_state."""
+  state = run_state.load_run_state(run_dir, config.fingerprint())
   return {'fingerprint': state.fingerprint, 'pool': state.pool, 'records': state.records}
 
 
