@@ -3,6 +3,8 @@
   python -m launch.report --workdir=/tmp/quickstart
   python -m launch.report --workdir=workdir --reference_workdir=workdir_full
   python -m launch.report --workdir=workdir/protocols --cost=clicks
+  python -m launch.report --workdir=workdir/protocols --cost=clicks \
+      --reference=random@image/image_polygons --out=workdir/protocols/vs_polygons
 
 The full-data mIoU (the dashed line, and the target of the budgets to 90% and
 95% of it) comes from, in order: `--full_miou`, the `full` runs under
@@ -31,6 +33,16 @@ _REFERENCE_WORKDIR = flags.DEFINE_string(
     'A work directory holding a run of the `full` strategy (configs/*/full.flags); its mIoU '
     'is the full-data line.')
 
+_REFERENCE = flags.DEFINE_string(
+    'reference', None,
+    'The line every line is compared with (paired differences, AUC difference, saving): '
+    'STRATEGY@UNIT (e.g. random@image/image_polygons: protocols against each other), or '
+    'STRATEGY alone for that strategy of each line\'s own unit. Default: random of each '
+    'line\'s unit, where there is one.')
+_OUT = flags.DEFINE_string(
+    'out', None, 'Write results.md, summary.json and the plots here (made if missing) '
+    'instead of into --workdir.')
+
 
 def _full_reference() -> dict | None:
   """The full-data mIoU the flags name, or None (then --workdir's own full runs)."""
@@ -56,12 +68,14 @@ def _full_reference() -> dict | None:
 def main(argv):
   del argv
   full = _full_reference()
+  reference = None if _REFERENCE.value is None else export.parse_reference(_REFERENCE.value)
   records = experiment.collect(_WORKDIR.value)
   if not records:
     raise UserError(f'no finished cycle under {_WORKDIR.value}',
                     'point --workdir at the directory given to launch.run')
-  print(experiment.summarize(_WORKDIR.value, records, full, cost=_COST.value))
-  print(f'wrote {os.path.join(_WORKDIR.value, "results.md")}, summary.json, '
+  out = _OUT.value or _WORKDIR.value
+  print(experiment.summarize(out, records, full, cost=_COST.value, reference=reference))
+  print(f'wrote {os.path.join(out, "results.md")}, summary.json, '
         'miou_vs_images.png, miou_vs_cost.png')
 
 

@@ -203,14 +203,17 @@ COSTS = ('instances', 'clicks')
 
 
 def summarize(workdir: str, records: list[dict[str, Any]],
-              full: dict[str, Any] | None = None, cost: str = 'instances') -> str:
-  """Writes summary.json, results.md and the plots; returns the results as markdown.
+              full: dict[str, Any] | None = None, cost: str = 'instances',
+              reference: tuple[str, str | None] | None = None) -> str:
+  """Writes summary.json, results.md and the plots into `workdir` (made if
+  missing); returns the results as markdown.
 
   `full` is the full-data mIoU ({'mean', 'low', 'high', 'n', 'source'}); by
   default the `full` strategy's records, when there are any. `cost`: the cost
   axis of the comparison, 'instances' (records' `cost_instances`) or 'clicks'
   (`cost_clicks`; summary.json's `cost_instances` fields then hold clicks and
-  its `cost_unit` says so).
+  its `cost_unit` says so). `reference`: the line every line is compared with
+  (`export.summary`).
   """
   if cost == 'clicks':
     missing = [r for r in records if 'cost_clicks' not in r]
@@ -218,7 +221,7 @@ def summarize(workdir: str, records: list[dict[str, Any]],
       raise errors.UserError(f'{len(missing)} records have no cost in clicks (runs made before '
                              'clicks were recorded)', 'report them with --cost=instances')
     records = [dict(r, cost_instances=r['cost_clicks']) for r in records]
-  comparison = dict(export.summary(records, full), cost_unit=cost)
+  comparison = dict(export.summary(records, full, reference), cost_unit=cost)
   export.write_json(os.path.join(workdir, 'summary.json'), comparison)
   export.plot_curves(os.path.join(workdir, 'miou_vs_images.png'), records,
                      comparison=comparison)

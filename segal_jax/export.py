@@ -56,9 +56,11 @@ def write_selection_csv(path: str, names: Sequence[str], scores: Sequence[float]
       w.writerow([n, f'{float(s):.6g}'])
 
 
-def runs_by_strategy(records: Iterable[dict[str, Any]], *,
-                     include_full: bool = False) -> dict[tuple[str, str], statistics.Runs]:
-  """{(strategy, unit): statistics.Runs}; the `full` reference only if `include_full`.
+def runs_by_strategy(records: Iterable[dict[str, Any]], *, include_full: bool = False,
+                     reference: statistics.Reference = statistics.DEFAULT_REFERENCE
+                     ) -> dict[tuple[str, str], statistics.Runs]:
+  """{(strategy, unit): statistics.Runs} in `statistics.line_order` of
+  `reference`; the `full` level only if `include_full`.
 
   A run is identified by strategy, unit and seed; two runs with the same three
   (e.g. two experiments of one unit under one directory) cannot be paired by
@@ -75,9 +77,8 @@ def runs_by_strategy(records: Iterable[dict[str, Any]], *,
                       f'{cell[1]}', 'report each experiment\'s work directory on its own')
     grouped[key][cell] = r
   out = {}
-  # Unit by unit, the reference (random) first.
   for key, cells in sorted(grouped.items(),
-                           key=lambda kv: (kv[0][1], kv[0][0] != statistics.REFERENCE, kv[0][0])):
+                           key=lambda kv: statistics.line_order(kv[0], reference)):
     seeds = sorted({s for s, _ in cells})
     cycles = sorted({c for _, c in cells})
     arrays = {f: np.full((len(seeds), len(cycles)), np.nan)
@@ -122,7 +123,7 @@ def per_class(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | 
       last[run] = r
   names = _names({key for key, _ in last})
   values = {}
-  order = lambda run: (run[0][1], run[0][0] != statistics.REFERENCE, run[0][0], run[1])
+  order = lambda run: (statistics.line_order(run[0]), run[1])
   for (key, _), r in sorted(last.items(), key=lambda kv: order(kv[0])):  # as runs_by_strategy
     for cls, v in r['per_class'].items():
       values.setdefault(names[key], {}).setdefault(cls, []).append(v)
@@ -132,18 +133,56 @@ def per_class(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | 
           for name, by_class in values.items()}
 
 
-def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = None) -> dict:
+def parse_reference(text: str) -> statistics.Reference:
+  """`STRATEGY@UNIT` -> (strategy, unit): every line against that line;
+  `STRATEGY` -> (strategy, None): against that strategy of the line's own unit."""
+  strategy, at, unit = text.partition('@')
+  if not strategy or '@' in unit or (at and not unit):
+    raise UserError(f'--reference={text} is neither STRATEGY nor STRATEGY@UNIT',
+                    'pass e.g. --reference=random or --reference=random@image/image_polygons')
+  return strategy, unit or None
+
+
+def _check_reference(runs: dict[tuple[str, str], statistics.Runs],
+                     reference: statistics.Reference) -> None:
+  strategy, unit = reference
+  if (strategy, unit) in runs or (unit is None and any(s == strategy for s, _ in runs)):
+    return
+  text = strategy if unit is None else f'{strategy}@{unit}'
+  lines = ', '.join(f'{s}@{u}' for s, u in runs)
+  raise UserError(f'--reference={text} names no line of these runs (they hold {lines})',
+                  'pass one of those as STRATEGY@UNIT, or a strategy alone to compare each '
+                  'line with that strategy of its own unit')
+
+
+def reference_name(reference: dict[str, str | None]) -> str:
+  """summary.json's `reference` as the tables and plots name it."""
+  if reference['unit'] is None:
+    return reference['strategy']
+  return f"{reference['strategy']}/{reference['unit']}"
+
+
+def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = None,
+            reference: statistics.Reference | None = None) -> dict:
   """The JSON-able comparison written to summary.json (schema in the README).
 
   `full` ({'mean', 'low', 'high', 'n', 'source'}) is the full-data mIoU; by
-  default the `full` strategy's records, when there are any.
+  default the `full` strategy's records, when there are any. `reference`
+  (`parse_reference`) is the line every line is compared with, and must be
+  among the records; by default random of each line's unit, where there is one.
+
+  Raises:
+    UserError: `reference` names no line of `records`.
   """
   if full is None:
     full = full_reference(records)
     if full is not None:
       full = dict(full, source='the full strategy\'s runs')
-  runs = runs_by_strategy(records)
-  stats = statistics.compare(runs, None if full is None else full['mean'])
+  chosen, reference = reference is not None, reference or statistics.DEFAULT_REFERENCE
+  runs = runs_by_strategy(records, reference=reference)
+  if chosen:
+    _check_reference(runs, reference)
+  stats = statistics.compare(runs, None if full is None else full['mean'], reference=reference)
   names = _names(runs)
   opt = lambda iv: None if iv is None else _interval_json(iv)
   strategies = []
@@ -153,16 +192,16 @@ def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = Non
         'unit': unit, 'seeds': [int(s) for s in runs[strategy, unit].seeds],
         'cycles': [{'cycle': c['cycle'], 'n': c['n'], 'labeled_images': c['images'],
                     'cost_instances': c['cost'], 'miou': _interval_json(c['miou']),
-                    'diff_vs_random': opt(c['diff'])} for c in entry['cycles']],
-        'auc': _interval_json(entry['auc']), 'auc_diff_vs_random': opt(entry['auc_diff']),
+                    'diff_vs_reference': opt(c['diff'])} for c in entry['cycles']],
+        'auc': _interval_json(entry['auc']), 'auc_diff_vs_reference': opt(entry['auc_diff']),
         'budgets': [{'fraction': t, 'miou': b['miou'],
                      'cost_instances': nan_to_none([b['cost']])[0],
-                     'saving_vs_random_pct': nan_to_none([b['saving_pct']])[0],
+                     'saving_vs_reference_pct': nan_to_none([b['saving_pct']])[0],
                      'saving_is_lower_bound': b['saving_is_lower_bound']}
                     for t, b in entry['budgets'].items()]})
   auc_range = stats['auc_range']
-  return {'schema': 1, 'confidence': statistics.CONFIDENCE,
-          'reference_strategy': statistics.REFERENCE, 'full_data': full,
+  return {'schema': 2, 'confidence': statistics.CONFIDENCE,
+          'reference': {'strategy': reference[0], 'unit': reference[1]}, 'full_data': full,
           'auc_range': None if auc_range is None else {'cost_instances': list(auc_range)},
           'strategies': strategies, 'per_class_iou': per_class(records)}
 
@@ -172,18 +211,19 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
                 comparison: dict | None = None) -> None:
   """mIoU against `x_key`: mean over seeds per strategy, band = 95% t-interval.
 
-  The full-data mIoU is a dashed horizontal line. When there is a random
-  baseline, a second panel shows each strategy's paired difference to it.
+  The full-data mIoU is a dashed horizontal line. When there is a reference
+  line, a second panel shows each line's paired difference to it.
   `comparison` is `summary(records)` when the caller already has it.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   s = summary(records) if comparison is None else comparison
-  with_diff = any(c['diff_vs_random'] for e in s['strategies'] for c in e['cycles'])
+  with_diff = any(c['diff_vs_reference'] for e in s['strategies'] for c in e['cycles'])
+  ref = reference_name(s['reference'])
   fig, axes = plt.subplots(1, 2 if with_diff else 1, figsize=(12 if with_diff else 7, 4.8),
                            dpi=120, squeeze=False)
-  ax, colours = axes[0, 0], {statistics.REFERENCE: '0.35'}
+  ax, colours = axes[0, 0], {s['reference']['strategy']: '0.35'}
   for e in s['strategies']:
     colour = colours.setdefault(e['strategy'], f'C{len(colours) - 1}')
     n = max(c['n'] for c in e['cycles'])
@@ -193,8 +233,8 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
                  label=f"{e['name']} ({n} seed{'s' if n > 1 else ', no interval'})")
     xs = [c[x_key] for c in e['cycles']]
     _line_with_band(ax, xs, [c['miou'] for c in e['cycles']], style)
-    if with_diff and any(c['diff_vs_random'] for c in e['cycles']):
-      _line_with_band(axes[0, 1], xs, [c['diff_vs_random'] for c in e['cycles']],
+    if with_diff and any(c['diff_vs_reference'] for c in e['cycles']):
+      _line_with_band(axes[0, 1], xs, [c['diff_vs_reference'] for c in e['cycles']],
                       dict(style, label=None))
   full = s['full_data']
   if full is not None:
@@ -205,8 +245,8 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
   ax.set_title(title or 'mean over seeds; band: 95% t-interval', fontsize='medium')
   if with_diff:
     axes[0, 1].axhline(0, color='0.35', lw=1)
-    axes[0, 1].set_ylabel(f'mIoU - {statistics.REFERENCE} (same seed)')
-    axes[0, 1].set_title(f'paired difference to {statistics.REFERENCE}; band: 95% t-interval',
+    axes[0, 1].set_ylabel(f'mIoU - {ref} (same seed)')
+    axes[0, 1].set_title(f'paired difference to {ref}; band: 95% t-interval',
                          fontsize='medium')
   for a in axes[0]:
     a.set_xlabel(x_label)
@@ -272,10 +312,10 @@ def _fmt_interval(iv: dict[str, Any] | None, digits: int = 4, signed: bool = Fal
 
 
 def _fmt_budget(b: dict[str, Any]) -> tuple[str, str]:
-  """('cost to reach', 'saving vs random') cells of one budget."""
+  """('cost to reach', 'saving vs the reference') cells of one budget."""
   if b['cost_instances'] is None:
     return 'not reached', '-'
-  saving = b['saving_vs_random_pct']
+  saving = b['saving_vs_reference_pct']
   if saving is None:
     return f"{b['cost_instances']:.0f}", '-'
   return f"{b['cost_instances']:.0f}", (
@@ -285,13 +325,14 @@ def _fmt_budget(b: dict[str, Any]) -> tuple[str, str]:
 def format_summary(s: dict[str, Any]) -> str:
   """`summary(records)` as markdown: the comparison, then mIoU per cycle."""
   pct = f"{100 * s['confidence']:.0f}%"
-  ref = s['reference_strategy']
+  ref = reference_name(s['reference'])
+  same_unit = ' (same unit)' if s['reference']['unit'] is None else ''
   unit = s.get('cost_unit', 'instances')
   lines = [
       '# Results', '',
       f'Means over seeds with {pct} Student t-intervals (n - 1 degrees of freedom; '
       'one seed gives no interval). Seeds are paired: the same seed gives every strategy '
-      f'the same initial set, so differences to {ref} (same unit) are taken seed by seed.', '']
+      f'the same initial set, so differences to {ref}{same_unit} are taken seed by seed.', '']
   full = s['full_data']
   if full is None:
     lines += ['Full-data mIoU: unknown (no `full` runs here; pass `--full_miou` or '
@@ -308,7 +349,7 @@ def format_summary(s: dict[str, Any]) -> str:
   rows = []
   for e in s['strategies']:
     row = [e['name'], ','.join(map(str, e['seeds'])), _fmt_interval(e['auc']),
-           _fmt_interval(e['auc_diff_vs_random'], signed=True)]
+           _fmt_interval(e['auc_diff_vs_reference'], signed=True)]
     for b in e['budgets']:
       row += _fmt_budget(b)
     rows.append(row)
@@ -321,7 +362,7 @@ def format_summary(s: dict[str, Any]) -> str:
           f'mIoU - {ref}']
   rows = [[e['name'], str(c['cycle']), str(c['n']), f"{c['labeled_images']:.1f}",
            f"{c['cost_instances']:.0f}", _fmt_interval(c['miou']),
-           _fmt_interval(c['diff_vs_random'], signed=True)]
+           _fmt_interval(c['diff_vs_reference'], signed=True)]
           for e in s['strategies'] for c in e['cycles']]
   lines += ['## Validation mIoU per cycle', '', _markdown(head, rows), '']
   by_class = s.get('per_class_iou') or {}

@@ -3,7 +3,8 @@
 Pure NumPy/scipy, no I/O. A strategy's runs (one per seed, in one unit) are a
 `Runs`: per seed and cycle its annotation cost, labeled images and mIoU.
 Seeds are paired: the same seed gives every strategy the same initial set, so
-strategy-minus-random differences are taken seed by seed.
+differences to a reference line (by default random of the same unit) are taken
+seed by seed.
 
 - `interval`: mean and Student t confidence interval over seeds.
 - `paired_difference`: the interval of a - b over the seeds both have.
@@ -11,6 +12,8 @@ strategy-minus-random differences are taken seed by seed.
   every compared run covers, divided by that range (a mean mIoU over it).
 - `budget_to_reach`, `saving_pct`: the annotation at which a mean curve first
   reaches a target mIoU, and what that saves against a reference.
+- `reference_of`, `line_order`: which line another is compared with, and the
+  order lines are shown in.
 - `compare`: all of the above for a set of strategies (what a report shows).
 """
 
@@ -27,6 +30,10 @@ from scipy import stats
 CONFIDENCE = 0.95
 TARGETS = (0.90, 0.95)  # fractions of the full-data mIoU
 REFERENCE = 'random'
+# (strategy, unit): every line is compared with that line; unit None: with the
+# strategy's line of the line's own unit.
+Reference = tuple[str, str | None]
+DEFAULT_REFERENCE: Reference = (REFERENCE, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +129,19 @@ def saving_pct(budget: float, reference: float) -> float:
   return 100.0 * (reference - budget) / reference if reference > 0 else math.nan
 
 
+def reference_of(key: tuple[str, str], reference: Reference = DEFAULT_REFERENCE
+                 ) -> tuple[str, str]:
+  """The (strategy, unit) line that line `key` is compared with."""
+  strategy, unit = reference
+  return (strategy, key[1] if unit is None else unit)
+
+
+def line_order(key: tuple[str, str], reference: Reference = DEFAULT_REFERENCE) -> tuple:
+  """Sort key of a report's lines: a fixed reference line first, then unit by
+  unit, each unit's reference strategy first."""
+  return (reference[1] is None or key != reference, key[1], key[0] != reference[0], key[0])
+
+
 def _paired(runs: Runs, ref: Runs, values, ref_values) -> Interval:
   """paired_difference over the seeds both runs have; values: [S], ref_values: [S_ref]."""
   common = np.intersect1d(runs.seeds, ref.seeds)
@@ -131,16 +151,19 @@ def _paired(runs: Runs, ref: Runs, values, ref_values) -> Interval:
 
 
 def compare(runs: dict[tuple[str, str], Runs], full_miou: float | None = None,
-            targets: Sequence[float] = TARGETS) -> dict:
+            targets: Sequence[float] = TARGETS,
+            reference: Reference = DEFAULT_REFERENCE) -> dict:
   """Every statistic of a report, keyed like `runs` by (strategy, unit).
 
   Returns {'auc_range': (lo, hi) | None (no common range of non-zero width), 'curves':
   {key: {'cycles': [{'cycle', 'n', 'cost', 'images', 'miou': Interval,
   'diff': Interval | None}], 'auc': Interval, 'auc_diff': Interval | None,
   'budgets': {target: {'miou', 'cost', 'saving_pct', 'saving_is_lower_bound'}}}}}.
-  Differences are against ('random', same unit) when present; budgets need
-  `full_miou`. A saving is a lower bound when random never reaches the target
-  (it would need more than its last cost); NaN when that bound is below zero.
+  Differences and savings are against each line's `reference_of` line when
+  present (none for that line itself), paired by seed and cycle (a cycle the
+  reference lacks has none); budgets need `full_miou`. A saving is a lower
+  bound when the reference never reaches the target (it would need more than
+  its last cost); NaN when that bound is below zero.
   """
   auc_range = common_range([cost for r in runs.values() for cost in r.cost])
   if auc_range is not None and auc_range[0] == auc_range[1]:
@@ -149,8 +172,8 @@ def compare(runs: dict[tuple[str, str], Runs], full_miou: float | None = None,
                          for cost, miou in zip(r.cost, r.miou)]) for key, r in runs.items()}
   out = {}
   for key, r in runs.items():
-    ref = runs.get((REFERENCE, key[1]))
-    ref = None if ref is None or key[0] == REFERENCE else ref
+    ref_key = reference_of(key, reference)
+    ref = None if ref_key == key else runs.get(ref_key)
     cycles = []
     for k, c in enumerate(r.cycles):
       diff = None
@@ -161,15 +184,14 @@ def compare(runs: dict[tuple[str, str], Runs], full_miou: float | None = None,
                      'images': float(np.nanmean(r.images[:, k])),
                      'miou': interval(r.miou[:, k]), 'diff': diff})
     entry = {'cycles': cycles, 'auc': interval(aucs[key]),
-             'auc_diff': None if ref is None else _paired(r, ref, aucs[key],
-                                                          aucs[(REFERENCE, key[1])]),
+             'auc_diff': None if ref is None else _paired(r, ref, aucs[key], aucs[ref_key]),
              'budgets': {}}
     if full_miou is not None:
       for t in targets:
         entry['budgets'][t] = {'miou': t * full_miou}
     out[key] = entry
   for key, entry in out.items():
-    ref_key = (REFERENCE, key[1])
+    ref_key = reference_of(key, reference)
     for b in entry['budgets'].values():
       b['cost'] = _mean_curve_budget(entry['cycles'], b['miou'])
       b['saving_pct'], b['saving_is_lower_bound'] = math.nan, False
@@ -179,7 +201,7 @@ def compare(runs: dict[tuple[str, str], Runs], full_miou: float | None = None,
       if not math.isnan(ref_cost):
         b['saving_pct'] = saving_pct(b['cost'], ref_cost)
       elif b['cost'] <= (last := max(c['cost'] for c in out[ref_key]['cycles'])):
-        # Random needs more than its last cost: the saving is at least this much.
+        # The reference needs more than its last cost: the saving is at least this much.
         b['saving_pct'], b['saving_is_lower_bound'] = saving_pct(b['cost'], last), True
   return {'auc_range': auc_range, 'curves': out}
 

@@ -88,20 +88,20 @@ def test_summary_by_hand():
   assert c1['miou']['mean'] == pytest.approx(0.41)
   assert c1['miou']['high'] == pytest.approx(0.41 + 12.7062 * 0.01, abs=1e-4)
   # Every seed of mc_variance is 0.02 above random's same seed: a zero-width difference.
-  d = mc['cycles'][2]['diff_vs_random']
+  d = mc['cycles'][2]['diff_vs_reference']
   assert (d['mean'], d['low'], d['high'], d['n']) == (pytest.approx(0.02), pytest.approx(0.02),
                                                       pytest.approx(0.02), 2)
   # Straight lines from cost 55 to 165: the normalised AUC is the mid value, 0.40 / 0.42.
   assert s['auc_range'] == {'cost_instances': [55, 165]}
   assert random['auc']['mean'] == pytest.approx(0.41)
-  assert mc['auc_diff_vs_random']['mean'] == pytest.approx(0.02)
+  assert mc['auc_diff_vs_reference']['mean'] == pytest.approx(0.02)
   # 90% of 0.5 = 0.45. random (mean 0.31, 0.41, 0.51): 110 + 0.04 / 0.1 * 55 = 132;
   # mc_variance (0.33, 0.43, 0.53): 110 + 0.02 / 0.1 * 55 = 121; saving 11 / 132 = 8.33%.
   b = mc['budgets'][0]
   assert b['fraction'] == 0.9 and b['cost_instances'] == pytest.approx(121)
-  assert b['saving_vs_random_pct'] == pytest.approx(100 * 11 / 132)
+  assert b['saving_vs_reference_pct'] == pytest.approx(100 * 11 / 132)
   # 95% = 0.475: random 110 + 0.065 / 0.1 * 55 = 145.75, mc 110 + 0.045 / 0.1 * 55 = 134.75.
-  assert mc['budgets'][1]['saving_vs_random_pct'] == pytest.approx(100 * 11 / 145.75)
+  assert mc['budgets'][1]['saving_vs_reference_pct'] == pytest.approx(100 * 11 / 145.75)
   json.dumps(s, allow_nan=False)  # strict JSON: no NaN
 
 
@@ -124,9 +124,9 @@ def test_summary_missing_seed_pairs_common_seeds():
   # mc_variance lacks seed 1: its differences pair seed 0 only.
   records = [r for r in _records() if not (r['strategy'] == 'mc_variance' and r['seed'] == 1)]
   mc = export.summary(records)['strategies'][1]
-  assert mc['seeds'] == [0] and mc['cycles'][1]['diff_vs_random']['n'] == 1
-  assert mc['cycles'][1]['diff_vs_random']['mean'] == pytest.approx(0.02)
-  assert mc['cycles'][1]['diff_vs_random']['low'] is None
+  assert mc['seeds'] == [0] and mc['cycles'][1]['diff_vs_reference']['n'] == 1
+  assert mc['cycles'][1]['diff_vs_reference']['mean'] == pytest.approx(0.02)
+  assert mc['cycles'][1]['diff_vs_reference']['low'] is None
 
 
 def test_summary_refuses_two_runs_of_one_seed():
@@ -143,7 +143,7 @@ def test_report_files_from_a_workdir(tmp_path):
       f.write(json.dumps(r) + '\n')
   text = experiment.summarize(str(tmp_path), experiment.collect(str(tmp_path)))
   s = json.loads((tmp_path / 'summary.json').read_text())
-  assert s['schema'] == 1 and s['full_data'] is None
+  assert s['schema'] == 2 and s['full_data'] is None
   assert s['strategies'][1]['auc']['mean'] == pytest.approx(0.43)
   assert (tmp_path / 'results.md').read_text() == text
   assert '| mc_variance | 2 | 2 | 30.0 | 165 | 0.5300 [' in text

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from segal_jax import statistics
@@ -74,6 +75,7 @@ def test_normalized_auc_by_hand():
 
 
 @given(st.floats(0, 1), st.floats(1, 100), st.floats(1, 100))
+@settings(deadline=None)  # a loaded machine is no failure
 def test_auc_of_a_constant_is_the_constant(c, lo, width):
   x = np.array([0.0, lo, lo + width / 3, 200.0])
   assert statistics.normalized_auc(x, np.full(4, c), lo, lo + width) == pytest.approx(c)
@@ -180,3 +182,50 @@ def test_compare_one_seed_and_units_apart():
   assert sp['auc'].n == 1 and math.isnan(sp['auc'].low)
   # No random superpixel run: no differences (image random is another unit).
   assert sp['auc_diff'] is None and sp['cycles'][1]['diff'] is None
+
+
+def test_compare_against_one_line_across_units():
+  runs = _runs()
+  # mc on superpixels: seeds 0, 1 at cycles 1-3 (cost 200, 300, 400); random image has no cycle 3.
+  runs['mc', 'superpixel'] = statistics.Runs(
+      np.array([0, 1]), np.array([1, 2, 3]), np.array([[200, 300, 400]] * 2, float),
+      np.array([[8, 12, 16]] * 2, float), np.array([[0.35, 0.45, 0.5], [0.36, 0.40, 0.5]]))
+  out = statistics.compare(runs, full_miou=0.44, reference=('random', 'image'))
+  sp = out['curves']['mc', 'superpixel']
+  # Against random image seed by seed: cycle 1 0.35 - 0.3, 0.36 - 0.32; cycle 2 0.45 - 0.4,
+  # 0.40 - 0.44; cycle 3: random has none.
+  assert sp['cycles'][0]['diff'].mean == pytest.approx(0.045) and sp['cycles'][0]['diff'].n == 2
+  assert sp['cycles'][1]['diff'].mean == pytest.approx(0.005)
+  assert sp['cycles'][1]['diff'].high == pytest.approx(0.005 + T1 * 0.045, abs=1e-4)
+  assert sp['cycles'][2]['diff'] is None
+  # AUC over cost 200-300 (every line covers it): random 0.35, 0.38; mc superpixel 0.40, 0.38.
+  assert out['auc_range'] == (200, 300)
+  assert sp['auc_diff'].mean == pytest.approx(0.025) and sp['auc_diff'].n == 2
+  # 90% of 0.44 = 0.396. random image 278.1818 (test_compare_budgets_and_savings); mc
+  # superpixel (means 0.355, 0.425 at 200, 300): 200 + 0.041 / 0.07 * 100 = 258.5714.
+  b = sp['budgets'][0.9]
+  assert b['cost'] == pytest.approx(258.5714, abs=1e-3)
+  assert b['saving_pct'] == pytest.approx(100 * (278.1818 - 258.5714) / 278.1818, abs=1e-3)
+  assert out['curves']['random', 'image']['cycles'][1]['diff'] is None  # the reference itself
+  assert out['curves']['mc', 'image']['cycles'][1]['diff'].mean == pytest.approx(0.08)
+
+
+def test_compare_against_a_strategy_of_each_unit():
+  runs = _runs()
+  runs['random', 'superpixel'] = runs['random', 'image']
+  out = statistics.compare(runs, reference=('mc', None))
+  # random image against mc image: cycle 1 0.3 - 0.4, 0.32 - 0.38.
+  assert out['curves']['random', 'image']['cycles'][1]['diff'].mean == pytest.approx(-0.08)
+  assert out['curves']['mc', 'image']['auc_diff'] is None
+  # No mc superpixel line: random superpixel is compared with nothing.
+  assert out['curves']['random', 'superpixel']['auc_diff'] is None
+
+
+def test_line_order():
+  keys = [('b', 'sp'), ('random', 'sp'), ('a', 'image'), ('random', 'image')]
+  assert sorted(keys, key=statistics.line_order) == [
+      ('random', 'image'), ('a', 'image'), ('random', 'sp'), ('b', 'sp')]
+  assert sorted(keys, key=lambda k: statistics.line_order(k, ('b', 'sp'))) == [
+      ('b', 'sp'), ('a', 'image'), ('random', 'image'), ('random', 'sp')]
+  assert sorted(keys, key=lambda k: statistics.line_order(k, ('b', None)))[-2:] == [
+      ('b', 'sp'), ('random', 'sp')]
