@@ -223,9 +223,14 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
   ref = reference_name(s['reference'])
   fig, axes = plt.subplots(1, 2 if with_diff else 1, figsize=(12 if with_diff else 7, 4.8),
                            dpi=120, squeeze=False)
-  ax, colours = axes[0, 0], {s['reference']['strategy']: '0.35'}
+  # A colour per strategy (a unit's line styled apart) for one or two units; a
+  # colour per line beyond (protocol comparisons), from a 20-colour map.
+  by_line = len({e['unit'] for e in s['strategies']}) > 2
+  ax, colours = axes[0, 0], {} if by_line else {s['reference']['strategy']: '0.35'}
   for e in s['strategies']:
-    colour = colours.setdefault(e['strategy'], f'C{len(colours) - 1}')
+    colour = colours.setdefault(e['name'] if by_line else e['strategy'],
+                                f'C{len(colours) - 1}' if not by_line else
+                                plt.get_cmap('tab20')(len(colours) % 20))
     n = max(c['n'] for c in e['cycles'])
     region = e['unit'].startswith('superpixel')
     style = dict(color=colour, marker='s' if region else 'o', ms=4, lw=1.6,
@@ -252,9 +257,12 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
     a.set_xlabel(x_label)
     a.grid(alpha=0.3)
   handles, labels = ax.get_legend_handles_labels()
-  fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 4), fontsize='small',
+  columns = min(len(labels), 4 if max(map(len, labels), default=0) < 40 else 2)
+  fig.legend(handles, labels, loc='lower center', ncol=columns, fontsize='small',
              frameon=False)
-  fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 4), 1, 1))
+  rows = math.ceil(len(labels) / max(columns, 1))
+  fig.set_size_inches(fig.get_size_inches()[0], 4.5 + 0.22 * rows)  # room for the legend
+  fig.tight_layout(rect=(0, (0.22 * rows + 0.1) / (4.5 + 0.22 * rows), 1, 1))
   buf = io.BytesIO()
   fig.savefig(buf, format='png')
   plt.close(fig)
