@@ -40,6 +40,10 @@ class ExperimentConfig:
 
   # Training (each cycle).
   train_epochs: int = _f(250, 'Epochs over the labeled set per cycle.')
+  train_sampling: str = _f('images', "How training draws its images: 'images' (each labeled "
+                           "image once an epoch) or 'labeled_pixels' (with replacement, in "
+                           'proportion to its labeled pixels, so that many partly labeled '
+                           'images do not dilute the steps).', omit_default=True)
   train_min_steps: int = _f(0, 'Train at least this many steps per cycle (small labeled sets).')
   train_length: str = _f('images', "What an epoch counts: 'images' (every labeled image once, "
                          "the study) or 'cost' (every fully labeled image once, and the partly "
@@ -204,6 +208,7 @@ _CHOICES = {
     'train_schedule': ('step', 'poly', 'constant'),
     'al_unit': ('image', 'superpixel'),
     'train_length': ('images', 'cost'),
+    'train_sampling': ('images', 'labeled_pixels'),
     'al_cost_rule': ('study', 'instances', 'clicks'),  # oracle.COST_RULES
     'al_rank': ('score', 'score_per_click'),
     'al_diversity': ('none', 'kcenter'),  # acquisition.DIVERSITY

@@ -36,6 +36,7 @@ from segal_jax import selection
 from segal_jax import stopping
 from segal_jax import train
 from segal_jax.config import ExperimentConfig
+from segal_jax.data import labels as labels_lib
 from segal_jax.errors import UserError
 
 # Streams of the experiment key; fold_in(seed_key, stream) keeps them apart.
@@ -117,6 +118,22 @@ def length_worth(pool: pool_lib.PoolLabels, cost: float, costs: np.ndarray) -> f
   partial = cost - float(costs[np.asarray(pool.full, np.int64)].sum())
   worth = len(pool.full) + partial / max(float(np.mean(costs)), 1e-9)
   return worth / max(len(pool.images()), 1)
+
+
+def labeled_share(get_labels: Callable[[np.ndarray], np.ndarray], images, full=(),
+                  chunk: int = 64) -> np.ndarray:
+  """[N] `--train_sampling`'s weights: 1 for an image labeled whole (in `full`,
+  void and all), else the share of its pixels that carry a label (class maps:
+  not `IGNORE`; partial-label masks: any class allowed)."""
+  images, full = np.asarray(images, np.int64), set(int(i) for i in full)
+  out = np.ones(len(images))
+  partial = np.array([k for k, i in enumerate(images.tolist()) if i not in full], np.int64)
+  for k in range(0, len(partial), chunk):
+    rows = partial[k:k + chunk]
+    labels = np.asarray(get_labels(images[rows]))
+    has = labels.any(-1) if labels.dtype == bool else labels != labels_lib.IGNORE
+    out[rows] = has.reshape(len(has), -1).mean(1)
+  return out
 
 
 class Preempted(UserError):
@@ -201,7 +218,9 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
                         crop=tuple(config.train_crop),
                         scale_range=(config.train_scale_min, config.train_scale_max),
                         progress=config.progress, desc=desc, start_epoch=start_epoch,
-                        on_epoch_end=on_epoch_end, loss_fn=loss_fn)
+                        on_epoch_end=on_epoch_end, loss_fn=loss_fn,
+                        weights=(labeled_share(get_labels, labeled, labels.full)
+                                 if config.train_sampling == 'labeled_pixels' else None))
   except stopping.Converged:
     pass
   except Preempted:

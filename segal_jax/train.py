@@ -307,9 +307,15 @@ def eval_step(variables, batch: Batch, *, apply_fn: Callable, mean, std, num_cla
   return step(variables, batch, jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))
 
 
-def _epoch_batches(indices: np.ndarray, batch_size: int, key: jax.Array) -> np.ndarray:
-  """[steps, batch_size] indices of one epoch: a permutation, tiled if too short."""
-  perm = indices[np.asarray(jax.random.permutation(key, len(indices)))]
+def _epoch_batches(indices: np.ndarray, batch_size: int, key: jax.Array,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+  """[steps, batch_size] indices of one epoch: a permutation, tiled if too short;
+  with unequal `weights` ([N] >= 0), N draws with replacement in proportion to them."""
+  if weights is None or np.ptp(weights) == 0:
+    perm = indices[np.asarray(jax.random.permutation(key, len(indices)))]
+  else:
+    p = np.asarray(weights, np.float64) / np.sum(weights)
+    perm = indices[np.asarray(jax.random.choice(key, len(indices), (len(indices),), p=p))]
   if len(perm) < batch_size:
     return np.resize(perm, (1, batch_size))  # repeats images; shapes stay static
   steps = len(perm) // batch_size
@@ -324,8 +330,8 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
         mesh: jax.sharding.Mesh | None = None,
         prefetch: int = 2,
         loss_fn: losses.LossFn | None = None,
-        loss_prediction: losses.JointLoss | None = None
-        ) -> tuple[TrainState, dict]:
+        loss_prediction: losses.JointLoss | None = None,
+        weights: np.ndarray | None = None) -> tuple[TrainState, dict]:
   """Trains for `epochs` passes over the images `indices` of `source`.
 
   Each epoch visits a permutation drawn from fold_in(fold_in(key, 0), epoch) in
@@ -368,6 +374,9 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
       model's loss-prediction head jointly (the model must be a
       `models.DRNSegWithLossHead`); the epoch's warm-up and detaching follow
       from the epoch number.
+    weights: [N] how often each of `indices` is drawn, relative (e.g. its
+      labeled pixels): an epoch is then N draws with replacement; None or equal
+      weights: each image once an epoch.
 
   Returns:
     (trained state, replicated over the mesh; {'loss': [...] mean loss per
@@ -408,7 +417,7 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
           'lower the learning rate or check the labels and normalisation')
 
   # The whole schedule up front, so reading runs ahead across epoch boundaries.
-  schedule = [_epoch_batches(indices, batch_size, jax.random.fold_in(perm_key, epoch))
+  schedule = [_epoch_batches(indices, batch_size, jax.random.fold_in(perm_key, epoch), weights)
               for epoch in range(start_epoch, epochs)]
   schedule = (np.concatenate(schedule) if schedule
               else np.zeros((0, batch_size), np.int64))

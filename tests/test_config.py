@@ -34,6 +34,7 @@ BASE = config_lib.ExperimentConfig()
     ({'al_rank': 'cheapest'}, 'al_rank'),
     ({'noise_flip': 1.5}, 'noise_flip'),
     ({'noise_erode': -1}, 'noise_erode'),
+    ({'train_sampling': 'pixels'}, 'train_sampling'),
 ])
 def test_invalid_values(change, pattern):
   with pytest.raises(UserError, match=pattern):

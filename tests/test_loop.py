@@ -431,3 +431,35 @@ def test_unit_name_tells_apart_every_selection_rule():
       base, al_protocol='dominant_label', al_class_balance=True, al_per_image_cap=3,
       al_diversity='kcenter', noise_flip=0.1)) == 'superpixel/dominant_label/balanced/cap3/kcenter/noisy'
   assert loop.unit_name(dataclasses.replace(base, al_rank='score_per_click')) == 'superpixel/per_click'
+
+
+def test_labeled_share_counts_labeled_pixels_by_hand():
+  ignore = 255
+  maps = np.full((3, 2, 4), ignore, np.uint8)
+  maps[0] = 1          # whole image: 8 of 8
+  maps[1, 0, :3] = 2   # 3 of 8
+  masks = np.zeros((1, 2, 4, 3), bool)
+  masks[0, 1, 1, [0, 2]] = True  # one pixel may be class 0 or 2: 1 of 8
+  np.testing.assert_allclose(loop.labeled_share(lambda idx: maps[idx], [0, 1, 2], chunk=2),
+                             [1.0, 3 / 8, 0.0])
+  np.testing.assert_allclose(loop.labeled_share(lambda idx: masks[idx], [0]), [1 / 8])
+  # An image labeled whole weighs 1 whatever its void; its labels are not read.
+  maps[2, 0, 0] = 3
+  np.testing.assert_allclose(loop.labeled_share(lambda idx: maps[idx], [2, 1], full=[2]),
+                             [1.0, 3 / 8])
+
+
+@pytest.mark.slow
+def test_sampling_by_labeled_pixels(tiny_run, tmp_path):
+  """--train_sampling=labeled_pixels: whole images alone (cycle 0) train as
+  plain epochs do, to the bit; partly labeled images then change the model."""
+  config, _, records = tiny_run
+  sampled = dataclasses.replace(config, al_unit='superpixel', al_budget=20,
+                                al_strategies=('random',), train_sampling='labeled_pixels')
+  ours = experiment.run(sampled, str(tmp_path), log=lambda *_: None)
+  plain = experiment.run(dataclasses.replace(sampled, train_sampling='images'),
+                         str(tmp_path / 'plain'), log=lambda *_: None)
+  random_first = next(r for r in records if r['strategy'] == 'random' and r['cycle'] == 0)
+  assert ours[0]['miou'] == plain[0]['miou'] == random_first['miou']
+  assert ours[1]['superpixels'] == plain[1]['superpixels'] > 0  # the same purchases
+  assert ours[1]['miou'] != plain[1]['miou']

@@ -261,3 +261,18 @@ def test_train_step_accepts_partial_label_masks():
   _, mc = train.train_step(jax.tree.map(jnp.copy, state),
                            {'image': batch['image'], 'label': either}, jax.random.key(5), **kw)
   assert np.isfinite(float(mc['loss'])) and float(mc['loss']) < float(ma['loss'])
+
+
+def test_weighted_epochs_draw_in_proportion_to_the_weights():
+  indices = np.array([10, 11, 12, 13])
+  weights = np.array([1.0, 0.0, 0.0, 3.0])
+  draws = np.concatenate([train._epoch_batches(indices, 2, jax.random.key(e), weights).ravel()
+                          for e in range(500)])
+  assert len(draws) == 500 * 4 and set(draws) <= {10, 13}  # zero weight: never drawn
+  share = np.mean(draws == 13)  # 2000 draws of p = 3/4: sd ~0.0097
+  assert abs(share - 0.75) < 4.5 * np.sqrt(0.75 * 0.25 / len(draws))
+  again = train._epoch_batches(indices, 2, jax.random.key(7), weights)
+  np.testing.assert_array_equal(again, train._epoch_batches(indices, 2, jax.random.key(7), weights))
+  # Equal weights are the plain epoch: every image once, the same permutation.
+  np.testing.assert_array_equal(train._epoch_batches(indices, 2, jax.random.key(3), np.ones(4)),
+                                train._epoch_batches(indices, 2, jax.random.key(3)))
