@@ -42,8 +42,9 @@ class ExperimentConfig:
   train_epochs: int = _f(250, 'Epochs over the labeled set per cycle.')
   train_sampling: str = _f('images', "How training draws its images: 'images' (each labeled "
                            "image once an epoch) or 'labeled_pixels' (with replacement, in "
-                           'proportion to its labeled pixels, so that many partly labeled '
-                           'images do not dilute the steps).', omit_default=True)
+                           'proportion to its labeled share, an image labeled whole 1, so that '
+                           'many partly labeled images do not dilute the steps).',
+                           omit_default=True)
   train_min_steps: int = _f(0, 'Train at least this many steps per cycle (small labeled sets).')
   train_length: str = _f('images', "What an epoch counts: 'images' (every labeled image once, "
                          "the study) or 'cost' (every fully labeled image once, and the partly "
