@@ -343,12 +343,11 @@ def label_error(annotator: Annotator, pool: pool_lib.PoolLabels, split, indices)
   for i in np.asarray(indices, np.int64).tolist():
     given, truth = annotator.labels(pool, split, np.array([i]))[0], np.asarray(split.labels[i])
     valid = truth != labels_lib.IGNORE
+    has = labels_lib.has_label(given) & valid
     if given.ndim == 3:
-      has = given.any(-1) & valid
       ok = np.take_along_axis(given, np.where(valid, truth, 0)[..., None].astype(np.int64),
                               -1)[..., 0]
     else:
-      has = (given != labels_lib.IGNORE) & valid
       ok = given == truth
     labeled += int(has.sum())
     wrong += int((has & ~ok).sum())

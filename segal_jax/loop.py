@@ -130,8 +130,7 @@ def labeled_share(get_labels: Callable[[np.ndarray], np.ndarray], images, full=(
   partial = np.array([k for k, i in enumerate(images.tolist()) if i not in full], np.int64)
   for k in range(0, len(partial), chunk):
     rows = partial[k:k + chunk]
-    labels = np.asarray(get_labels(images[rows]))
-    has = labels.any(-1) if labels.dtype == bool else labels != labels_lib.IGNORE
+    has = labels_lib.has_label(get_labels(images[rows]))
     out[rows] = has.reshape(len(has), -1).mean(1)
   return out
 

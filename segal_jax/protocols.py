@@ -159,7 +159,7 @@ class _Regions:
     pixels = instances = 0
     for i in np.asarray(indices, np.int64).tolist():
       given = self.labels(pool, split, np.array([i]))[0]
-      has = given.any(-1) if self.mask else given != IGNORE
+      has = labels_lib.has_label(given)
       ids = oracle.instance_ids(split.instances[i], split.labels[i])[has]
       pixels += int(has.sum())
       instances += int(np.unique(ids[ids > 0]).size)

@@ -97,6 +97,13 @@ THING_TRAIN_IDS: tuple[int, ...] = tuple(l.train_id for l in _TRAIN_LABELS
 assert len(CLASS_NAMES) == NUM_CLASSES
 
 
+def has_label(given: np.ndarray) -> np.ndarray:
+  """Which pixels carry a label: [...] class ids not `IGNORE`, or for a
+  partial-label mask [..., C] bool, any class allowed."""
+  given = np.asarray(given)
+  return given.any(-1) if given.dtype == bool else given != IGNORE
+
+
 def train_id(name: str) -> int:
   """The train id of a class by its official name, e.g. `train_id('car') == 13`."""
   return NAME_TO_LABEL[name].train_id
