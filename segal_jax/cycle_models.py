@@ -78,10 +78,15 @@ def save_shared(directory: str, key: str, model, ts, steps: int, train_split, co
                steps=int(steps), cycle=0)
 
 
+def cycle_model_dir(run_dir: str, cycle: int) -> str:
+  """Where `save_cycle_model` keeps a cycle's model."""
+  return os.path.join(run_dir, 'models', f'cycle_{cycle:02d}')
+
+
 def save_cycle_model(run_dir: str, cycle: int, model, ts, train_split, config) -> None:
   """The cycle's trained model, for `launch.score`; only the newest cycle is kept."""
-  models_dir = os.path.join(run_dir, 'models')
-  target = os.path.join(models_dir, f'cycle_{cycle:02d}')
+  target = cycle_model_dir(run_dir, cycle)
+  models_dir = os.path.dirname(target)
   _write_model(target, model, ts, train_split, config, cycle=cycle)
   for old in os.listdir(models_dir) if parallel.is_writer() else ():
     if old != os.path.basename(target):

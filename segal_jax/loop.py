@@ -165,7 +165,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
   warm = config.warm_start and cycle > 0
   if warm:  # start from the previous cycle's model (kept by cycle_models.save_cycle_model)
     _, init_variables, _ = checkpoint.load_model(
-        os.path.join(run_dir, 'models', f'cycle_{cycle - 1:02d}'), arch=config.arch,
+        cycle_models.cycle_model_dir(run_dir, cycle - 1), arch=config.arch,
         classes=train_split.classes, width_multiplier=config.width_multiplier,
         dropout_placement=config.dropout_placement, dropout_rate=config.dropout_rate)
   epochs, steps = train_schedule(config, len(labeled), warm, worth)
