@@ -328,6 +328,26 @@ def test_warm_start_trains_fewer_steps_from_the_previous_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_warm_start_from_a_shared_first_cycle(tmp_path):
+  """The benchmark's protocol (configs/bench/image.flags): every strategy of a
+  seed loads the shared first cycle and warm-starts the next from it, which
+  gives the records of a run that trained its own first cycle."""
+  config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), warm_start=True,
+                               warm_start_fraction=1.0, train_min_steps=6)
+  both = experiment.run(config, str(tmp_path / 'both'), log=lambda *_: None)
+  alone = experiment.run(dataclasses.replace(config, al_strategies=('mc_variance',)),
+                         str(tmp_path / 'alone'), log=lambda *_: None)
+  ours = [r for r in both if r['strategy'] == 'mc_variance']
+  assert ours[0]['first_cycle_shared'] and 'first_cycle_shared' not in alone[0]
+  strip = lambda rs: [{k: v for k, v in r.items() if 'seconds' not in k and 'shared' not in k}
+                      for r in rs]
+  assert strip(alone) == strip(ours)
+  # Warm: the later cycles train the minimum from the previous model, not from scratch.
+  assert [r['train_steps'] for r in ours] == [
+      loop.train_schedule(config, r['labeled_images'], warm=r['cycle'] > 0)[1] for r in ours]
+
+
+@pytest.mark.slow
 def test_superpixel_cost_budget_differs_between_strategies(tmp_path):
   # The candidate images must hold more than the budget, or every strategy
   # ends up buying all their superpixels and the runs coincide.
