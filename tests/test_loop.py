@@ -115,6 +115,12 @@ def test_rerun_resumes_without_work_and_refuses_changed_flags(tiny_run):
 
 
 @pytest.mark.slow
+def _unshared(records):
+  """Records without timings and without the mark of a loaded first cycle."""
+  return [{k: v for k, v in r.items() if 'seconds' not in k and 'shared' not in k}
+          for r in records]
+
+
 def test_same_seed_same_selections(tiny_run, tmp_path):
   config, workdir, records = tiny_run
   other = experiment.run(dataclasses.replace(config, al_strategies=('mc_variance',)),
@@ -124,9 +130,7 @@ def test_same_seed_same_selections(tiny_run, tmp_path):
   # trained its own: the records are the same.
   assert ours[0]['first_cycle_shared'] and 'first_cycle_shared' not in other[0]
   assert not any('first_cycle_shared' in r for r in records if r['strategy'] == 'random')
-  strip = lambda rs: [{k: v for k, v in r.items() if 'seconds' not in k and 'shared' not in k}
-                      for r in rs]
-  assert strip(other) == strip(ours)
+  assert _unshared(other) == _unshared(ours)
   for cycle in (1, 2):
     name = f'selection_cycle{cycle:02d}.csv'
     a = open(os.path.join(experiment.run_dir(workdir, 'mc_variance', 0), name)).read()
@@ -339,9 +343,7 @@ def test_warm_start_from_a_shared_first_cycle(tmp_path):
                          str(tmp_path / 'alone'), log=lambda *_: None)
   ours = [r for r in both if r['strategy'] == 'mc_variance']
   assert ours[0]['first_cycle_shared'] and 'first_cycle_shared' not in alone[0]
-  strip = lambda rs: [{k: v for k, v in r.items() if 'seconds' not in k and 'shared' not in k}
-                      for r in rs]
-  assert strip(alone) == strip(ours)
+  assert _unshared(alone) == _unshared(ours)
   # Warm: the later cycles train the minimum from the previous model, not from scratch.
   assert [r['train_steps'] for r in ours] == [
       loop.train_schedule(config, r['labeled_images'], warm=r['cycle'] > 0)[1] for r in ours]
