@@ -86,6 +86,10 @@ class ExperimentConfig:
                            'units at equal cost).', after_first=True)
   al_cycles: int = _f(10, 'Training cycles (the first trains on the initial set).',
                       after_first=True)
+  al_label_cycles: int = _f(0, 'Buy labels after only the first N cycles, then train the '
+                            'remaining cycles on what is labeled (0: buy after every cycle). '
+                            'The labels-versus-compute control: the same training with no new '
+                            'labels.', omit_default=True, after_first=True)
   al_candidate_factor: float = _f(3.0, 'Image units: score a random subset of this many x budget '
                                   'unlabeled images (the study: 3; 0: all of them).',
                                   after_first=True)
@@ -240,7 +244,8 @@ def validate(config: ExperimentConfig) -> None:
     if getattr(config, name) < 1:
       raise UserError(f'--{name}={getattr(config, name)} must be at least 1',
                       f'set --{name} to a positive number')
-  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'al_budget_cost', 'mc_chunk',
+  for name in ('train_epochs', 'train_min_steps', 'al_budget', 'al_budget_cost', 'al_label_cycles',
+               'mc_chunk',
                'ckpt_every_epochs', 'lp_weight', 'lp_margin', 'lp_warmup_epochs',
                'lp_detach_epoch',
                'sp_workers', 'out_figures', 'al_per_image_cap'):

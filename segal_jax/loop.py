@@ -104,6 +104,12 @@ def train_schedule(config: ExperimentConfig, n_labeled: int,
   return epochs, epochs * per_epoch
 
 
+def buys(config: ExperimentConfig, cycle: int) -> bool:
+  """Whether labels are bought after `cycle` (all cycles, or the first
+  `al_label_cycles`: the labels-versus-compute control)."""
+  return not config.al_label_cycles or cycle < config.al_label_cycles
+
+
 def length_worth(pool: pool_lib.PoolLabels, cost: float, costs: np.ndarray) -> float:
   """Whole images the labels of `pool` are worth, per labeled image: a fully
   labeled image counts one, the partly labeled ones what their annotation
@@ -338,7 +344,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     t1 = time.time()
     record.update(scored_units=0, scored_images=0, bought_units=0, new_labeled_pixels=0,
                   new_instances=0, new_cost=0)
-    if cycle + 1 < cycles:
+    if cycle + 1 < cycles and buys(config, cycle):
       request = selection.Request(
           strategy, pool, train_split, costs,
           {name: stream(name, cycle) for name in ('candidates', 'score', 'select')},

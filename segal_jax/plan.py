@@ -69,10 +69,10 @@ def cycles(config: ExperimentConfig, strategy_name: str, pool_size: int) -> list
   for cycle in range(config.al_cycles):
     # A cost budget is priced from labels the plan does not read: al_budget
     # then stands for the units it buys (the flagfiles set it to about that).
-    bought = cycle * config.al_budget
+    bought = min(cycle, config.al_label_cycles or cycle) * config.al_budget
     labeled = min(pool_size, config.al_initial + bought)
     epochs, steps = loop.train_schedule(config, labeled, config.warm_start and cycle > 0)
-    last = cycle + 1 == config.al_cycles
+    last = cycle + 1 == config.al_cycles or not loop.buys(config, cycle)
     if superpixel:
       open_images = pool_size - config.al_initial
       needed = math.ceil(config.al_budget / config.sp_segments)

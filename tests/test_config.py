@@ -126,3 +126,17 @@ def test_annotator_choices_and_fingerprint():
 def test_negative_sp_candidate_factor():
   with pytest.raises(UserError, match='sp_candidate_factor'):
     config_lib.validate(dataclasses.replace(BASE, sp_candidate_factor=-1))
+
+
+def test_label_cycles_stop_purchases_after_that_many_cycles():
+  from segal_jax import loop
+  every = config_lib.ExperimentConfig(al_cycles=5)
+  control = dataclasses.replace(every, al_label_cycles=3)
+  assert [loop.buys(every, c) for c in range(4)] == [True] * 4
+  # Bought after cycles 0, 1 and 2; cycle 4 trains on cycle 3's labels.
+  assert [loop.buys(control, c) for c in range(4)] == [True, True, True, False]
+  # The control shares the first cycle of the run it controls, but not its fingerprint.
+  assert control.first_cycle_fingerprint() == every.first_cycle_fingerprint()
+  assert control.fingerprint() != every.fingerprint()
+  with pytest.raises(UserError, match='al_label_cycles'):
+    config_lib.validate(dataclasses.replace(every, al_label_cycles=-1))

@@ -133,3 +133,11 @@ def test_check_data_builds_nothing(tmp_path):
                              dataset_config='val_fraction=0.2')
   assert plan.check_data(mine)[1] == 4  # 5 images, one for validation
   assert not os.path.exists(tmp_path / 'image_folder')
+
+
+def test_label_cycles_plan_no_purchase_after_them():
+  config = dataclasses.replace(STUDY, al_cycles=5, al_label_cycles=3, al_initial=10,
+                               al_budget=10)
+  cycles = plan.cycles(config, 'random', 100)
+  assert [c.labeled_images for c in cycles] == [10, 20, 30, 40, 40]
+  assert [c.buy for c in cycles] == [10, 10, 10, 0, 0]
