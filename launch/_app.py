@@ -33,6 +33,10 @@ from absl import logging
 from segal_jax.errors import UserError
 
 _DEBUG = flags.DEFINE_bool('debug', False, 'Show full tracebacks for errors.')
+_COMPILE_CACHE = flags.DEFINE_string(
+    'compile_cache', os.path.join('~', '.cache', 'segal_jax', 'xla'),
+    'Keep compiled XLA programs here, so that a rerun, a resumed run or the next seed does not '
+    'compile its step functions again (JAX\'s persistent compilation cache); empty: off.')
 
 # What to do about an OSError, by errno; the message names the path and the reason.
 _OS_FIXES = {
@@ -55,6 +59,18 @@ _QUIET_WARNINGS = (
 )
 
 
+def _use_compile_cache(path: str) -> None:
+  """Turns on JAX's persistent compilation cache under `path` (nothing when empty)."""
+  if not path:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(path))
+  # Keep every program: the many small ones (metrics, augmentation) add up to
+  # seconds of each start on a CPU.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, with user-fixable errors turned into one line on stderr."""
 
@@ -64,6 +80,7 @@ def run(main: Callable[[list[str]], None]) -> None:
       # INFO is noise here (tfds and Orbax log every file); --verbosity=0 brings it back.
       logging.set_verbosity(logging.WARNING)
     logging.get_absl_logger().addFilter(_quiet)
+    _use_compile_cache(_COMPILE_CACHE.value)
     if not _traceback_wanted():
       std_logging.getLogger('asyncio').addFilter(_not_orphaned_orbax_read)
       sys.unraisablehook = _unraisable

@@ -1,6 +1,7 @@
 """Turns finished runs into the comparison: results.md, summary.json, plots.
 
   python -m launch.report --workdir=/tmp/quickstart
+  python -m launch.report --workdir=workdir/seed_0,workdir/seed_1 --out=workdir/report
   python -m launch.report --workdir=workdir --reference_workdir=workdir_full
   python -m launch.report --workdir=workdir/protocols --cost=clicks
   python -m launch.report --workdir=workdir/protocols --cost=clicks \
@@ -9,6 +10,10 @@
 The full-data mIoU (the dashed line, and the target of the budgets to 90% and
 95% of it) comes from, in order: `--full_miou`, the `full` runs under
 `--reference_workdir`, the `full` runs under `--workdir`.
+
+Several work directories (seeds finished at different times, on different
+machines) are merged into one comparison; a run (strategy, unit, seed) found
+in two of them is refused.
 """
 
 import os
@@ -20,7 +25,9 @@ from segal_jax import experiment
 from segal_jax import export
 from segal_jax.errors import UserError
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The work directory of an experiment.')
+_WORKDIR = flags.DEFINE_list(
+    'workdir', None, 'The work directory of an experiment, or several, comma-separated, whose '
+    'runs are reported together (then --out is needed).')
 flags.mark_flag_as_required('workdir')
 _FULL_MIOU = flags.DEFINE_float(
     'full_miou', None, 'The full-data mIoU to compare with, when --workdir holds no full run.')
@@ -69,11 +76,12 @@ def main(argv):
   del argv
   full = _full_reference()
   reference = None if _REFERENCE.value is None else export.parse_reference(_REFERENCE.value)
-  records = experiment.collect(_WORKDIR.value)
-  if not records:
-    raise UserError(f'no finished cycle under {_WORKDIR.value}',
-                    'point --workdir at the directory given to launch.run')
-  out = _OUT.value or _WORKDIR.value
+  workdirs = _WORKDIR.value
+  if len(workdirs) > 1 and not _OUT.value:
+    raise UserError(f'{len(workdirs)} work directories are merged but --out is not set',
+                    'pass --out=DIR for the merged report')
+  records = experiment.collect_many(workdirs)
+  out = _OUT.value or workdirs[0]
   print(experiment.summarize(out, records, full, cost=_COST.value, reference=reference))
   print(f'wrote {os.path.join(out, "results.md")}, summary.json, '
         'miou_vs_images.png, miou_vs_cost.png')

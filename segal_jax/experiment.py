@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tensorflow_datasets.core import constants as tfds_constants
@@ -199,6 +199,28 @@ def collect(workdir: str) -> list[dict[str, Any]]:
   return records
 
 
+def collect_many(workdirs: Sequence[str]) -> list[dict[str, Any]]:
+  """`collect` over several work directories, merged: each run (strategy, unit,
+  seed) must come from one of them.
+
+  Raises:
+    UserError: a directory holds no finished cycle, or two hold the same run.
+  """
+  records, origin = [], {}
+  for workdir in workdirs:
+    found = collect(workdir)
+    if not found:
+      raise errors.UserError(f'no finished cycle under {workdir}',
+                             'point --workdir at the directory given to launch.run')
+    for run in sorted({(r['strategy'], r.get('unit', 'image'), r['seed']) for r in found}):
+      if origin.setdefault(run, workdir) != workdir:
+        raise errors.UserError(
+            f'{run[0]} ({run[1]}) seed {run[2]} has runs in both {origin[run]} and {workdir}',
+            'report each run from one work directory only')
+    records += found
+  return records
+
+
 COSTS = ('instances', 'clicks')
 
 
@@ -221,7 +243,8 @@ def summarize(workdir: str, records: list[dict[str, Any]],
       raise errors.UserError(f'{len(missing)} records have no cost in clicks (runs made before '
                              'clicks were recorded)', 'report them with --cost=instances')
     records = [dict(r, cost_instances=r['cost_clicks']) for r in records]
-  comparison = dict(export.summary(records, full, reference), cost_unit=cost)
+  comparison = dict(export.summary(records, full, reference, with_clicks=cost == 'instances'),
+                    cost_unit=cost)
   export.write_json(os.path.join(workdir, 'summary.json'), comparison)
   export.plot_curves(os.path.join(workdir, 'miou_vs_images.png'), records,
                      comparison=comparison)

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from segal_jax import endpoints
 from segal_jax import statistics
 from segal_jax._files import atomic_open  # public here too: export.atomic_open
 from segal_jax.errors import UserError
@@ -163,13 +164,15 @@ def reference_name(reference: dict[str, str | None]) -> str:
 
 
 def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = None,
-            reference: statistics.Reference | None = None) -> dict:
+            reference: statistics.Reference | None = None, with_clicks: bool = True) -> dict:
   """The JSON-able comparison written to summary.json (schema in the README).
 
   `full` ({'mean', 'low', 'high', 'n', 'source'}) is the full-data mIoU; by
   default the `full` strategy's records, when there are any. `reference`
   (`parse_reference`) is the line every line is compared with, and must be
   among the records; by default random of each line's unit, where there is one.
+  `tests` holds `endpoints.tests` of every line against its reference, with the
+  AUC in clicks as well when `with_clicks` and every record has its clicks.
 
   Raises:
     UserError: `reference` names no line of `records`.
@@ -200,10 +203,16 @@ def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = Non
                      'saving_is_lower_bound': b['saving_is_lower_bound']}
                     for t, b in entry['budgets'].items()]})
   auc_range = stats['auc_range']
-  return {'schema': 2, 'confidence': statistics.CONFIDENCE,
+  clicks = None
+  if with_clicks and records and all('cost_clicks' in r for r in records):
+    clicks = runs_by_strategy([dict(r, cost_instances=r['cost_clicks']) for r in records],
+                              reference=reference)
+  tests = endpoints.tests(runs, None if full is None else full['mean'], reference, clicks)
+  return {'schema': 3, 'confidence': statistics.CONFIDENCE,
           'reference': {'strategy': reference[0], 'unit': reference[1]}, 'full_data': full,
           'auc_range': None if auc_range is None else {'cost_instances': list(auc_range)},
-          'strategies': strategies, 'per_class_iou': per_class(records)}
+          'strategies': strategies, 'per_class_iou': per_class(records),
+          'tests': endpoints.to_json(tests, names)}
 
 
 def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'labeled_images',
@@ -380,7 +389,7 @@ def format_summary(s: dict[str, Any]) -> str:
     rows = [[c] + [_fmt_value(by_class[n].get(c)) for n in strategies] for c in classes]
     lines += ['## Validation IoU per class at the last cycle (mean over seeds)', '',
               _markdown(['class'] + strategies, rows), '']
-  return '\n'.join(lines)
+  return '\n'.join(lines) + endpoints.format_tests(s.get('tests', []))
 
 
 def _fmt_value(v: float | None) -> str:

@@ -143,7 +143,7 @@ def test_report_files_from_a_workdir(tmp_path):
       f.write(json.dumps(r) + '\n')
   text = experiment.summarize(str(tmp_path), experiment.collect(str(tmp_path)))
   s = json.loads((tmp_path / 'summary.json').read_text())
-  assert s['schema'] == 2 and s['full_data'] is None
+  assert s['schema'] == 3 and s['full_data'] is None
   assert s['strategies'][1]['auc']['mean'] == pytest.approx(0.43)
   assert (tmp_path / 'results.md').read_text() == text
   assert '| mc_variance | 2 | 2 | 30.0 | 165 | 0.5300 [' in text

@@ -47,7 +47,7 @@ def _workdir(tmp_path):
 
 
 def _report(workdir, **kw):
-  with flagsaver.flagsaver(workdir=str(workdir), cost='clicks', **kw):
+  with flagsaver.flagsaver(workdir=[str(workdir)], cost="clicks", **kw):
     report.main([])
 
 
@@ -63,7 +63,7 @@ def test_reference_across_units_and_out(workdir):
   assert {'results.md', 'summary.json', 'miou_vs_images.png', 'miou_vs_cost.png'} <= set(
       os.listdir(out))
   s, lines = _lines(out)
-  assert s['schema'] == 2 and s['reference'] == {'strategy': 'random', 'unit': P}
+  assert s['schema'] == 3 and s['reference'] == {'strategy': 'random', 'unit': P}
   assert list(lines) == [('random', P), ('random', D), ('mc', D)]
   ref = lines['random', P]
   assert ref['auc_diff_vs_reference'] is None
@@ -127,3 +127,32 @@ def test_bad_reference(workdir, reference, message):
     _report(workdir, reference=reference, out=str(workdir / 'never'))
   assert message in str(e.value) and str(e.value).count('; ') == 1
   assert not (workdir / 'never').exists()
+
+
+def test_merged_work_directories_give_the_numbers_of_one(workdir, tmp_path_factory):
+  """Seeds kept in separate work directories (finished at different times)
+  report exactly as when they sit in one."""
+  split = tmp_path_factory.mktemp('split')
+  for path in workdir.rglob('metrics.jsonl'):
+    seed_dir = path.parent.name  # seed_<s>
+    target = split / seed_dir / path.relative_to(workdir)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(path.read_bytes())
+  one, merged = workdir / 'one', workdir / 'merged'
+  _report(workdir, out=str(one), full_miou=0.6)
+  dirs = sorted(str(d) for d in split.iterdir())
+  assert len(dirs) == 3
+  with flagsaver.flagsaver(workdir=dirs, cost='clicks', out=str(merged), full_miou=0.6):
+    report.main([])
+  assert (one / 'summary.json').read_text() == (merged / 'summary.json').read_text()
+  assert (one / 'results.md').read_text() == (merged / 'results.md').read_text()
+
+
+def test_merging_refuses_a_run_found_twice_and_needs_out(workdir):
+  with pytest.raises(UserError, match=r'mc \(superpixel/dominant_label\) seed 0 has runs in both'):
+    with flagsaver.flagsaver(workdir=[str(workdir), str(workdir / 'dominant')],
+                             out=str(workdir / 'o')):
+      report.main([])
+  with pytest.raises(UserError, match='--out is not set'):
+    with flagsaver.flagsaver(workdir=[str(workdir / 'polygons'), str(workdir / 'dominant')]):
+      report.main([])
