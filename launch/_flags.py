@@ -12,6 +12,7 @@ import typing
 from absl import flags
 
 from segal_jax import config as config_lib
+from segal_jax.data import synthetic_city
 
 _HOLDERS: dict[str, flags.FlagHolder] = {}
 
@@ -51,4 +52,9 @@ def config_from_flags() -> config_lib.ExperimentConfig:
                           f'write e.g. --{name}=1,2') from None
       v = tuple(v)
     values[name] = v
+  if values['dataset'].startswith('image_folder:') and (
+      values['dataset_config'] in synthetic_city.config_names()):
+    # A synthetic_city size (the default, or a CPU flagfile's) means nothing to a
+    # folder, whose --dataset_config holds key=value options.
+    values['dataset_config'] = ''
   return config_lib.ExperimentConfig(**values)

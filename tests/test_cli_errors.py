@@ -254,6 +254,14 @@ def test_missing_image_folder(workdir, tmp_path):
              tfds=str(tmp_path / 'tfds'), words=(missing, 'does not exist'))
 
 
+def test_an_image_folder_needs_no_dataset_config(workdir, tmp_path):
+  # The default --dataset_config names a synthetic_city size; a folder ignores it
+  # (and is then refused for what is really wrong with it).
+  missing = str(tmp_path / 'my_photos')
+  _run_fails(workdir, f'--dataset=image_folder:{missing}', tfds=str(tmp_path / 'tfds'),
+             words=(missing, 'does not exist'))
+
+
 @pytest.mark.slow
 def test_missing_cityscapes_zips(workdir, tmp_path):
   _run_fails(workdir, '--dataset=cityscapes', '--dataset_config=quarter',

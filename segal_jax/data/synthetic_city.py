@@ -123,6 +123,11 @@ class SyntheticCity(_lazy.ArrayRecordBuilder):
       yield key, {'image_id': key, 'image': image, 'label': label, 'instance': instance}
 
 
+def config_names() -> list[str]:
+  """The builder configs (sizes) of synthetic_city."""
+  return [c.name for c in SyntheticCity.BUILDER_CONFIGS]
+
+
 def load_split(split: str, *, data_dir: str | None = None, config: str | None = None):
   """Builds the data set once (deterministic rendering), then returns one split.
 
@@ -137,7 +142,7 @@ def load_split(split: str, *, data_dir: str | None = None, config: str | None = 
   if split not in SPLIT_INDEX:
     raise errors.UserError(f'synthetic_city has no split {split!r}',
                            f'use one of {", ".join(SPLIT_INDEX)}')
-  names = [c.name for c in SyntheticCity.BUILDER_CONFIGS]
+  names = config_names()
   config = config or SyntheticCity.DEFAULT_CONFIG_NAME
   if config not in names:
     raise errors.UserError(f'synthetic_city has no config {config!r}',
