@@ -7,8 +7,10 @@ labelling request and exiting 0 with what to label; rerun the same command once
 the labels are in (README: "Active learning with your annotators").
 
 `--dry_run` checks everything (flags, data set, init checkpoint, batch sizes
-against devices) and prints the plan and its FLOPs without building or
-training anything.
+against devices) and prints the plan, its FLOPs and each cycle's training time
+on this machine (a few steps measured on blank data) without building the
+data set or training anything. A run on an image folder says before it starts
+how long its first cycle will train here.
 """
 
 import dataclasses
@@ -32,7 +34,8 @@ _WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Where results and state ar
 _DRY_RUN = flags.DEFINE_bool(
     'dry_run', False, 'Check the flags, the data set (built, or its source files in place), '
     'the init checkpoint and the batch sizes, print the plan of every cycle and the '
-    "run's training FLOPs, and exit without building or training anything.")
+    "run's training FLOPs and each cycle's training time on this machine (a few steps timed on "
+    'blank data), and exit without building the data set or training.')
 _CLASSES = flags.DEFINE_string(
     'classes', None, "An image folder's class table (classes.json) kept elsewhere; the "
     "same as --dataset_config=classes=FILE. Default: the folder's own classes.json.")
@@ -50,6 +53,8 @@ def main(argv):
   if _DRY_RUN.value:
     print(plan.describe(config))
     return
+  if config.dataset.startswith(data.IMAGE_FOLDER_PREFIX) and parallel.is_writer():
+    print(plan.first_cycle_note(config))  # your own data: how long before it starts
   # Preemption (SIGTERM): finish the current epoch, checkpoint, exit; a rerun resumes.
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())

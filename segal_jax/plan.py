@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 import zipfile
 
 import jax
@@ -104,6 +105,44 @@ def train_step_flops(config: ExperimentConfig, num_classes: int, strategy_name: 
   state and the batch ([train_batch_size] crops of `train_crop`) are abstract
   shapes, so nothing is initialised or allocated.
   """
+  return step_cost(config, num_classes, strategy_name, timed=False)[0]
+
+
+def step_cost(config: ExperimentConfig, num_classes: int, strategy_name: str, *,
+              timed: bool = True, repeats: int = 3) -> tuple[float, float]:
+  """(FLOPs, seconds) of one training step: XLA's cost analysis of the compiled
+  step, and (`timed`) that step run on this machine on a real state and a blank
+  batch, once to warm up, then timed over `repeats` steps (NaN if not timed)."""
+  compiled, model, tx = _compiled_step(config, num_classes, strategy_name)
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per device program
+    analysis = analysis[0] if analysis else {}
+  flops = float((analysis or {}).get('flops', float('nan')))
+  if not timed:
+    return flops, float('nan')
+  mesh = parallel.default_mesh()
+  h, w = config.train_crop
+  state = jax.device_put(train.create_train_state(model, jax.random.key(0),
+                                                  image_shape=(h, w, 3), tx=tx),
+                         parallel.replicated(mesh))
+  b = config.train_batch_size
+  batch = jax.device_put({'image': jnp.zeros((b, h, w, 3), jnp.uint8),
+                          'label': jnp.zeros((b, h, w), jnp.uint8)}, parallel.batch_sharded(mesh))
+  args = (jax.random.key(0), jnp.zeros(3), jnp.ones(3),
+          jnp.asarray(train.loss_controls(selection.get(strategy_name).training_loss(config),
+                                          0)))
+  args = jax.device_put(args, parallel.replicated(mesh))
+  state, metrics = compiled(state, batch, *args)  # the state's buffers are donated
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(repeats):
+    state, metrics = compiled(state, batch, *args)
+  jax.block_until_ready(metrics)
+  return flops, (time.perf_counter() - start) / repeats
+
+
+def _compiled_step(config: ExperimentConfig, num_classes: int, strategy_name: str):
+  """(the compiled train step for abstract shapes, the model, the optimizer)."""
   model = loop.build_model(config, num_classes, strategy_name)
   loss_fn = selection.get(strategy_name).training_loss(config)
   h, w = config.train_crop
@@ -119,11 +158,18 @@ def train_step_flops(config: ExperimentConfig, num_classes: int, strategy_name: 
                                  (config.train_scale_min, config.train_scale_max), True)
   vec = jax.ShapeDtypeStruct((3,), jnp.float32)
   controls = jax.ShapeDtypeStruct(train.loss_controls(loss_fn, 0).shape, jnp.float32)
-  analysis = step.lower(state, batch, jax.eval_shape(lambda: jax.random.key(0)), vec, vec,
-                        controls).compile().cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older jax: one dict per device program
-    analysis = analysis[0] if analysis else {}
-  return float((analysis or {}).get('flops', float('nan')))
+  compiled = step.lower(state, batch, jax.eval_shape(lambda: jax.random.key(0)), vec, vec,
+                        controls).compile()
+  return compiled, model, tx
+
+
+def duration(seconds: float) -> str:
+  """'40 s', '12 min', '3.5 h': a duration as a person reads it."""
+  if seconds < 90:
+    return f'{seconds:.0f} s'
+  if seconds < 5400:
+    return f'{seconds / 60:.0f} min'
+  return f'{seconds / 3600:.1f} h'
 
 
 def check_data(config: ExperimentConfig) -> tuple[str, int]:
@@ -161,8 +207,9 @@ def check_data(config: ExperimentConfig) -> tuple[str, int]:
                   f'choose one of {", ".join(sorted(data.DATASETS))} or image_folder:PATH')
 
 
-def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
-  """The plan as text: the data, then per strategy every cycle, then the FLOPs."""
+def describe(config: ExperimentConfig, *, flops: bool = True, timed: bool = True) -> str:
+  """The plan as text: the data, then per strategy every cycle, then the FLOPs;
+  with `timed`, each cycle's training time on this machine (`step_cost`)."""
   where, pool = check_data(config)
   # People's runs start from what is labeled, not from --al_initial.
   selection.check_config(config, pool_size=None if human.enabled(config) else pool)
@@ -177,8 +224,8 @@ def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
   total_flops = 0.0
   for name in config.al_strategies:
     plan = cycles(config, name, pool)
-    step_flops = (train_step_flops(config, _num_classes(config), name) if flops
-                  else float('nan'))
+    step_flops, seconds = (step_cost(config, _num_classes(config), name, timed=timed)
+                           if flops else (float('nan'), float('nan')))
     steps = sum(c.train_steps for c in plan)
     total_flops += steps * step_flops * len(config.al_seeds)
     lines.append(f'strategy {name} (per seed):')
@@ -186,7 +233,8 @@ def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
       bound = ('at most ' if config.al_unit == 'superpixel' else
                'about ' if config.al_budget_cost else '') if c.cycle else ''
       line = (f'  cycle {c.cycle}: train on {bound}{c.labeled_images} images, '
-              f'{c.epochs} epochs, {c.train_steps} steps')
+              f'{c.epochs} epochs, {c.train_steps} steps'
+              + (f' (about {duration(c.train_steps * seconds)})' if seconds == seconds else ''))
       if c.buy and c.passes:
         up_to = 'up to ' if config.al_unit == 'superpixel' else ''
         line += (f'; score {up_to}{c.scored_units} units in {up_to}{c.scored_images} images '
@@ -196,10 +244,40 @@ def describe(config: ExperimentConfig, *, flops: bool = True) -> str:
 
       lines.append(line)
     lines.append(f'  {steps} training steps x {step_flops:.3g} FLOPs a step '
-                 f'= {steps * step_flops:.3g} FLOPs')
+                 f'= {steps * step_flops:.3g} FLOPs'
+                 + (f'; {seconds:.3g} s a step measured here: about '
+                    f'{duration(steps * seconds)} of training a seed' if seconds == seconds
+                    else ''))
   lines.append(f'total training: {total_flops:.3g} FLOPs over {len(config.al_strategies)} '
                f'strategies x {len(config.al_seeds)} seeds (scoring and evaluation not counted)')
   return '\n'.join(lines)
+
+
+SLOW_FIRST_CYCLE = 3600  # seconds: past this a run says so before it starts
+
+
+def first_cycle_note(config: ExperimentConfig) -> str:
+  """One line before a run starts: how long the first strategy's first cycle
+  trains on this machine (measured, `step_cost`), with a pointer to the CPU
+  recipe when that is hours on a CPU."""
+  _, pool = check_data(config)
+  name = config.al_strategies[0]
+  _, steps = (loop.train_schedule(config, _labeled_now(config)) if human.enabled(config)
+              else (0, cycles(config, name, pool)[0].train_steps))
+  _, seconds = step_cost(config, _num_classes(config), name)
+  line = (f'{name} cycle 0: {steps} training steps, about {duration(steps * seconds)} on this '
+          f'machine ({jax.default_backend()}, {seconds:.3g} s a step)')
+  if steps * seconds > SLOW_FIRST_CYCLE and jax.default_backend() == 'cpu':
+    line += ('. That is over an hour on a CPU: configs/folder_cpu.flags trains a network sized for '
+             'one (--flagfile=configs/folder_cpu.flags before your own flags)')
+  return line
+
+
+def _labeled_now(config: ExperimentConfig) -> int:
+  """The label files of an image folder now (what people's first cycle trains on)."""
+  labels_dir = os.path.join(config.dataset[len(data.IMAGE_FOLDER_PREFIX):], 'labels')
+  return max(1, sum(f.lower().endswith('.png') for _, _, files in os.walk(labels_dir)
+                    for f in files))
 
 
 def _num_classes(config: ExperimentConfig) -> int:

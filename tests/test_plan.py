@@ -141,3 +141,21 @@ def test_label_cycles_plan_no_purchase_after_them():
   cycles = plan.cycles(config, 'random', 100)
   assert [c.labeled_images for c in cycles] == [10, 20, 30, 40, 40]
   assert [c.buy for c in cycles] == [10, 10, 10, 0, 0]
+
+
+def test_duration_by_hand():
+  assert [plan.duration(s) for s in (40, 600, 4 * 3600 + 1800)] == ['40 s', '10 min', '4.5 h']
+
+
+def test_first_cycle_note_warns_of_hours_on_a_cpu(tmp_path, monkeypatch):
+  folder = tmp_path / 'photos'
+  test_cli_errors._image_folder(str(folder))  # 4 labeled images
+  config = config_lib.ExperimentConfig(dataset=f'image_folder:{folder}', dataset_config='',
+                                       al_initial=2, al_budget=1, train_epochs=250)
+  monkeypatch.setattr(plan, 'step_cost', lambda *a, **k: (1e9, 20.0))
+  note = plan.first_cycle_note(config)
+  # 2 initial images at batch 8: 1 step an epoch, 250 steps x 20 s = 83 min.
+  assert note.startswith('random cycle 0: 250 training steps, about 83 min on this machine')
+  assert 'configs/folder_cpu.flags' in note
+  monkeypatch.setattr(plan, 'step_cost', lambda *a, **k: (1e9, 0.5))
+  assert 'folder_cpu' not in plan.first_cycle_note(config)
