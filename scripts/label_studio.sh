@@ -56,6 +56,7 @@ import socket, sys
 port = int(sys.argv[1])
 for p in range(port, port + 100):
   with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
     try:
       s.bind(('127.0.0.1', p))
     except OSError:
@@ -111,7 +112,7 @@ start() {
       --internal-host 127.0.0.1 --port "$port" > "$LOG_FILE" 2>&1
   ) &
   echo $! > "$PID_FILE"
-  echo "starting Label Studio (pid $!, log $LOG_FILE; the first start takes about 3 minutes)"
+  echo "starting Label Studio (pid $!, log $LOG_FILE; about 3 minutes on a new database, 10-20 s after)"
   while :; do
     running || die "Label Studio stopped while starting; see $LOG_FILE"
     local got
@@ -119,9 +120,13 @@ start() {
     url="http://127.0.0.1:${got:-$port}"
     case "$(answers "$url")" in
       200) break ;;
-      401|403) die "Label Studio at $url refuses the token; stop it, remove $LS_DATA_DIR to start afresh, or export the token it was first started with" ;;
+      401|403) stop > /dev/null
+               die "Label Studio's database in $LS_DATA_DIR has another token; export the token it was first started with, or remove $LS_DATA_DIR to start afresh" ;;
     esac
-    (( $(date +%s) - t0 < 600 )) || die "Label Studio did not answer within 10 minutes; see $LOG_FILE"
+    if (( $(date +%s) - t0 >= 600 )); then
+      stop > /dev/null
+      die "Label Studio did not answer within 10 minutes; see $LOG_FILE"
+    fi
     sleep 3
   done
   echo "$url" > "$URL_FILE"
