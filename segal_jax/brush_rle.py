@@ -39,7 +39,7 @@ def encode(mask: np.ndarray) -> list[int]:
   widest length field (2 ** 16) are split.
   """
   mask = np.asarray(mask, bool)
-  flat = np.repeat(np.where(mask, 255, 0).astype(np.int64).reshape(-1), 4)
+  flat = np.repeat(np.where(mask, 255, 0).astype(np.uint8).reshape(-1), 4)
   fields: list[tuple[int, int]] = [(flat.size, 32), (_WORD - 1, 5)]
   fields += [(w - 1, 4) for w in _WIDTHS]
   if flat.size:

@@ -11,8 +11,10 @@ format independent of `brush_rle`.
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+import urllib.request
 import uuid
 
 import numpy as np
@@ -98,6 +100,7 @@ def server():
   project = label_studio.ensure_project(client, f'segal test {uuid.uuid4().hex[:8]}', TABLE)
   yield client, project, folder
   client.request('DELETE', f'/api/projects/{project.id}')
+  shutil.rmtree(folder)
 
 
 def _item(folder, name, uncertainty, truth):
@@ -139,6 +142,12 @@ def test_two_rounds_with_two_annotators(server):
   assert again.imported == [] and sorted(again.updated) == sorted(first)
   tasks = label_studio.tasks_by_name(client, project)
   assert sorted(tasks) == sorted(first)
+  # Label Studio serves the image file itself to a logged-in user.
+  request = urllib.request.Request(
+      client.url + tasks['sub/b.png']['data']['image'],
+      headers={'Authorization': 'Token ' + os.environ['LABEL_STUDIO_TOKEN']})
+  with urllib.request.urlopen(request, timeout=30) as answer:
+    assert answer.read() == open(items['sub/b.png'].path, 'rb').read()
   # The prediction is the model's mask, as Label Studio's SDK reads it.
   region = tasks['sub/b.png']['predictions'][-1]['result']
   decoded = _sdk(decode=[r['value']['rle'] for r in region])['decoded']
