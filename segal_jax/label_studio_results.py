@@ -120,8 +120,9 @@ def label_of(result: list[dict], table, height: int, width: int,
   value_of = {c.name: c.value for c in table.classes}
   out = np.full((height, width), table.ignore, np.uint8)
   for k, region in enumerate(result):
-    if region.get('from_name') not in (None, POLYGON, BRUSH):
-      continue  # a control this connector does not read (e.g. a comment box)
+    kind = str(region.get('type', ''))
+    if kind not in ('brushlabels', 'polygonlabels') and not kind.endswith('labels'):
+      continue  # a comment, choice or rating: no pixels
     mask, name = _region_mask(region, height, width, f'{where}, region {k + 1}')
     if name not in value_of:
       raise errors.UserError(

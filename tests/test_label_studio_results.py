@@ -100,6 +100,8 @@ def test_label_of_paints_regions_in_order_in_png_values():
 
 def test_label_of_nothing_drawn_is_the_ignore_value():
   assert np.array_equal(results.label_of([], TABLE, 2, 3), np.full((2, 3), 250, np.uint8))
+  comment = {'type': 'textarea', 'from_name': 'notes', 'value': {'text': ['blurry']}}
+  assert np.array_equal(results.label_of([comment], TABLE, 2, 3), np.full((2, 3), 250, np.uint8))
 
 
 def test_brush_results_are_one_region_per_class_present():
