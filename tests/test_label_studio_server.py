@@ -1,0 +1,199 @@
+"""Two rounds with a real Label Studio server and two annotators played
+through its API: a brush answer, polygon answers, a skipped task and a wrong
+class name; the answers come back equal to the hidden labels.
+
+Needs a server started by `scripts/label_studio.sh start` (LABEL_STUDIO_URL,
+LABEL_STUDIO_TOKEN, and the LOCAL_FILES_DOCUMENT_ROOT it was started with) and
+its virtual environment (LS_VENV, default .ls-venv), whose SDK encodes the
+annotators' brush masks and decodes the predictions: an implementation of the
+format independent of `brush_rle`.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segal_jax import label_studio
+from segal_jax.data import classes
+
+pytestmark = [pytest.mark.slow, pytest.mark.label_studio]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H, W = 24, 32
+TABLE = classes.from_json({'ignore': 255, 'classes': [
+    {'name': 'ground', 'color': [90, 60, 30], 'thing': False, 'value': 0},
+    {'name': 'plant', 'color': [0, 180, 0], 'thing': True, 'value': 7},
+    {'name': 'pot', 'color': [200, 50, 50], 'thing': True, 'value': 12}]})
+VALUE = {c.name: c.value for c in TABLE.classes}
+
+_SDK = """
+import json, sys
+import numpy as np
+from label_studio_sdk.converter import brush
+job = json.load(sys.stdin)
+out = {'encoded': [[int(b) for b in brush.mask2rle(np.array(m, np.uint8) * 255)]
+                   for m in job['encode']],
+       'decoded': [(brush.decode_rle(r).reshape(job['h'], job['w'], 4)[..., 3] > 127).tolist()
+                   for r in job['decode']]}
+json.dump(out, sys.stdout)
+"""
+
+
+def _sdk(encode=(), decode=()):
+  """Masks -> RLEs and RLEs -> masks by Label Studio's own SDK, in its venv."""
+  python = os.path.join(REPO, os.environ.get('LS_VENV', '.ls-venv'), 'bin', 'python')
+  job = {'encode': [np.asarray(m).tolist() for m in encode], 'decode': list(decode),
+         'h': H, 'w': W}
+  out = subprocess.run([python, '-c', _SDK], input=json.dumps(job), capture_output=True,
+                       text=True, check=True, timeout=120)
+  return json.loads(out.stdout)
+
+
+# Hidden labels, in PNG values, drawn by hand.
+def _blob():
+  yy, xx = np.mgrid[:H, :W]
+  out = np.zeros((H, W), np.uint8)
+  out[(yy - 12) ** 2 / 49 + (xx - 14) ** 2 / 100 <= 1] = VALUE['plant']
+  out[18:22, 25:31] = VALUE['pot']
+  out[0, :] = 255  # a row nobody labeled
+  return out
+
+
+def _rects(rects):
+  """[(class, x0, y0, x1, y1)] painted in order -> (label, polygon regions)."""
+  out = np.full((H, W), 255, np.uint8)
+  regions = []
+  for name, x0, y0, x1, y1 in rects:
+    out[y0:y1, x0:x1] = VALUE[name]
+    pts = [[100 * x / W, 100 * y / H] for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
+    regions.append({'type': 'polygonlabels', 'from_name': 'label', 'to_name': 'image',
+                    'original_width': W, 'original_height': H,
+                    'value': {'points': pts, 'polygonlabels': [name]}})
+  return out, regions
+
+
+def _brush_regions(label, names=None):
+  """One brush region per class of `label`, encoded by the SDK."""
+  present = [c for c in TABLE.classes if (label == c.value).any()]
+  rles = _sdk(encode=[label == c.value for c in present])['encoded']
+  return [{'type': 'brushlabels', 'from_name': 'brush', 'to_name': 'image',
+           'original_width': W, 'original_height': H,
+           'value': {'format': 'rle', 'rle': rle,
+                     'brushlabels': [(names or {}).get(c.name, c.name)]}}
+          for c, rle in zip(present, rles)]
+
+
+@pytest.fixture
+def server():
+  url = os.environ['LABEL_STUDIO_URL']
+  client = label_studio.Client.from_env(url)
+  root = label_studio.files_root()
+  folder = tempfile.mkdtemp(prefix='segal-ls-', dir=root)
+  project = label_studio.ensure_project(client, f'segal test {uuid.uuid4().hex[:8]}', TABLE)
+  yield client, project, folder
+  client.request('DELETE', f'/api/projects/{project.id}')
+  shutil.rmtree(folder)
+
+
+def _item(folder, name, uncertainty, truth):
+  path = os.path.join(folder, name)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.random.default_rng(len(name)).integers(0, 255, (H, W, 3), np.uint8)).save(path)
+  # The prediction: the truth in class indices, with a wrong block.
+  prediction = TABLE.lookup()[truth].astype(np.uint8)
+  prediction[2:6, 2:6] = 2
+  return label_studio.Item(name, path, uncertainty, prediction)
+
+
+def _annotate(client, task, annotator, result, seconds, cancelled=False):
+  return client.request('POST', f'/api/tasks/{task["id"]}/annotations/', {
+      'result': result, 'was_cancelled': cancelled, 'lead_time': seconds,
+      'completed_by': annotator['id']})
+
+
+def test_two_rounds_with_two_annotators(server):
+  client, project, folder = server
+  assert label_studio.ensure_project(client, project.title, TABLE) == project
+  label_studio.ensure_storage(client, project, folder)
+  truth_b, polygons_b = _rects([('ground', 0, 0, W, H), ('plant', 3, 4, 11, 20),
+                                ('pot', 14, 10, 30, 22), ('plant', 18, 12, 22, 16)])
+  truth_e, polygons_e = _rects([('ground', 0, 8, W, H), ('pot', 5, 10, 9, 23)])
+  truth = {'a.png': _blob(), 'sub/b.png': truth_b, 'c.png': np.roll(_blob(), 5, axis=1),
+           'd.png': np.flipud(_blob()), 'e.png': truth_e}
+  uncertainty = {'a.png': 0.2, 'sub/b.png': 0.9, 'c.png': 0.4, 'd.png': 0.1, 'e.png': 3.0}
+  items = {n: _item(folder, n, uncertainty[n], t) for n, t in truth.items()}
+  alice, bob = (client.request('POST', '/api/users/', {
+      'email': f'{who}-{uuid.uuid4().hex[:6]}@example.com', 'username': who})
+                for who in ('alice', 'bob'))
+
+  # Round 1: four images; pushing twice makes no second task.
+  first = ['a.png', 'sub/b.png', 'c.png', 'd.png']
+  pushed = label_studio.push_request(client, project, [items[n] for n in first], 'cycle_01', TABLE)
+  assert sorted(pushed.imported) == sorted(first)
+  again = label_studio.push_request(client, project, [items[n] for n in first], 'cycle_01', TABLE)
+  assert again.imported == [] and sorted(again.updated) == sorted(first)
+  tasks = label_studio.tasks_by_name(client, project)
+  assert sorted(tasks) == sorted(first)
+  # Label Studio serves the image file itself to a logged-in user.
+  request = urllib.request.Request(
+      client.url + tasks['sub/b.png']['data']['image'],
+      headers={'Authorization': 'Token ' + os.environ['LABEL_STUDIO_TOKEN']})
+  with urllib.request.urlopen(request, timeout=30) as answer:
+    assert answer.read() == open(items['sub/b.png'].path, 'rb').read()
+  # The prediction is the model's mask, as Label Studio's SDK reads it.
+  region = tasks['sub/b.png']['predictions'][-1]['result']
+  decoded = _sdk(decode=[r['value']['rle'] for r in region])['decoded']
+  for r, mask in zip(region, decoded):
+    k = TABLE.names.index(r['value']['brushlabels'][0])
+    assert np.array_equal(mask, items['sub/b.png'].prediction == k)
+  # Uncertainty sampling serves the most uncertain image first.
+  assert client.request('GET', f'/api/projects/{project.id}/next')['data']['name'] == 'sub/b.png'
+
+  _annotate(client, tasks['a.png'], alice, _brush_regions(truth['a.png']), 41.5)
+  _annotate(client, tasks['sub/b.png'], bob, polygons_b, 73.0)
+  _annotate(client, tasks['c.png'], alice, [], 4.0, cancelled=True)
+  wrong = _annotate(client, tasks['d.png'], bob,
+                    _brush_regions(truth['d.png'], names={'pot': 'vase'}), 12.0)
+
+  pulled = label_studio.pull_answers(client, project, first + ['zz.png'], TABLE)
+  assert sorted(pulled.answers) == ['a.png', 'sub/b.png']
+  for name, answer in pulled.answers.items():
+    assert np.array_equal(answer.label, truth[name]), name
+  assert (pulled.answers['a.png'].annotator, pulled.answers['a.png'].seconds) == (
+      alice['email'], 41.5)
+  assert (pulled.answers['sub/b.png'].annotator, pulled.answers['sub/b.png'].seconds) == (
+      bob['email'], 73.0)
+  assert pulled.skipped == ['c.png'] and pulled.unfinished == [] and pulled.missing == ['zz.png']
+  assert len(pulled.problems) == 1
+  assert "(d.png)" in pulled.problems[0] and "'vase'" in pulled.problems[0]
+
+  # Round 2: the skipped image again, a new one, and one answered already.
+  second = ['c.png', 'e.png', 'a.png']
+  pushed = label_studio.push_request(client, project, [items[n] for n in second], 'cycle_02', TABLE)
+  assert (pushed.imported, pushed.updated, pushed.answered) == (['e.png'], ['c.png'], ['a.png'])
+  tasks = label_studio.tasks_by_name(client, project)
+  assert len(tasks) == 5
+  assert client.request('GET', f'/api/projects/{project.id}/next')['data']['name'] == 'e.png'
+  unfinished = label_studio.pull_answers(client, project, ['c.png', 'e.png'], TABLE)
+  assert (unfinished.skipped, unfinished.unfinished) == (['c.png'], ['e.png'])
+
+  _annotate(client, tasks['c.png'], alice, _brush_regions(truth['c.png']), 30.0)
+  _annotate(client, tasks['e.png'], alice, polygons_e, 20.0)
+  client.request('PATCH', f'/api/annotations/{wrong["id"]}/',
+                 {'result': _brush_regions(truth['d.png']), 'lead_time': 15.0})
+
+  pulled = label_studio.pull_answers(client, project, list(truth), TABLE)
+  assert sorted(pulled.answers) == sorted(truth)
+  assert (pulled.skipped, pulled.unfinished, pulled.problems, pulled.missing) == ([], [], [], [])
+  for name, answer in pulled.answers.items():
+    assert np.array_equal(answer.label, truth[name]), name
+    assert answer.task_id == tasks[name]['id']
+  assert pulled.answers['d.png'].seconds == 15.0
