@@ -212,7 +212,9 @@ def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = Non
           'reference': {'strategy': reference[0], 'unit': reference[1]}, 'full_data': full,
           'auc_range': None if auc_range is None else {'cost_instances': list(auc_range)},
           'strategies': strategies, 'per_class_iou': per_class(records),
-          'tests': endpoints.to_json(tests, names)}
+          'tests': endpoints.to_json(tests, names),
+          'per_class_diff_vs_reference': endpoints.per_class_differences(records, names,
+                                                                         reference)}
 
 
 def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'labeled_images',
@@ -389,7 +391,8 @@ def format_summary(s: dict[str, Any]) -> str:
     rows = [[c] + [_fmt_value(by_class[n].get(c)) for n in strategies] for c in classes]
     lines += ['## Validation IoU per class at the last cycle (mean over seeds)', '',
               _markdown(['class'] + strategies, rows), '']
-  return '\n'.join(lines) + endpoints.format_tests(s.get('tests', []))
+  return ('\n'.join(lines) + endpoints.format_tests(s.get('tests', []))
+          + endpoints.format_per_class(s.get('per_class_diff_vs_reference', {}), ref))
 
 
 def _fmt_value(v: float | None) -> str:

@@ -148,3 +148,25 @@ def test_tests_cover_every_endpoint_and_adjust_them_together():
   assert auc['detectable'] > 0
   # Without a full-data mIoU only the AUCs are tested.
   assert [t['endpoint'] for t in endpoints.tests(runs, None)] == ['auc']
+
+
+def test_per_class_differences_at_the_last_shared_cycle_by_hand():
+  def record(strategy, seed, cycle, road, car):
+    return {'strategy': strategy, 'unit': 'image', 'seed': seed, 'cycle': cycle,
+            'per_class': {'road': road, 'car': car}}
+  records = [record('random', 0, 0, 0.5, 0.1), record('random', 0, 1, 0.6, 0.2),
+             record('mc', 0, 0, 0.5, 0.1), record('mc', 0, 1, 0.7, 0.3),
+             record('mc', 0, 2, 0.9, 0.9),  # random has no cycle 2: not compared
+             record('random', 1, 0, 0.5, None), record('mc', 1, 0, 0.55, 0.2)]
+  names = {('random', 'image'): 'random', ('mc', 'image'): 'mc'}
+  diffs = endpoints.per_class_differences(records, names)
+  assert list(diffs) == ['mc']
+  road, car = diffs['mc']['road'], diffs['mc']['car']
+  # road: seed 0 at cycle 1: +0.1; seed 1 at cycle 0: +0.05.
+  assert road['n'] == 2 and road['mean'] == pytest.approx(0.075)
+  half = stats.t.ppf(0.975, 1) * np.std([0.1, 0.05], ddof=1) / math.sqrt(2)
+  assert road['high'] == pytest.approx(0.075 + half)
+  # car: seed 1's random has no IoU for it, so only seed 0 (+0.1), no interval.
+  assert car == {'mean': pytest.approx(0.1), 'low': None, 'high': None, 'n': 1}
+  table = endpoints.format_per_class(diffs, 'random')
+  assert '| road | +0.075 [' in table and '| car | +0.100 |' in table
