@@ -11,9 +11,13 @@ strategy, including those whose purchases need their models, the records'
 mIoU is set against labeled pixels as well as instances (`curves`): the
 labeled pixels of a cycle are the initial set's plus the records' purchases.
 
+A configuration not run yet (e.g. on another data set) is replayed alike,
+with nothing to check and no curves: what its purchases would buy.
+
 Layout of `analyze`'s output directory:
   purchases.csv   one row per (unit, seed, cycle) purchase of random selection
   curves.csv      one row per record: unit, strategy, seed, cycle, instances, labeled pixels, mIoU
+                  (with records)
   purchases.json  the rows' means over seeds, the replay's match, the class table
   geometry.json   `geometry.summarize` of the pool (with `geometry=True`)
   purchases.png   mIoU against instances and against labeled pixels; the class mix bought
@@ -192,35 +196,29 @@ def _means(rows: Sequence[dict], keys: Sequence[str], by: Sequence[str]) -> list
           for g, rs in sorted(groups.items())]
 
 
-def analyze(workdirs: Sequence[str], out: str, *, with_geometry: bool = False,
-            log=print) -> dict[str, Any]:
-  """Replays random selection of every experiment in `workdirs` (one unit each, the
-  same data), describes its purchases, sets every record's mIoU against labeled
-  pixels, and writes the files of the module docstring into `out`."""
-  rows, curve_rows, mismatches = [], [], []
-  split = config = segments = None
-  for workdir in workdirs:
-    config = load_config(workdir)
-    records = experiment.collect(workdir)
-    if not any(r['strategy'] == REPLAYED for r in records):
-      raise UserError(f'{workdir} holds no {REPLAYED} run to replay',
-                      f'point --records at experiments with --al_strategies including {REPLAYED}')
-    split, _, costs = experiment.load_data(config)
-    segments = counts = None
-    if config.al_unit == 'superpixel':
-      segments, counts = experiment.pool_superpixels(config, split)
-    annotator = annotators.from_config(config)
-    initial = {}
-    for seed in config.al_seeds:
-      log(f'{workdir}: replaying {REPLAYED} seed {seed}')
-      pools = replay(config, seed, split, costs, segments, counts)
-      bound = annotators.bind(annotator, seed=seed, segments=segments)
-      initial[seed] = bound.labeled_counts(pools[0], split, pools[0].images())[0]
-      recorded = sorted((r for r in records if r['strategy'] == REPLAYED and r['seed'] == seed),
-                        key=lambda r: r['cycle'])
-      for cycle, (before, after) in enumerate(zip(pools, pools[1:])):
-        row = {'unit': loop.unit_name(config), 'seed': seed, 'cycle': cycle,
-               **purchase(bound, before, after, split, split.classes.thing_ids)}
+def _replay_rows(config, workdir: str | None, split, costs, log) -> tuple[list, list, list]:
+  """(purchase rows, curve rows, mismatches) of one experiment: random selection
+  replayed for every seed of `config`, checked against `workdir`'s records when
+  there are any (None: a configuration not run yet, nothing to check)."""
+  records = experiment.collect(workdir) if workdir else []
+  if workdir and not any(r['strategy'] == REPLAYED for r in records):
+    raise UserError(f'{workdir} holds no {REPLAYED} run to replay',
+                    f'point --records at experiments with --al_strategies including {REPLAYED}')
+  segments = counts = None
+  if config.al_unit == 'superpixel':
+    segments, counts = experiment.pool_superpixels(config, split)
+  rows, mismatches, initial = [], [], {}
+  for seed in config.al_seeds:
+    log(f'{workdir or config.al_unit}: replaying {REPLAYED} seed {seed}')
+    pools = replay(config, seed, split, costs, segments, counts)
+    bound = annotators.bind(annotators.from_config(config), seed=seed, segments=segments)
+    initial[seed] = bound.labeled_counts(pools[0], split, pools[0].images())[0]
+    recorded = sorted((r for r in records if r['strategy'] == REPLAYED and r['seed'] == seed),
+                      key=lambda r: r['cycle'])
+    for cycle, (before, after) in enumerate(zip(pools, pools[1:])):
+      row = {'unit': loop.unit_name(config), 'seed': seed, 'cycle': cycle,
+             **purchase(bound, before, after, split, split.classes.thing_ids)}
+      if workdir:
         rec = recorded[cycle] if cycle < len(recorded) else {}
         row.update(record_new_labeled_pixels=rec.get('new_labeled_pixels'),
                    record_new_instances=rec.get('new_instances'))
@@ -228,15 +226,43 @@ def analyze(workdirs: Sequence[str], out: str, *, with_geometry: bool = False,
                         and row['record_new_instances'] == row['new_instances'])
         if not row['match']:
           mismatches.append(f"{row['unit']} seed {seed} cycle {cycle}")
-        rows.append(row)
-    curve_rows += curves(records, initial)
+      rows.append(row)
+  return rows, curves(records, initial), mismatches
+
+
+def pool_geometry(config: config_lib.ExperimentConfig, split) -> dict[str, Any]:
+  """`geometry.summarize` of the pool's superpixels (`config`'s) against its instances."""
+  segments, _ = experiment.pool_superpixels(config, split)
+  per_image = (geometry.image_geometry(split.labels[i], split.instances[i], segments[i])
+               for i in range(len(split)))
+  return geometry.summarize(per_image, int(np.prod(split.labels.shape[1:])))
+
+
+def analyze(sources: Sequence[tuple[config_lib.ExperimentConfig, str | None]], out: str, *,
+            with_geometry: bool = False, log=print) -> dict[str, Any]:
+  """Replays random selection of every source, describes its purchases, sets every
+  record's mIoU against labeled pixels, and writes the files of the module
+  docstring into `out`.
+
+  Args:
+    sources: (configuration, its work directory or None) pairs on the same data,
+      e.g. `load_config(workdir)` of an image and a superpixel experiment.
+  """
+  if not sources:
+    raise UserError('nothing to analyse', 'pass --records, or a configuration with --units')
+  rows, curve_rows, mismatches = [], [], []
+  config = sources[0][0]
+  split, _, costs = experiment.load_data(config)
+  for config, workdir in sources:
+    got = _replay_rows(config, workdir, split, costs, log)
+    rows, curve_rows, mismatches = rows + got[0], curve_rows + got[1], mismatches + got[2]
   os.makedirs(out, exist_ok=True)
   _write_csv(os.path.join(out, 'purchases.csv'), rows)
-  _write_csv(os.path.join(out, 'curves.csv'), curve_rows)
   numeric = [k for k, v in rows[0].items() if isinstance(v, (int, float))
              and not isinstance(v, bool) and k not in ('seed', 'cycle')] if rows else []
   summary = {
-      'records': list(workdirs),
+      'records': [w for _, w in sources if w],
+      'dataset': f'{config.dataset}/{config.dataset_config}',
       'replay_matches_records': not mismatches, 'mismatches': mismatches,
       'classes': list(split.classes.names), 'thing_classes': list(split.classes.thing_ids),
       'purchases': _means(rows, numeric, ('unit', 'cycle')),
@@ -244,13 +270,11 @@ def analyze(workdirs: Sequence[str], out: str, *, with_geometry: bool = False,
       'curves': _means(curve_rows, ('cost_instances', 'labeled_pixels', 'labeled_images', 'miou'),
                        ('unit', 'strategy', 'cycle')),
   }
+  if curve_rows:
+    _write_csv(os.path.join(out, 'curves.csv'), curve_rows)
   export.write_json(os.path.join(out, 'purchases.json'), summary)
   if with_geometry:
-    segments = experiment.pool_superpixels(config, split)[0] if segments is None else segments
-    per_image = (geometry.image_geometry(split.labels[i], split.instances[i], segments[i])
-                 for i in range(len(split)))
-    export.write_json(os.path.join(out, 'geometry.json'),
-                      geometry.summarize(per_image, int(np.prod(split.labels.shape[1:]))))
+    export.write_json(os.path.join(out, 'geometry.json'), pool_geometry(config, split))
   plot(os.path.join(out, 'purchases.png'), summary)
   return summary
 
@@ -281,9 +305,14 @@ def plot(path: str, summary: dict[str, Any]) -> None:
                  label=f'{strategy} ({unit})')
     axes[0].plot([c['cost_instances'] for c in cs], [c['miou'] for c in cs], **style)
     axes[1].plot([c['labeled_pixels'] / 1e6 for c in cs], [c['miou'] for c in cs], **style)
+  if not lines:
+    for ax in axes[:2]:
+      ax.text(0.5, 0.5, 'no records: purchases replayed only', ha='center', va='center',
+              transform=ax.transAxes)
   axes[0].set(xlabel='annotation cost (instances)', ylabel='validation mIoU')
   axes[1].set(xlabel='labeled pixels (millions)', ylabel='validation mIoU')
-  axes[0].legend(fontsize=7)
+  if lines:
+    axes[0].legend(fontsize=7)
   names = summary['classes']
   units = summary['purchases_all_cycles']
   bottom = np.zeros(len(units))

@@ -87,10 +87,15 @@ def test_replay_matches_a_real_runs_records(tmp_path, unit):
   workdir = str(tmp_path / 'run')
   records = experiment.run(config, workdir, log=lambda *_: None)
   assert purchases.load_config(workdir) == config
-  out = purchases.analyze([workdir], str(tmp_path / 'out'), with_geometry=True,
-                          log=lambda *_: None)
+  out = purchases.analyze([(purchases.load_config(workdir), workdir)], str(tmp_path / 'out'),
+                          with_geometry=True, log=lambda *_: None)
   assert out['replay_matches_records'], out['mismatches']
   bought = [r['new_instances'] for r in records if r['cycle'] < 2]
   assert bought == [p['new_instances'] for p in out['purchases']] and min(bought) > 0
   assert (tmp_path / 'out' / 'purchases.png').exists()
   assert (tmp_path / 'out' / 'geometry.json').exists()
+  # Without records: the same purchases, nothing to check.
+  again = purchases.analyze([(config, None)], str(tmp_path / 'again'), log=lambda *_: None)
+  assert again['purchases'] == [{k: v for k, v in p.items() if not k.startswith('record_')}
+                                for p in out['purchases']]
+  assert again['curves'] == [] and again['replay_matches_records']
