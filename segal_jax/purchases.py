@@ -93,9 +93,9 @@ def copy_pool(pool: pool_lib.PoolLabels) -> pool_lib.PoolLabels:
 
 def touched(before: pool_lib.PoolLabels, after: pool_lib.PoolLabels) -> np.ndarray:
   """[n] sorted pool images whose labels `after` differs from `before` in."""
-  full = set(before.full)
+  full_before, full_after = set(before.full), set(after.full)
   return np.array([i for i in after.images().tolist()
-                   if (i in set(after.full)) != (i in full)
+                   if (i in full_after) != (i in full_before)
                    or after.annotated.get(i) != before.annotated.get(i)
                    or after.chosen.get(i) != before.chosen.get(i)], np.int64)
 
@@ -250,6 +250,10 @@ def analyze(sources: Sequence[tuple[config_lib.ExperimentConfig, str | None]], o
   """
   if not sources:
     raise UserError('nothing to analyse', 'pass --records, or a configuration with --units')
+  data = {(c.dataset, c.dataset_config, c.data_dir) for c, _ in sources}
+  if len(data) > 1:
+    raise UserError(f'the experiments are on different data ({sorted(data)})',
+                    'analyse experiments on one data set together')
   rows, curve_rows, mismatches = [], [], []
   config = sources[0][0]
   split, _, costs = experiment.load_data(config)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from segal_jax import annotators
+from segal_jax import config as config_lib
 from segal_jax import experiment
 from segal_jax import pool as pool_lib
 from segal_jax import purchases
@@ -74,6 +75,13 @@ def test_bad_records_directory_is_one_clear_error(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'no_such_flag': 1}))
   with pytest.raises(UserError, match='no_such_flag'):
     purchases.load_config(str(tmp_path))
+
+  with pytest.raises(UserError, match='different data'):
+    purchases.analyze([(config_lib.ExperimentConfig(dataset_config='bench'), None),
+                       (config_lib.ExperimentConfig(dataset_config='dense'), None)],
+                      str(tmp_path / 'out'))
+  with pytest.raises(UserError, match='nothing to analyse'):
+    purchases.analyze([], str(tmp_path / 'out'))
 
 
 @pytest.mark.slow
