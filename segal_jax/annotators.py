@@ -18,6 +18,8 @@ The simulated protocols (`--al_protocol`; docs/protocols.md):
   do not depend on the rule ('clicks' prices each id in polygon clicks).
 * `image_polygons`: the same annotator on whole images, charged in polygon clicks.
 * `dominant_label`, `multi_class`, `points`: region protocols (`protocols`).
+* `whole_touched` (`WholeTouched`): superpixels ranked, each image they touch
+  labeled whole under the same cost rule (a control, not a protocol to use).
 
 Every annotator also counts its clicks (`clicks`, the cost model of
 `segal_jax.clicks`) whatever its budget unit, estimates a unit's clicks from a
@@ -201,6 +203,37 @@ class InstanceOverlap:
 
 
 @dataclasses.dataclass(frozen=True)
+class WholeTouched(InstanceOverlap):
+  """Superpixels ranked as usual, each image they lie in labeled whole.
+
+  The control that separates partial masks from what they are worth
+  (docs/results/superpixels.md): a chosen superpixel costs every id of its
+  image not paid yet (the first superpixel of an image the whole image's
+  cost, any further one nothing), so `oracle.fill_budget` buys images in the
+  order of their best-ranked superpixel until their whole-image cost reaches
+  the budget, and the network trains on whole labels of the images a
+  superpixel ranking touched first. Whole images cost as under `InstanceOverlap`.
+  """
+
+  def _image_ids(self, split, image: int) -> np.ndarray:
+    ids = oracle.cost_ids(split.instances[image], split.labels[image], self.rule)
+    return np.unique(ids[ids >= 0]).astype(np.int64)
+
+  def superpixel_ids(self, split, segments, image: int) -> dict[int, np.ndarray]:
+    every = self._image_ids(split, image)
+    return {int(sp): every for sp in np.unique(np.asarray(segments[image]))}
+
+  def annotate_superpixels(self, pool: pool_lib.PoolLabels, split, segments,
+                           picks: dict[int, list[int]]) -> int:
+    del segments
+    new = sorted({int(i) for i in picks} - set(pool.full))
+    for i, sps in picks.items():
+      pool.chosen[int(i)] = sorted(set(pool.chosen.get(int(i), [])) | {int(s) for s in sps})
+    self.annotate_images(pool, split, new)
+    return sum(oracle.priced(self.prices(split, i), self._image_ids(split, i)) for i in new)
+
+
+@dataclasses.dataclass(frozen=True)
 class People:
   """People labelling the folder between runs: training labels are the data's own
   (`split.labels`, 255 where nothing is labeled yet); `annotate_*` record what
@@ -274,23 +307,25 @@ ANNOTATORS: dict[str, Any] = {
     'dominant_label': protocols.DominantLabel(),
     'multi_class': protocols.MultiClass(),
     'points': protocols.Points(),
+    # Superpixels ranked, the images they touch labeled whole (docs/results/superpixels.md).
+    'whole_touched': WholeTouched(),
     HUMAN: People(),  # --al_annotator=human, not a protocol
 }
 DEFAULT = 'instance_overlap'
 # Protocols that label what superpixels show / only whole images.
 IMAGE_ONLY = ('image_polygons',)
-SUPERPIXEL_ONLY = ('dominant_label', 'multi_class', 'points')
+SUPERPIXEL_ONLY = ('dominant_label', 'multi_class', 'points', 'whole_touched')
 
 
 def get(name: str = DEFAULT, *, rule: str | None = None,
         noise: noise_lib.Noise | None = None) -> Annotator:
   """The registered annotator `name`, with cost rule `rule` (instance_overlap
-  only; the others charge clicks) and `noise` when given."""
+  and whole_touched; the others charge clicks) and `noise` when given."""
   if name not in ANNOTATORS:
     raise UserError(f'unknown annotator {name!r}',
                     f'choose from {", ".join(sorted(ANNOTATORS))}')
   annotator = ANNOTATORS[name]
-  if rule is not None and name == DEFAULT:
+  if rule is not None and isinstance(annotator, InstanceOverlap) and name not in IMAGE_ONLY:
     annotator = dataclasses.replace(annotator, rule=rule)
   if rule is not None and rule not in oracle.COST_RULES:  # every protocol refuses a typo
     raise UserError(f'unknown cost rule {rule!r}', f'choose from {", ".join(oracle.COST_RULES)}')

@@ -96,7 +96,9 @@ class ExperimentConfig:
   al_protocol: str = _f('instance_overlap', "How the simulated annotator labels a unit and what it "
                         "charges (docs/protocols.md): 'instance_overlap' (the study's), "
                         "'image_polygons' (whole images, polygon clicks), 'dominant_label', "
-                        "'multi_class' or 'points' (superpixels, clicks).", omit_default=True,
+                        "'multi_class' or 'points' (superpixels, clicks); 'whole_touched' "
+                        "(superpixels ranked, their images labeled whole: a control).",
+                        omit_default=True,
                         after_first=True)
   al_cost_rule: str = _f('study', "What a unit's annotation costs under --al_protocol="
                          "instance_overlap: 'study' (every distinct id of the instance map, void "

@@ -46,6 +46,11 @@ _STREAMS = {name: i for i, name in enumerate(
 METRICS_FILE = 'metrics.jsonl'
 
 
+def stream_key(seed: int, name: str, cycle: int) -> jax.Array:
+  """The key of stream `name` (`_STREAMS`) at `cycle` in the run of `seed`."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _STREAMS[name]), cycle)
+
+
 def build_model(config: ExperimentConfig, num_classes: int, strategy_name: str | None = None):
   """The configured network of the strategy (a DRNSeg, with a loss-prediction
   head for `loss_prediction`)."""
@@ -294,14 +299,14 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   os.makedirs(run_dir, exist_ok=True)
   log = log if parallel.is_writer() else (lambda *_: None)
   root = jax.random.key(seed)
-  stream = lambda name, cycle: jax.random.fold_in(jax.random.fold_in(root, _STREAMS[name]), cycle)
+  stream = lambda name, cycle: stream_key(seed, name, cycle)
   model = build_model(config, train_split.num_classes, strategy_name)
   state = load_state(run_dir, config)
   cycles = 1 if strategy.full else config.al_cycles
   # Pool image -> its polygon clicks.
   click_cache = {} if image_clicks is None else dict(enumerate(np.asarray(image_clicks).tolist()))
   if state is None:
-    state = _initial_state(config, strategy, train_split, root, annotator)
+    state = initial_state(config, strategy, train_split, root, annotator)
   elif state.pending is not None:
     raise label_requests.AwaitingLabels(label_requests.instructions(
         state.pending, label_requests.request_dir(run_dir, state.pending['cycle'])))
@@ -400,7 +405,7 @@ def labeled_images(split) -> np.ndarray:
   return np.flatnonzero(split.labeled).astype(np.int64)
 
 
-def _initial_state(config, strategy, split, root: jax.Array,
+def initial_state(config, strategy, split, root: jax.Array,
                    annotator) -> run_state_lib.RunState:
   """A new run: the seed's random initial set (the whole pool for `full`); with
   people labelling, the images labeled so far."""

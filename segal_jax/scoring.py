@@ -100,8 +100,11 @@ def _score(apply_fn: Callable[..., Any], s: Settings, variables, images, ids, ke
     primary, valid = maps[s.measure], None
   out = {}
   if s.num_segments:
+    segments = extras['segments']
+    if valid is not None:  # the true loss: a superpixel's mean over its labeled pixels only
+      segments = jnp.where(valid, segments, -1)
     out['segment_means'], out['segment_counts'] = superpixels.segment_means(
-        primary, extras['segments'], s.num_segments)
+        primary, segments, s.num_segments)
   else:
     out['scores'] = uncertainty.image_scores(primary, valid)
   if s.unit_classes or s.unit_features:

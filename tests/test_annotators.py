@@ -53,6 +53,33 @@ def test_instance_overlap_costs_labels_and_superpixels():
   np.testing.assert_array_equal(got[1], split.labels[1])
 
 
+def test_whole_touched_buys_the_images_of_ranked_superpixels_whole():
+  from segal_jax import oracle  # pylint: disable=g-import-not-at-top
+  ann, split = annotators.get('whole_touched', rule='instances'), _split()
+  assert isinstance(ann, annotators.WholeTouched) and ann.cost_rule == 'instances'
+  segments = np.zeros((2, 4, 4), np.int32)
+  segments[:, :, 2:] = 1
+  # Every superpixel pays for its whole image: road and both cars.
+  table = ann.superpixel_ids(split, segments, 0)
+  assert {k: v.tolist() for k, v in table.items()} == {0: [7, 26000, 26001],
+                                                      1: [7, 26000, 26001]}
+  # Ranked: image 0's superpixel 1, image 0's superpixel 0, image 1's superpixel 0.
+  # A budget of 4 takes image 0 (3), its second superpixel free, then image 1 (3) no longer fits.
+  units = [(0, table[1]), (0, table[0]), (1, ann.superpixel_ids(split, segments, 1)[0])]
+  taken, costs = oracle.fill_budget(units, 4)
+  assert taken == [0, 1] and costs == [3, 0]
+  pool = pool_lib.PoolLabels()
+  assert ann.annotate_superpixels(pool, split, segments, {0: [1, 0]}) == 3
+  assert pool.full == [0] and pool.chosen == {0: [0, 1]} and pool.annotated == {}
+  assert ann.cost(pool, ann.image_costs(split)) == 3
+  np.testing.assert_array_equal(ann.labels(pool, split, np.array([0]))[0], split.labels[0])
+  assert ann.labeled_counts(pool, split, [0]) == (16, 3)
+  # Superpixels only: it labels images through their superpixels.
+  config = types.SimpleNamespace(al_protocol='whole_touched', al_unit='image')
+  with pytest.raises(UserError, match='labels superpixels'):
+    annotators.check_config(config)
+
+
 def test_unknown_cost_rule():
   with pytest.raises(UserError, match='cost rule'):
     annotators.get(rule='pixels')
@@ -116,3 +143,24 @@ def test_people_under_the_protocol_interface():
   assert isinstance(bound, annotators.People) and not bound.noise.active
   with pytest.raises(UserError, match='al_annotator=human'):
     annotators.check_config(types.SimpleNamespace(al_protocol='human', al_unit='image'))
+
+
+@pytest.mark.slow
+def test_whole_touched_run_labels_only_whole_images_within_the_budget(tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from segal_jax import experiment  # pylint: disable=g-import-not-at-top
+  from tests import test_loop  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(test_loop.TINY, data_dir=str(tmp_path / 'tfds'),
+                               al_unit='superpixel', al_protocol='whole_touched',
+                               al_cost_rule='instances', al_strategies=('random',),
+                               al_initial=4, al_budget_cost=40, al_cycles=3, sp_segments=20,
+                               sp_workers=1)
+  records = experiment.run(config, str(tmp_path / 'run'), log=lambda *_: None)
+  _, _, costs = experiment.load_data(config)
+  assert [r['unit'] for r in records] == ['superpixel/whole_touched'] * 3
+  for r in records[:2]:
+    assert 0 < r['new_cost'] <= 40 and r['new_instances'] == r['new_cost']
+  for before, after in zip(records, records[1:]):
+    assert after['full_images'] > before['full_images']
+    assert after['labeled_images'] == after['full_images']  # nothing partly labeled
+    assert after['cost_instances'] - before['cost_instances'] == before['new_cost']

@@ -23,13 +23,13 @@ LAYERS = (
     ('models',),
     ('uncertainty', 'superpixels', 'metrics', 'oracle', 'clicks', 'noise', 'statistics',
      'endpoints', 'export', 'annotations', 'diversity', 'label_returns', 'brush_rle',
-     'label_studio_results', 'label_studio'),
+     'label_studio_results', 'label_studio', 'geometry'),
     ('losses', 'pool', 'protocols'),
     ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
     ('selection', 'checkpoint', 'run_state'),
     ('figures', 'folder_scoring', 'prediction', 'label_requests', 'cycle_models'),
     ('loop',),
-    ('experiment', 'plan', 'human'),
+    ('experiment', 'plan', 'human', 'purchases'),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

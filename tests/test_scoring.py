@@ -40,6 +40,43 @@ def test_true_loss_scores_equal_numpy_cross_entropy():
 
 
 
+def test_true_loss_superpixel_means_equal_numpy_over_labeled_pixels():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  class Toy(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train, mc=False):
+      del train, mc
+      return nn.Conv(4, (3, 3))(x), {}
+
+  model = Toy()
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (3, 6, 8, 3), dtype=np.uint8)
+  labels = rng.integers(0, 4, (3, 6, 8), dtype=np.uint8)
+  labels[:, :2, :3] = 255  # void inside superpixel 0: left out of its mean, not counted as 0
+  labels[1, :3, :4] = 255  # superpixel 0 of image 1 all void: mean 0, count 0
+  segments = np.broadcast_to(np.array([[0] * 4 + [1] * 4] * 3 + [[2] * 4 + [3] * 4] * 3),
+                             (3, 6, 8)).astype(np.int32)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 6, 8, 3)), train=False)
+  idx = np.array([2, 0, 1])
+  got = scoring.score_images(model.apply, variables, images, idx, jax.random.key(1),
+                             settings=scoring.Settings('true_loss', num_segments=5),
+                             batch_size=2, progress=False, labels=labels, segments=segments)
+  logits = np.asarray(model.apply(variables, jnp.asarray(images[idx] / 255.0, jnp.float32),
+                                  train=False)[0], np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  for row, i in enumerate(idx):
+    valid = labels[i] != 255
+    ce = -np.take_along_axis(logp[row], np.where(valid, labels[i], 0)[..., None], -1)[..., 0]
+    for sp in range(5):
+      inside = (segments[i] == sp) & valid
+      want = ce[inside].mean() if inside.any() else 0.0
+      np.testing.assert_allclose(got['segment_means'][row, sp], want, rtol=1e-4, atol=1e-6)
+      assert got['segment_counts'][row, sp] == inside.sum()
+  assert got['segment_counts'][2, 0] == 0  # image 1 (row 2): superpixel 0 all void
+
+
 def test_equal_settings_share_one_compiled_scorer():
   from segal_jax import parallel  # pylint: disable=g-import-not-at-top
   a = scoring.Settings('mc_variance', passes=3, chunk=0, mean=[0.5, 0.4, 0.3], std=(1, 1, 1))

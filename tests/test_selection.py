@@ -235,3 +235,43 @@ def test_score_per_click_orders_images(monkeypatch, expected):
   # Equal scores: the cheapest expected image first (3: 1 click, 2: 4, 1: 7, 0: 10).
   chosen = _choose(pool_lib.PoolLabels(), 'image', al_rank='score_per_click', al_budget=2)
   assert chosen.chosen.tolist() == [3, 2]
+
+
+def test_true_loss_ranks_superpixels_by_numpy_mean_cross_entropy():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  class Toy(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train, mc=False):
+      del train, mc
+      return nn.Conv(19, (3, 3))(x), {}
+
+  split = _Split()
+  split.images = np.random.default_rng(0).integers(0, 256, split.labels.shape + (3,), np.uint8)
+  model = Toy()
+  variables = model.init(jax.random.key(0), jnp.zeros((1,) + split.images.shape[1:]), train=False)
+  config = config_lib.ExperimentConfig(al_budget=100, al_candidate_factor=0.0, eval_batch_size=2,
+                                       progress=False)
+  pool = _pool()
+  request = selection.Request(selection.get('true_loss'), pool, split, np.array([6, 6, 6, 6]),
+                              KEYS, model.apply, variables, config, annotators.get(),
+                              split.segments)
+  chosen = selection.choose('superpixel', request)
+  # NumPy: each eligible superpixel's mean cross-entropy over its labeled pixels.
+  x = (split.images / 255.0 - np.array(split.mean)) / np.array(split.std)
+  logits = np.asarray(model.apply(variables, jnp.asarray(x, jnp.float32), train=False)[0],
+                      np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  want = {}
+  for i in (1, 2):
+    eligible = selection.eligible_superpixels(annotators.get(), pool, split, split.segments,
+                                              np.array([i]), np.array([6] * 4), 6)[0]
+    valid = split.labels[i] != V
+    ce = -np.take_along_axis(logp[i], np.where(valid, split.labels[i], 0)[..., None], -1)[..., 0]
+    for sp in np.flatnonzero(eligible):
+      inside = (split.segments[i] == sp) & valid
+      want[(i, int(sp))] = ce[inside].mean()
+  ranked = sorted(want, key=lambda unit: -want[unit])
+  assert _ranked(chosen) == ranked
+  np.testing.assert_allclose(chosen.scores, [want[u] for u in ranked], rtol=1e-4)
