@@ -272,7 +272,7 @@ def format_per_class(diffs: dict[str, dict[str, dict]], reference: str) -> str:
                                             f" [{iv['low']:+.3f}, {iv['high']:+.3f}]"))
   rows = [f"| {c} | " + ' | '.join(fmt(diffs[n].get(c)) for n in lines) + ' |' for c in classes]
   return '\n'.join([
-      f'## IoU per class minus {reference}, at the last shared cycle (exploratory)', '',
+      '', f'## IoU per class minus {reference}, at the last shared cycle (exploratory)', '',
       '| class | ' + ' | '.join(lines) + ' |', '|---|' + '---|' * len(lines), *rows, '',
       'Paired by seed, 95% t-intervals, not corrected for multiplicity.', ''])
 
