@@ -54,7 +54,9 @@ def main(argv):
     print(plan.describe(config))
     return
   if config.dataset.startswith(data.IMAGE_FOLDER_PREFIX) and parallel.is_writer():
-    print(plan.first_cycle_note(config))  # your own data: how long before it starts
+    note = plan.first_cycle_note(config)  # your own data: how long, before it starts
+    if note:
+      print(note)
   # Preemption (SIGTERM): finish the current epoch, checkpoint, exit; a rerun resumes.
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -259,7 +259,10 @@ SLOW_FIRST_CYCLE = 3600  # seconds: past this a run says so before it starts
 def first_cycle_note(config: ExperimentConfig) -> str:
   """One line before a run starts: how long the first strategy's first cycle
   trains on this machine (measured, `step_cost`), with a pointer to the CPU
-  recipe when that is hours on a CPU."""
+  recipe when that is hours on a CPU; empty when the folder is missing (the
+  run then says so in its own words)."""
+  if not os.path.isdir(config.dataset[len(data.IMAGE_FOLDER_PREFIX):]):
+    return ''
   _, pool = check_data(config)
   name = config.al_strategies[0]
   _, steps = (loop.train_schedule(config, _labeled_now(config)) if human.enabled(config)
