@@ -16,7 +16,7 @@ The load average is sampled before every burst (the machine may be shared).
 Tasks: `forward` (one deterministic forward of the MC batch), `mc_stages` and
 `mc_head` (exact MC-dropout variance scores of one batch, D passes, dropout
 after stages 3-6 / before the classifier), `train` (one SGD step). Sizes are
-`launch.benchmark`'s (`hot_paths.SIZES`), DRN-D-22 at full width (`tiny`: at
+`launch.benchmark`'s (`_sizes.SIZES`), DRN-D-22 at full width (`tiny`: at
 its own width, for tests).
 """
 
@@ -32,6 +32,7 @@ import sys
 from typing import Any, Callable
 
 from benchmarks import _harness as harness
+from benchmarks import _sizes as sizes
 
 TASKS = ('forward', 'mc_stages', 'mc_head', 'train')
 # The workers run `-m benchmarks.side_by_side` from the directory holding `benchmarks/`.
@@ -52,9 +53,8 @@ class PeerSize:
 
 
 def peer_size(size: str) -> PeerSize:
-  """The peer's problem of benchmark size `size` (a key of `hot_paths.SIZES`)."""
-  from benchmarks import hot_paths  # pylint: disable=import-outside-toplevel
-  spec = hot_paths.SIZES[size]
+  """The peer's problem of benchmark size `size` (a key of `_sizes.SIZES`)."""
+  spec = sizes.SIZES[size]
   return PeerSize(spec.height, spec.width, spec.batch, spec.passes,
                   tuple(spec.train_crop), spec.train_batch,
                   spec.model_width if size == 'tiny' else 1.0)
