@@ -43,6 +43,7 @@ from benchmarks import side_by_side
 from segal_jax import data
 from segal_jax import errors
 from segal_jax import models
+from segal_jax import optim
 from segal_jax import oracle
 from segal_jax import parallel
 from segal_jax import scoring
@@ -326,19 +327,18 @@ def bench_memory(spec: Size, passes: int) -> dict[str, Any]:
 def bench_train(spec: Size, width: float, dtype: str, repeats: int) -> dict[str, Any]:
   model = _model('stages', width, dtype)
   h, w = spec.train_crop
-  tx = train.make_optimizer(lr=0.01, total_steps=1000)
+  tx = optim.make_optimizer(lr=0.01, total_steps=1000)
   state = train.create_train_state(model, jax.random.key(0), image_shape=(h, w, 3),
                                    tx=tx)
   images, labels, _ = _scenes_of(spec.train_batch, h, w)
   batch = {'image': images, 'label': labels}
-  mean, std = jnp.asarray(_MEAN), jnp.asarray(_STD)
+  inputs = train.InputSpec(_MEAN, _STD, (h, w), scale_range=(0.5, 2.0), flip=True)
   holder = {'state': state, 'step': 0}
 
   def step():
     new, metrics = train.train_step(holder['state'], batch,
                                     jax.random.fold_in(jax.random.key(1), holder['step']),
-                                    mean=mean, std=std, crop=(h, w),
-                                    scale_range=(0.5, 2.0), flip=True)
+                                    inputs=inputs)
     jax.block_until_ready(metrics['loss'])
     holder['state'], holder['step'] = new, holder['step'] + 1
 

@@ -84,7 +84,7 @@ def _jax_task(task: str, s: PeerSize) -> Callable[[], Any]:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from segal_jax import models, train, uncertainty  # pylint: disable=import-outside-toplevel
+  from segal_jax import models, optim, train, uncertainty  # pylint: disable=import-outside-toplevel
 
   def model(placement):
     return models.DRNSeg(arch='drn_d_22', num_classes=19, dropout_placement=placement,
@@ -93,24 +93,21 @@ def _jax_task(task: str, s: PeerSize) -> Callable[[], Any]:
   rng = np.random.default_rng(0)
   if task == 'train':
     h, w = s.train_crop
-    tx = train.make_optimizer(lr=0.01, total_steps=1000)
+    tx = optim.make_optimizer(lr=0.01, total_steps=1000)
     holder = {'state': train.create_train_state(
         model('stages'), jax.random.key(0), image_shape=(h, w, 3), tx=tx)}
     labels = rng.integers(0, 19, (s.train_batch, h, w)).astype(np.uint8)
     labels[rng.random(labels.shape) < 0.1] = 255
     batch = {'image': rng.integers(0, 256, (s.train_batch, h, w, 3), dtype=np.uint8),
              'label': labels}
-    mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
-
-    kwargs = {'mean': mean, 'std': std, 'crop': (h, w), 'scale_range': (0.5, 2.0),
-              'flip': True}
+    inputs = train.InputSpec((0.5,) * 3, (0.25,) * 3, (h, w), scale_range=(0.5, 2.0), flip=True)
 
     def step():  # the step's key is fold_in(key(1), state.step)
       holder['state'], metrics = train.train_step(holder['state'], batch,
-                                                  jax.random.key(1), **kwargs)
+                                                  jax.random.key(1), inputs=inputs)
       return float(metrics['loss'])
     step.hlo_text = lambda: train.train_step.lower(
-        holder['state'], batch, jax.random.key(1), **kwargs).compile().as_text()
+        holder['state'], batch, jax.random.key(1), inputs=inputs).compile().as_text()
     return step
   images = jnp.asarray(rng.standard_normal((s.batch, s.height, s.width, 3),
                                            dtype=np.float32))

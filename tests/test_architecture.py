@@ -23,7 +23,7 @@ LAYERS = (
     ('models',),
     ('uncertainty', 'superpixels', 'metrics', 'oracle', 'clicks', 'noise', 'statistics',
      'endpoints', 'export', 'annotations', 'diversity', 'label_returns', 'brush_rle',
-     'label_studio_results', 'label_studio'),
+     'label_studio_results', 'label_studio', 'optim'),
     ('losses', 'pool', 'protocols'),
     ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
     ('selection', 'checkpoint', 'run_state'),
