@@ -36,12 +36,14 @@ import numpy as np
 
 from benchmarks import _harness as harness
 from benchmarks import _reference as reference
+from benchmarks import _sizes as sizes
 from benchmarks import profile_ops
 from benchmarks import selection_step
 from benchmarks import side_by_side
 from segal_jax import data
 from segal_jax import errors
 from segal_jax import models
+from segal_jax import optim
 from segal_jax import oracle
 from segal_jax import parallel
 from segal_jax import scoring
@@ -49,53 +51,12 @@ from segal_jax import superpixels
 from segal_jax import train
 
 
-@dataclasses.dataclass(frozen=True)
-class Size:
-  """Problem sizes of one benchmark setting.
-
-  Scoring, superpixel-mean and partial-label inputs are `height` x `width`;
-  MC scoring runs DRN-D-22 at `model_width` on `batch` images with `passes`
-  dropout passes in chunks of `mc_chunk` (None: all at once); pools hold `pool`
-  images; the train step uses `train_crop`, `train_batch` and the two widths
-  `train_widths` ('reduced', 'full'); `repeats` timed runs follow a warm-up;
-  the selection step ranks `selection_units` superpixels and picks
-  `selection_picks` of them.
-  """
-  height: int
-  width: int
-  model_width: float
-  batch: int
-  passes: int
-  mc_chunk: int | None
-  pool: int
-  watershed_size: tuple[int, int]
-  watershed_images: int
-  memory_passes: tuple[int, ...]
-  train_crop: tuple[int, int]
-  train_batch: int
-  train_widths: tuple[float, float]
-  repeats: int
-  selection_units: int = 100_000
-  selection_picks: int = 1000
-
-
-SIZES: dict[str, Size] = {
-    # Seconds on a laptop CPU, for tests: every entry, nothing meaningful.
-    'tiny': Size(32, 64, 0.0625, 2, 4, None, 3, (32, 64), 3, (1, 10, 30),
-                 (32, 64), 1, (0.25, 1.0), 1, selection_units=2000, selection_picks=50),
-    # CPU-sized: the synthetic_city resolution and the CPU network width.
-    'small': Size(128, 256, 0.25, 4, 10, None, 16, (256, 512), 12, (1, 10, 30),
-                  (128, 256), 2, (0.25, 1.0), 5),
-    # Cityscapes resolution and the published network (for a GPU).
-    'cityscapes': Size(1024, 2048, 1.0, 1, 10, 5, 16, (1024, 2048), 32,
-                       (1, 10, 30), (896, 896), 8, (0.25, 1.0), 5,
-                       selection_units=1_000_000),
-}
-
 GROUPS = ('mc', 'segment_means', 'partial_labels', 'watershed', 'memory', 'train',
           'selection', 'gpu', 'peer')
 PLACEMENTS = ('stages', 'head')
-# Re-exported harness pieces (see `benchmarks._harness`).
+# Re-exported pieces (see `benchmarks._harness` and `benchmarks._sizes`).
+Size = sizes.Size
+SIZES = sizes.SIZES
 time_runs = harness.time_runs
 time_pair = harness.time_pair
 machine_info = harness.machine_info
@@ -366,19 +327,18 @@ def bench_memory(spec: Size, passes: int) -> dict[str, Any]:
 def bench_train(spec: Size, width: float, dtype: str, repeats: int) -> dict[str, Any]:
   model = _model('stages', width, dtype)
   h, w = spec.train_crop
-  tx = train.make_optimizer(lr=0.01, total_steps=1000)
+  tx = optim.make_optimizer(lr=0.01, total_steps=1000)
   state = train.create_train_state(model, jax.random.key(0), image_shape=(h, w, 3),
                                    tx=tx)
   images, labels, _ = _scenes_of(spec.train_batch, h, w)
   batch = {'image': images, 'label': labels}
-  mean, std = jnp.asarray(_MEAN), jnp.asarray(_STD)
+  inputs = train.InputSpec(_MEAN, _STD, (h, w), scale_range=(0.5, 2.0), flip=True)
   holder = {'state': state, 'step': 0}
 
   def step():
     new, metrics = train.train_step(holder['state'], batch,
                                     jax.random.fold_in(jax.random.key(1), holder['step']),
-                                    mean=mean, std=std, crop=(h, w),
-                                    scale_range=(0.5, 2.0), flip=True)
+                                    inputs=inputs)
     jax.block_until_ready(metrics['loss'])
     holder['state'], holder['step'] = new, holder['step'] + 1
 

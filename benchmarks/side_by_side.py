@@ -16,7 +16,7 @@ The load average is sampled before every burst (the machine may be shared).
 Tasks: `forward` (one deterministic forward of the MC batch), `mc_stages` and
 `mc_head` (exact MC-dropout variance scores of one batch, D passes, dropout
 after stages 3-6 / before the classifier), `train` (one SGD step). Sizes are
-`launch.benchmark`'s (`hot_paths.SIZES`), DRN-D-22 at full width (`tiny`: at
+`launch.benchmark`'s (`_sizes.SIZES`), DRN-D-22 at full width (`tiny`: at
 its own width, for tests).
 """
 
@@ -32,6 +32,7 @@ import sys
 from typing import Any, Callable
 
 from benchmarks import _harness as harness
+from benchmarks import _sizes as sizes
 
 TASKS = ('forward', 'mc_stages', 'mc_head', 'train')
 # The workers run `-m benchmarks.side_by_side` from the directory holding `benchmarks/`.
@@ -52,9 +53,8 @@ class PeerSize:
 
 
 def peer_size(size: str) -> PeerSize:
-  """The peer's problem of benchmark size `size` (a key of `hot_paths.SIZES`)."""
-  from benchmarks import hot_paths  # pylint: disable=import-outside-toplevel
-  spec = hot_paths.SIZES[size]
+  """The peer's problem of benchmark size `size` (a key of `_sizes.SIZES`)."""
+  spec = sizes.SIZES[size]
   return PeerSize(spec.height, spec.width, spec.batch, spec.passes,
                   tuple(spec.train_crop), spec.train_batch,
                   spec.model_width if size == 'tiny' else 1.0)
@@ -84,7 +84,7 @@ def _jax_task(task: str, s: PeerSize) -> Callable[[], Any]:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from segal_jax import models, train, uncertainty  # pylint: disable=import-outside-toplevel
+  from segal_jax import models, optim, train, uncertainty  # pylint: disable=import-outside-toplevel
 
   def model(placement):
     return models.DRNSeg(arch='drn_d_22', num_classes=19, dropout_placement=placement,
@@ -93,24 +93,21 @@ def _jax_task(task: str, s: PeerSize) -> Callable[[], Any]:
   rng = np.random.default_rng(0)
   if task == 'train':
     h, w = s.train_crop
-    tx = train.make_optimizer(lr=0.01, total_steps=1000)
+    tx = optim.make_optimizer(lr=0.01, total_steps=1000)
     holder = {'state': train.create_train_state(
         model('stages'), jax.random.key(0), image_shape=(h, w, 3), tx=tx)}
     labels = rng.integers(0, 19, (s.train_batch, h, w)).astype(np.uint8)
     labels[rng.random(labels.shape) < 0.1] = 255
     batch = {'image': rng.integers(0, 256, (s.train_batch, h, w, 3), dtype=np.uint8),
              'label': labels}
-    mean, std = jnp.full((3,), 0.5), jnp.full((3,), 0.25)
-
-    kwargs = {'mean': mean, 'std': std, 'crop': (h, w), 'scale_range': (0.5, 2.0),
-              'flip': True}
+    inputs = train.InputSpec((0.5,) * 3, (0.25,) * 3, (h, w), scale_range=(0.5, 2.0), flip=True)
 
     def step():  # the step's key is fold_in(key(1), state.step)
       holder['state'], metrics = train.train_step(holder['state'], batch,
-                                                  jax.random.key(1), **kwargs)
+                                                  jax.random.key(1), inputs=inputs)
       return float(metrics['loss'])
     step.hlo_text = lambda: train.train_step.lower(
-        holder['state'], batch, jax.random.key(1), **kwargs).compile().as_text()
+        holder['state'], batch, jax.random.key(1), inputs=inputs).compile().as_text()
     return step
   images = jnp.asarray(rng.standard_normal((s.batch, s.height, s.width, 3),
                                            dtype=np.float32))

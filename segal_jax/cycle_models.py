@@ -20,6 +20,7 @@ import jax
 
 from segal_jax import checkpoint
 from segal_jax import models
+from segal_jax import optim
 from segal_jax import parallel
 from segal_jax import selection
 from segal_jax import train
@@ -63,7 +64,7 @@ def load_shared(directory: str, key: str, config, model, train_split):
     return None
   if meta.get('fingerprint') != key:
     return None
-  tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+  tx = optim.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule='constant', total_steps=1, step_every=1)
   ts = train.create_train_state(model, jax.random.key(0),

@@ -224,9 +224,9 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
     if not (tracker and tracker.stopped()):  # a resumed cycle may have converged already
       ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs,
                         batch_size=config.train_batch_size,
-                        key=train_key, mean=train_split.mean, std=train_split.std,
-                        crop=tuple(config.train_crop),
-                        scale_range=(config.train_scale_min, config.train_scale_max),
+                        key=train_key, inputs=train.InputSpec(
+                            train_split.mean, train_split.std, config.train_crop,
+                            (config.train_scale_min, config.train_scale_max)),
                         progress=config.progress, desc=desc, start_epoch=start_epoch,
                         on_epoch_end=on_epoch_end, loss_fn=loss_fn,
                         weights=(labeled_share(get_labels, labeled, labels.full)

@@ -1,4 +1,4 @@
-"""Training and evaluation: pure jitted steps, an optax SGD optimizer, host loops.
+"""Training and evaluation: pure jitted steps and the host loops that run them.
 
 The train step takes its loss function as an argument (`losses.LossFn`, as
 scenic's trainers do), so a strategy that trains differently brings a loss, not
@@ -7,7 +7,7 @@ function, crop size, scale range, flip; the model's apply function and number of
 classes for evaluation), with its shardings, so a second `fit`/`evaluate` with a
 fresh state of the same model and optimizer reuses the compiled step instead of
 tracing again. To make that hold across active-learning cycles, the state's
-`apply_fn` compares equal for equal model configurations, `make_optimizer`
+`apply_fn` compares equal for equal model configurations, `optim.make_optimizer`
 returns the same transformation object for equal arguments, and loss functions
 compare by value.
 
@@ -39,6 +39,7 @@ from flax.training import train_state
 from segal_jax import errors
 from segal_jax import losses
 from segal_jax import metrics
+from segal_jax import optim
 from segal_jax import parallel
 from segal_jax.data import augment
 from segal_jax.data import labels as labels_lib
@@ -66,55 +67,37 @@ class ModelApply:
     return self.model.apply(variables, *args, **kwargs)
 
 
-def _sgd_with_l2(learning_rate, momentum, weight_decay):
-  # torch.optim.SGD: g <- g + wd * p; buf <- momentum * buf + g; p <- p - lr * buf.
-  return optax.chain(optax.add_decayed_weights(weight_decay),
-                     optax.sgd(learning_rate, momentum=momentum))
+# The optimizer lives in `optim`; the name stays here for its callers.
+make_optimizer = optim.make_optimizer
 
 
-_SCHEDULES = {
-    'constant': lambda lr, total, every, gamma: optax.constant_schedule(lr),
-    'step': lambda lr, total, every, gamma: optax.exponential_decay(
-        lr, transition_steps=every, decay_rate=gamma, staircase=True),
-    'poly': lambda lr, total, every, gamma: optax.polynomial_schedule(
-        lr, 0.0, power=0.9, transition_steps=total),
-}
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """How a training image reaches the network: augmented, then normalised.
 
-
-def make_optimizer(*, lr: float, total_steps: int, momentum: float = 0.9,
-                   weight_decay: float = 1e-4, schedule: str = 'step',
-                   step_every: int | None = None,
-                   gamma: float = 0.1) -> optax.GradientTransformation:
-  """SGD with momentum and L2 weight decay added to the gradient (as torch SGD).
-
-  Schedules: 'constant'; 'step' multiplies the rate by `gamma` every `step_every`
-  steps (default: a third of `total_steps`); 'poly' is lr * (1 - t/T)^0.9 with
-  T = `total_steps`. The current rate is kept in the optimizer state
-  (`optax.inject_hyperparams`) so `train_step` can report it. Equal arguments
-  return the same object, so jitted steps are reused across calls.
-
-  Raises:
-    UserError: unknown schedule name or non-positive step counts.
+  mean, std: [3] normalisation in [0, 1] units; crop: (h, w) training crop;
+  scale_range: (low, high) random scale; flip: random horizontal flip (see
+  `augment.augment`). Fields are stored as plain tuples, so equal specs are
+  equal and hash alike; crop, scale_range and flip select the compiled step.
   """
-  if schedule not in _SCHEDULES:
-    raise errors.UserError(f'unknown learning-rate schedule {schedule!r}',
-                           f'use one of {sorted(_SCHEDULES)}')
-  if total_steps < 1:
-    raise errors.UserError(f'total_steps is {total_steps}', 'train for at least one step')
-  if step_every is None:
-    step_every = max(1, total_steps // 3)
-  if step_every < 1:
-    raise errors.UserError(f'step_every is {step_every}', 'use a positive step count')
-  return _make_optimizer(float(lr), int(total_steps), float(momentum),
-                         float(weight_decay), schedule, int(step_every), float(gamma))
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  crop: tuple[int, ...]
+  scale_range: tuple[float, ...] = (0.5, 2.0)
+  flip: bool = True
 
+  def __post_init__(self):
+    for name, kind in (('mean', float), ('std', float), ('crop', int), ('scale_range', float)):
+      object.__setattr__(self, name, tuple(kind(v) for v in np.ravel(getattr(self, name))))
+    object.__setattr__(self, 'flip', bool(self.flip))
 
-@functools.lru_cache(maxsize=64)
-def _make_optimizer(lr, total_steps, momentum, weight_decay, schedule, step_every,
-                    gamma):
-  sched = _SCHEDULES[schedule](lr, total_steps, step_every, gamma)
-  return optax.inject_hyperparams(_sgd_with_l2)(
-      learning_rate=sched, momentum=momentum, weight_decay=weight_decay)
+  def step(self, mesh: jax.sharding.Mesh, loss_fn: losses.LossFn) -> Callable:
+    """The jitted train step of these inputs (`jitted_train_step`)."""
+    return jitted_train_step(mesh, loss_fn, self.crop, self.scale_range, self.flip)
+
+  def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) as [3] float32 arrays, the step's arguments."""
+    return np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
 
 
 @functools.lru_cache(maxsize=16)
@@ -132,20 +115,13 @@ def create_train_state(model: nn.Module, key: jax.Array, *,
     model: Linen module called as `model(x, train=..., mc=...)`.
     key: PRNG key for the initial parameters.
     image_shape: (H, W, 3) of one input image.
-    tx: optimizer from `make_optimizer` (or any optax transformation).
+    tx: optimizer from `optim.make_optimizer` (or any optax transformation).
   """
   params_key, dropout_key = jax.random.split(key)
   x = jnp.zeros((1, *image_shape), jnp.float32)
   variables = _jitted_init(model)({'params': params_key, 'dropout': dropout_key}, x)
   return TrainState.create(apply_fn=ModelApply(model), params=variables['params'],
                            batch_stats=variables.get('batch_stats', {}), tx=tx)
-
-
-def _current_lr(opt_state) -> jax.Array:
-  hyper = getattr(opt_state, 'hyperparams', None)
-  if hyper is not None and 'learning_rate' in hyper:
-    return jnp.asarray(hyper['learning_rate'], jnp.float32)
-  return jnp.float32(jnp.nan)
 
 
 def _train_step(state: TrainState, batch: Batch, key: jax.Array, controls: jax.Array, *,
@@ -162,10 +138,7 @@ def _train_step(state: TrainState, batch: Batch, key: jax.Array, controls: jax.A
       fold_in(split(key)[0], i), dropout uses split(key)[1].
     controls: [k] float32 the loss reads this epoch (empty for most losses).
     loss_fn: the loss (static), see `losses.LossFn`.
-    mean, std: [3] normalisation in [0, 1] units.
-    crop: (h, w) training crop (static).
-    scale_range: (low, high) random scale (static).
-    flip: random horizontal flip (static).
+    mean, std, crop, scale_range, flip: as in `InputSpec` (all but mean and std static).
 
   Returns:
     (new state, {'loss': [] float32 total, 'lr': [] float32 rate used for this
@@ -183,7 +156,7 @@ def _train_step(state: TrainState, batch: Batch, key: jax.Array, controls: jax.A
   (value, (updates, extra)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads,
                                 batch_stats=updates.get('batch_stats', state.batch_stats))
-  return state, {'loss': value, 'lr': _current_lr(state.opt_state), **extra}
+  return state, {'loss': value, 'lr': optim.current_lr(state.opt_state), **extra}
 
 
 @functools.lru_cache(maxsize=32)
@@ -216,24 +189,19 @@ def _one_device() -> jax.sharding.Mesh:
 def loss_controls(loss_fn, epoch: int) -> np.ndarray:
   """The loss's controls for `epoch` (`loss_fn.controls(epoch)`), else none."""
   controls = getattr(loss_fn, 'controls', None)
-  return np.zeros(0, np.float32) if controls is None else np.asarray(controls(epoch),
-                                                                     np.float32)
+  return np.asarray([] if controls is None else controls(epoch), np.float32)
 
 
-def _step_and_args(state, batch, step_key, *, mean, std, crop, scale_range, flip,
-                   loss_fn, controls, mesh):
-  mesh = _one_device() if mesh is None else mesh
-  step = jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
-                           tuple(float(s) for s in scale_range), bool(flip))
+def _step_and_args(state, batch, step_key, inputs, loss_fn, controls, mesh):
+  step = inputs.step(_one_device() if mesh is None else mesh, loss_fn)
   controls = loss_controls(loss_fn, 0) if controls is None else controls
-  return step, (state, batch, step_key, jnp.asarray(mean, jnp.float32),
-                jnp.asarray(std, jnp.float32), jnp.asarray(controls, jnp.float32))
+  return step, (state, batch, step_key, *map(jnp.asarray, inputs.normalisation()),
+                jnp.asarray(controls, jnp.float32))
 
 
-def train_step(state: TrainState, batch: Batch, step_key: jax.Array, *, mean, std,
-               crop: Sequence[int], scale_range: Sequence[float] = (0.5, 2.0),
-               flip: bool = True, loss_fn: losses.LossFn = losses.segmentation_loss,
-               controls=None, mesh: jax.sharding.Mesh | None = None
+def train_step(state: TrainState, batch: Batch, step_key: jax.Array, *, inputs: InputSpec,
+               loss_fn: losses.LossFn = losses.segmentation_loss, controls=None,
+               mesh: jax.sharding.Mesh | None = None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One step of the same compiled function `fit` runs (the state is donated).
 
@@ -242,18 +210,13 @@ def train_step(state: TrainState, batch: Batch, step_key: jax.Array, *, mean, st
   `train_step.lower(...)`, with the same arguments, lowers that function
   without running it (for cost analysis and HLO text).
   """
-  step, args = _step_and_args(state, batch, step_key, mean=mean, std=std, crop=crop,
-                              scale_range=scale_range, flip=flip, loss_fn=loss_fn,
-                              controls=controls, mesh=mesh)
+  step, args = _step_and_args(state, batch, step_key, inputs, loss_fn, controls, mesh)
   return step(*args)
 
 
-def _lower_train_step(state, batch, step_key, *, mean, std, crop, scale_range=(0.5, 2.0),
-                      flip=True, loss_fn=losses.segmentation_loss, controls=None,
-                      mesh=None) -> jax.stages.Lowered:
-  step, args = _step_and_args(state, batch, step_key, mean=mean, std=std, crop=crop,
-                              scale_range=scale_range, flip=flip, loss_fn=loss_fn,
-                              controls=controls, mesh=mesh)
+def _lower_train_step(state, batch, step_key, *, inputs, loss_fn=losses.segmentation_loss,
+                      controls=None, mesh=None) -> jax.stages.Lowered:
+  step, args = _step_and_args(state, batch, step_key, inputs, loss_fn, controls, mesh)
   return step.lower(*args)
 
 
@@ -323,14 +286,10 @@ def _epoch_batches(indices: np.ndarray, batch_size: int, key: jax.Array,
 
 
 def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: int,
-        key: jax.Array, mean, std, crop: Sequence[int],
-        scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True,
-        progress: bool = True, desc: str = 'train', start_epoch: int = 0,
-        on_epoch_end: Callable[[int, TrainState], None] | None = None,
-        mesh: jax.sharding.Mesh | None = None,
-        prefetch: int = 2,
+        key: jax.Array, inputs: InputSpec, progress: bool = True, desc: str = 'train',
+        start_epoch: int = 0, on_epoch_end: Callable[[int, TrainState], None] | None = None,
+        mesh: jax.sharding.Mesh | None = None, prefetch: int = 2,
         loss_fn: losses.LossFn | None = None,
-        loss_prediction: losses.JointLoss | None = None,
         weights: np.ndarray | None = None) -> tuple[TrainState, dict]:
   """Trains for `epochs` passes over the images `indices` of `source`.
 
@@ -355,8 +314,7 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
     epochs: passes over `indices`.
     batch_size: global batch size, a multiple of the mesh's device count.
     key: PRNG key of the whole run.
-    mean, std: [3] normalisation in [0, 1] units.
-    crop, scale_range, flip: augmentation (see `augment.augment`).
+    inputs: augmentation and normalisation of the training images.
     progress: show a tqdm bar with the running loss (on process 0).
     desc: bar label.
     start_epoch: resume at this epoch; `state` must then be the state saved
@@ -369,11 +327,8 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
       trains on them; 0 reads each batch when it is needed. `source` is then
       called from reader threads and must be safe to call concurrently.
     loss_fn: the training loss (default `losses.segmentation_loss`); if it has
-      a `controls(epoch)` method, each epoch's step receives its result.
-    loss_prediction: the same as `loss_fn` for the joint loss: train the
-      model's loss-prediction head jointly (the model must be a
-      `models.DRNSegWithLossHead`); the epoch's warm-up and detaching follow
-      from the epoch number.
+      a `controls(epoch)` method, each epoch's step receives its result
+      (`losses.JointLoss`: the loss-prediction head's warm-up and detaching).
     weights: [N] how often each of `indices` is drawn, relative (e.g. its
       labeled pixels): an epoch is then N draws with replacement; None or equal
       weights: each image once an epoch.
@@ -393,37 +348,26 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
                            'label at least one image before training')
   mesh = parallel.default_mesh() if mesh is None else mesh
   parallel.check_batch_size(batch_size, '--train_batch_size', mesh.size)
-  rows = parallel.local_rows(batch_size, mesh)
-  loss_fn = loss_prediction or loss_fn or losses.segmentation_loss
-  step_fn = jitted_train_step(mesh, loss_fn, tuple(int(c) for c in crop),
-                              tuple(float(s) for s in scale_range), bool(flip))
-  mean, std = parallel.replicate((np.asarray(mean, np.float32),
-                                  np.asarray(std, np.float32)), mesh)
+  loss_fn = loss_fn or losses.segmentation_loss
+  step_fn = inputs.step(mesh, loss_fn)
+  mean, std = parallel.replicate(inputs.normalisation(), mesh)
   perm_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
   step_key = parallel.replicate(step_key, mesh)
-  first_step = int(parallel.fetch(state.step))
+  global_step = int(parallel.fetch(state.step))
   state = parallel.replicate(state, mesh, copy=True)  # the step donates its input buffers
   steps_per_epoch = max(1, len(indices) // batch_size)
   history = {'loss': [], 'lr': []}
   bar = tqdm.tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc,
                   disable=not (progress and parallel.is_writer()),
                   leave=False, dynamic_ncols=True)
-
-  def check(loss, epoch, step):
-    if not np.isfinite(loss):
-      bar.close()
-      raise errors.UserError(
-          f'the training loss became {loss} at epoch {epoch}, step {step}',
-          'lower the learning rate or check the labels and normalisation')
-
   # The whole schedule up front, so reading runs ahead across epoch boundaries.
   schedule = [_epoch_batches(indices, batch_size, jax.random.fold_in(perm_key, epoch), weights)
               for epoch in range(start_epoch, epochs)]
   schedule = (np.concatenate(schedule) if schedule
               else np.zeros((0, batch_size), np.int64))
   place = lambda b: parallel.shard_batch(b, mesh, batch_size)
-  stream = pipeline.batches(source, schedule, rows=rows, prefetch=prefetch, place=place)
-  global_step = first_step
+  stream = pipeline.batches(source, schedule, rows=parallel.local_rows(batch_size, mesh),
+                            prefetch=prefetch, place=place)
   with bar, contextlib.closing(stream):
     for epoch in range(start_epoch, epochs):
       epoch_losses, pending = [], None
@@ -432,21 +376,28 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
         state, step_metrics = step_fn(state, next(stream), step_key, mean, std, controls)
         # Read the previous step's loss while this one runs: keeps one step in flight.
         if pending is not None:
-          epoch_losses.append(float(parallel.fetch(pending[0]['loss'])))
-          check(epoch_losses[-1], epoch, pending[1])
-          bar.set_postfix(epoch=epoch, loss=f'{epoch_losses[-1]:.4f}')
-          bar.update()
-        pending = (step_metrics, global_step)
+          epoch_losses.append(_step_loss(bar, epoch, *pending))
+        pending = (global_step, step_metrics)
         global_step += 1
-      epoch_losses.append(float(parallel.fetch(pending[0]['loss'])))
-      check(epoch_losses[-1], epoch, pending[1])
-      bar.set_postfix(epoch=epoch, loss=f'{epoch_losses[-1]:.4f}')
-      bar.update()
+      epoch_losses.append(_step_loss(bar, epoch, *pending))
       history['loss'].append(float(np.mean(epoch_losses)))
-      history['lr'].append(float(parallel.fetch(pending[0]['lr'])))
+      history['lr'].append(float(parallel.fetch(pending[1]['lr'])))
       if on_epoch_end is not None:
         on_epoch_end(epoch, state)
   return state, history
+
+
+def _step_loss(bar, epoch: int, step: int, step_metrics) -> float:
+  """A finished step's loss, shown on the bar; a NaN/Inf loss ends training."""
+  loss = float(parallel.fetch(step_metrics['loss']))
+  if not np.isfinite(loss):
+    bar.close()
+    raise errors.UserError(
+        f'the training loss became {loss} at epoch {epoch}, step {step}',
+        'lower the learning rate or check the labels and normalisation')
+  bar.set_postfix(epoch=epoch, loss=f'{loss:.4f}')
+  bar.update()
+  return loss
 
 
 def evaluate(state: TrainState, source: Source, n: int, *, batch_size: int, mean, std,

@@ -24,6 +24,7 @@ import numpy as np
 
 from segal_jax import config as config_lib
 from segal_jax import errors
+from segal_jax import optim
 from segal_jax import parallel
 from segal_jax import scoring
 from segal_jax import train
@@ -112,13 +113,13 @@ def _close(a, b, what, rtol=1e-4, atol=1e-6):
 def check_train_step(mesh, images, labels):
   """`fit` for one step on every device equals `train.train_step` on one device."""
   n = len(images)
-  tx = train.make_optimizer(lr=0.1, total_steps=10, schedule='constant')
+  tx = optim.make_optimizer(lr=0.1, total_steps=10, schedule='constant')
   state0 = train.create_train_state(TinySeg(), jax.random.key(0), image_shape=(H, W, 3), tx=tx)
   key = jax.random.key(7)
-  kw = dict(crop=(H, W), scale_range=(0.75, 1.25), flip=True)
+  inputs = train.InputSpec(MEAN, STD, (H, W), scale_range=(0.75, 1.25), flip=True)
   got, hist = train.fit(state0, lambda ids: {'image': images[ids], 'label': labels[ids]},
-                        np.arange(n), epochs=1, batch_size=n, key=key, mean=MEAN, std=STD,
-                        progress=False, mesh=mesh, **kw)
+                        np.arange(n), epochs=1, batch_size=n, key=key, inputs=inputs,
+                        progress=False, mesh=mesh)
   assert got.params['conv']['kernel'].sharding.mesh.size == jax.device_count()
   assert got.params['conv']['kernel'].sharding.is_fully_replicated
   # The reference: fit's documented keys, the same batch on the default device.
@@ -127,7 +128,7 @@ def check_train_step(mesh, images, labels):
   ref, ref_metrics = train.train_step(
       jax.tree.map(jnp.copy, state0), {'image': images[perm], 'label': labels[perm]},
       jax.random.fold_in(key, 1),  # the step's key: fold_in(this, step 0)
-      mean=jnp.asarray(MEAN), std=jnp.asarray(STD), **kw)
+      inputs=inputs)
   np.testing.assert_allclose(hist['loss'][0], float(ref_metrics['loss']), rtol=1e-5)
   _close(got.params, ref.params, 'params')
   # BatchNorm statistics of the global batch (a per-device mean would differ).

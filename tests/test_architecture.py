@@ -23,7 +23,7 @@ LAYERS = (
     ('models',),
     ('uncertainty', 'superpixels', 'metrics', 'oracle', 'clicks', 'noise', 'statistics',
      'endpoints', 'export', 'annotations', 'diversity', 'label_returns', 'brush_rle',
-     'label_studio_results', 'label_studio', 'geometry'),
+     'label_studio_results', 'label_studio', 'geometry', 'optim'),
     ('losses', 'pool', 'protocols'),
     ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
     ('selection', 'checkpoint', 'run_state'),
@@ -101,3 +101,43 @@ def test_the_checks_catch_a_violation(tmp_path):
   imported = _imports(str(path))
   assert {'segal_jax.loop', 'launch._app'} <= imported
   assert LAYER[_unit('segal_jax.loop')] > LAYER[_unit('segal_jax.models.drn')]
+
+
+def _cycle(graph):
+  """One import cycle of `graph` ({module: modules it imports}) as [a, b, ..., a], or None."""
+  state = {}  # module -> 'open' while on the DFS path, 'done' after
+
+  def visit(node, path):
+    state[node] = 'open'
+    for nxt in sorted(graph.get(node, ())):
+      if state.get(nxt) == 'open':
+        return path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt]
+      if nxt not in state:
+        found = visit(nxt, path + [node])
+        if found:
+          return found
+    state[node] = 'done'
+    return None
+
+  for node in sorted(graph):
+    if node not in state:
+      found = visit(node, [])
+      if found:
+        return found
+  return None
+
+
+def test_benchmarks_import_no_module_that_imports_them_back():
+  # Imports inside functions count: they only hide a cycle, never remove it.
+  modules = _modules('benchmarks')
+  graph = {m: {n for n in _imports(path) if n in modules and n != m}
+           for m, path in modules.items()}
+  assert graph['benchmarks.hot_paths'], 'the reader found no imports between benchmarks'
+  cycle = _cycle(graph)
+  assert cycle is None, f'import cycle {" -> ".join(cycle or [])}: move the shared piece down'
+
+
+def test_the_cycle_finder_finds_a_cycle_however_deep():
+  assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': set()}) is None
+  assert _cycle({'a': {'b'}, 'b': {'a'}}) == ['a', 'b', 'a']
+  assert _cycle({'x': {'a'}, 'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']

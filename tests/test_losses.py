@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from segal_jax import config as config_lib
 from segal_jax import losses
 from segal_jax import models
+from segal_jax import optim
 from segal_jax import train
 from segal_jax.data import labels as labels_lib
 
@@ -177,21 +178,22 @@ def test_schedule_values_reach_the_train_step(monkeypatch):
   images = rng.integers(0, 256, (4, 32, 64, 3), np.uint8)
   labels = rng.integers(0, 5, (4, 32, 64), np.uint8)
   train.fit(ts, lambda idx: {'image': images[idx], 'label': labels[idx]}, np.arange(4),
-            epochs=3, batch_size=4, key=jax.random.key(1), mean=(0.5,) * 3, std=(0.2,) * 3,
-            crop=(32, 64), progress=False, loss_fn=losses.JointLoss.from_config(config))
+            epochs=3, batch_size=4, key=jax.random.key(1),
+            inputs=train.InputSpec((0.5,) * 3, (0.2,) * 3, (32, 64)), progress=False,
+            loss_fn=losses.JointLoss.from_config(config))
   assert seen == [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
 
 
 @pytest.mark.slow
 def test_train_step_adds_weighted_ranking_loss():
   model = models.DRNSegWithLossHead(**KW, hidden=8)
-  tx = train.make_optimizer(lr=0.01, total_steps=10, schedule='constant')
+  tx = optim.make_optimizer(lr=0.01, total_steps=10, schedule='constant')
   ts = train.create_train_state(model, jax.random.key(0), image_shape=(32, 32, 3), tx=tx)
   rng = np.random.default_rng(0)
   batch = {'image': rng.integers(0, 255, (4, 32, 32, 3)).astype(np.uint8),
            'label': rng.integers(0, 5, (4, 32, 32)).astype(np.uint8)}
-  kw = dict(mean=np.full(3, 0.5, np.float32), std=np.full(3, 0.25, np.float32),
-            crop=(16, 16), scale_range=(1.0, 1.0), flip=False,
+  kw = dict(inputs=train.InputSpec(np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32),
+                                    (16, 16), scale_range=(1.0, 1.0), flip=False),
             loss_fn=losses.JointLoss(margin=1.0))
   copy = lambda t: jax.tree.map(jnp.copy, t)
   _, m = train.train_step(copy(ts), batch, jax.random.key(2), controls=jnp.array([0.0, 0.0]),

@@ -9,6 +9,7 @@ import pytest
 
 from segal_jax import errors
 from segal_jax import losses
+from segal_jax import optim
 from segal_jax import parallel
 from segal_jax import train
 
@@ -40,6 +41,10 @@ def _dataset(n, seed=0):
   return {'image': np.clip(image, 0, 255).astype(np.uint8), 'label': label}
 
 
+def _inputs(crop, **augment):
+  return train.InputSpec(MEAN, STD, crop, **augment)
+
+
 def _source(data):
   def get_batch(ids):
     return {'image': data['image'][ids], 'label': data['label'][ids]}
@@ -47,7 +52,7 @@ def _source(data):
 
 
 def _state(model=None, lr=0.1, total_steps=100, schedule='constant', seed=0):
-  tx = train.make_optimizer(lr=lr, total_steps=total_steps, schedule=schedule)
+  tx = optim.make_optimizer(lr=lr, total_steps=total_steps, schedule=schedule)
   return train.create_train_state(model or TinySeg(), jax.random.key(seed),
                                   image_shape=(H, W, 3), tx=tx)
 
@@ -64,56 +69,13 @@ def _reference_confusion(state, data):
   return expected
 
 
-def test_optimizer_follows_torch_sgd_for_two_steps():
-  lr, m, wd, gamma = 0.5, 0.9, 0.1, 0.1
-  p0 = np.array([1.0, -2.0, 3.0])
-  g1 = np.array([0.3, 0.1, -0.2])
-  g2 = np.array([-0.5, 0.4, 0.25])
-  # torch.optim.SGD(momentum=m, weight_decay=wd) with StepLR(step_size=1, gamma).
-  d1 = g1 + wd * p0
-  buf = d1
-  p1 = p0 - lr * buf
-  d2 = g2 + wd * p1
-  buf = m * buf + d2
-  p2 = p1 - lr * gamma * buf
-  tx = train.make_optimizer(lr=lr, momentum=m, weight_decay=wd, schedule='step',
-                            total_steps=10, step_every=1, gamma=gamma)
-  params = jnp.asarray(p0)
-  opt_state = tx.init(params)
-  for g in (g1, g2):
-    updates, opt_state = tx.update(jnp.asarray(g), opt_state, params)
-    params = params + updates
-  np.testing.assert_allclose(params, p2, rtol=1e-6)
-
-
-@pytest.mark.parametrize('schedule,kw,expected', [
-    ('constant', {}, lambda t: 0.1),
-    ('step', {'step_every': 3, 'gamma': 0.5}, lambda t: 0.1 * 0.5 ** (t // 3)),
-    ('poly', {}, lambda t: 0.1 * (1 - t / 10) ** 0.9),
-])
-def test_schedules(schedule, kw, expected):
-  tx = train.make_optimizer(lr=0.1, total_steps=10, schedule=schedule, **kw)
-  params = jnp.zeros(2)
-  opt_state = tx.init(params)
-  for t in range(10):
-    _, opt_state = tx.update(jnp.zeros(2), opt_state, params)
-    # The injected rate is the one used by the update at step t.
-    assert float(opt_state.hyperparams['learning_rate']) == pytest.approx(
-        expected(t), rel=1e-5, abs=1e-8)
-
-
-def test_make_optimizer_rejects_unknown_schedule():
-  with pytest.raises(errors.UserError, match='cosine'):
-    train.make_optimizer(lr=0.1, total_steps=10, schedule='cosine')
-
-
 def test_train_step_decreases_loss_on_a_fixed_batch():
   state = _state(lr=0.2)
   batch = _dataset(4)
   losses = []
   for t in range(15):
-    state, m = train.train_step(state, batch, jax.random.key(t), mean=MEAN, std=STD,
-                                crop=(H, W), scale_range=(1.0, 1.0), flip=False)
+    state, m = train.train_step(state, batch, jax.random.key(t),
+                                inputs=_inputs((H, W), scale_range=(1.0, 1.0), flip=False))
     losses.append(float(m['loss']))
   assert float(m['lr']) == pytest.approx(0.2)
   assert losses[-1] < 0.5 * losses[0]
@@ -132,7 +94,7 @@ def test_eval_step_confusion_matches_numpy():
 
 def test_fit_is_deterministic_and_key_dependent():
   data = _dataset(6)
-  kw = dict(epochs=2, batch_size=2, mean=MEAN, std=STD, crop=(12, 24), progress=False)
+  kw = dict(epochs=2, batch_size=2, inputs=_inputs((12, 24)), progress=False)
   init = _state()
   a, hist = train.fit(init, _source(data), np.arange(6), key=jax.random.key(1), **kw)
   # The initial state survives (train_step donates buffers, fit trains a copy).
@@ -148,8 +110,8 @@ def test_fit_is_deterministic_and_key_dependent():
 def test_fit_with_fewer_images_than_batch_size():
   data = _dataset(3)
   state, hist = train.fit(_state(), _source(data), np.array([0, 2]), epochs=2,
-                          batch_size=4, key=jax.random.key(0), mean=MEAN, std=STD,
-                          crop=(H, W), progress=False)
+                          batch_size=4, key=jax.random.key(0), inputs=_inputs((H, W)),
+                          progress=False)
   assert int(state.step) == 2 and np.isfinite(hist['loss']).all()
 
 
@@ -161,7 +123,7 @@ def test_second_fit_and_evaluate_do_not_retrace(monkeypatch):
   monkeypatch.setattr(train, '_eval_step', chex.assert_max_traces(train._eval_step, n=1))
   train._jitted_eval_step.cache_clear()  # pylint: disable=protected-access
   data = _dataset(4)
-  kw = dict(epochs=1, batch_size=2, mean=MEAN, std=STD, crop=(10, 14), progress=False)
+  kw = dict(epochs=1, batch_size=2, inputs=_inputs((10, 14)), progress=False)
   model = TinySeg(num_classes=C)
   state, _ = train.fit(_state(model), _source(data), np.arange(4),
                        key=jax.random.key(0), **kw)
@@ -206,8 +168,7 @@ def test_fit_reports_non_finite_loss_with_epoch_and_step():
   data = _dataset(4)
   with pytest.raises(errors.UserError, match='epoch 0, step 1'):
     train.fit(_state(lr=float('nan')), _source(data), np.arange(4), epochs=1,
-              batch_size=2, key=jax.random.key(0), mean=MEAN, std=STD, crop=(H, W),
-              progress=False)
+              batch_size=2, key=jax.random.key(0), inputs=_inputs((H, W)), progress=False)
 
 
 def _overfit_images(tmp_path):
@@ -224,15 +185,14 @@ def test_small_drn_overfits_a_handful_of_images(tmp_path):
   image, label = _overfit_images(tmp_path)
   data = {'image': image, 'label': label}
   model = models.DRNSeg(width_multiplier=0.25)
-  tx = train.make_optimizer(lr=0.05, total_steps=1000, schedule='constant')
+  tx = optim.make_optimizer(lr=0.05, total_steps=1000, schedule='constant')
   state = train.create_train_state(model, jax.random.key(0), image_shape=image.shape[1:],
                                    tx=tx)
   ev = dict(batch_size=8, mean=MEAN, std=STD, num_classes=19, progress=False)
   before = train.evaluate(state, _source(data), 8, **ev)
   state, hist = train.fit(state, _source(data), np.arange(8), epochs=100, batch_size=4,
-                          key=jax.random.key(0), mean=MEAN, std=STD,
-                          crop=image.shape[1:3], scale_range=(1.0, 1.0), flip=False,
-                          progress=False)
+                          key=jax.random.key(0), progress=False,
+                          inputs=_inputs(image.shape[1:3], scale_range=(1.0, 1.0), flip=False))
   after = train.evaluate(state, _source(data), 8, **ev)
   assert hist['loss'][-1] < 0.5 * hist['loss'][0]
   # The untrained network scores about 0.01 mIoU on these scenes; after 200 steps
@@ -247,7 +207,7 @@ def test_train_step_accepts_partial_label_masks():
   batch['label'][0, :3] = 255
   onehot = ((batch['label'][..., None] == np.arange(C))
             & (batch['label'][..., None] != 255))
-  kw = dict(mean=MEAN, std=STD, crop=(H, W), scale_range=(0.75, 1.25), flip=True)
+  kw = dict(inputs=_inputs((H, W), scale_range=(0.75, 1.25), flip=True))
   state = _state()
   a, ma = train.train_step(jax.tree.map(jnp.copy, state), batch, jax.random.key(5), **kw)
   b, mb = train.train_step(jax.tree.map(jnp.copy, state),
@@ -276,3 +236,15 @@ def test_weighted_epochs_draw_in_proportion_to_the_weights():
   # Equal weights are the plain epoch: every image once, the same permutation.
   np.testing.assert_array_equal(train._epoch_batches(indices, 2, jax.random.key(3), np.ones(4)),
                                 train._epoch_batches(indices, 2, jax.random.key(3)))
+
+
+def test_input_specs_of_equal_values_are_equal_and_share_a_step():
+  a = train.InputSpec(np.array(MEAN), np.array(STD), np.array([H, W]), [1, 1.5], 1)
+  b = train.InputSpec(MEAN, STD, (H, W), (1.0, 1.5), True)
+  assert a == b and hash(a) == hash(b)
+  assert a.crop == (H, W) and type(a.crop[0]) is int and a.flip is True
+  # float32 statistics (a data set's) reach the step as the same float32 values.
+  f32 = train.InputSpec(np.array(MEAN, np.float32), np.array(STD, np.float32), (H, W))
+  np.testing.assert_array_equal(f32.normalisation()[0], np.array(MEAN, np.float32))
+  mesh = parallel.default_mesh()
+  assert a.step(mesh, losses.segmentation_loss) is b.step(mesh, losses.segmentation_loss)

@@ -152,8 +152,9 @@ class ConvStage(nn.Module):
     return x
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convs (dilations `dilation[0]`, `dilation[1]`), optional residual."""
+class _Block(nn.Module):
+  """The fields of a residual block: `planes` (output width `planes * expansion`),
+  the first conv's `stride`, the two dilations, whether the shortcut is added."""
   planes: int
   stride: int = 1
   dilation: tuple[int, int] = (1, 1)
@@ -161,6 +162,10 @@ class BasicBlock(nn.Module):
   dtype: Any = jnp.float32
 
   expansion = 1
+
+
+class BasicBlock(_Block):
+  """Two 3x3 convs (dilations `dilation[0]`, `dilation[1]`), optional residual."""
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -180,13 +185,8 @@ class BasicBlock(nn.Module):
     return nn.relu(out)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1 reduce -> 3x3 (stride, dilation `dilation[1]`) -> 1x1 expand (x4), residual."""
-  planes: int
-  stride: int = 1
-  dilation: tuple[int, int] = (1, 1)
-  residual: bool = True
-  dtype: Any = jnp.float32
 
   expansion = 4
 

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from segal_jax import optim
 from segal_jax import train
 from segal_jax.data import pipeline
 
@@ -158,12 +159,12 @@ class _Tiny(nn.Module):
     return nn.Conv(C, (1, 1))(x), {}
 
 
-_FIT = dict(batch_size=2, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop=(6, 10),
-            progress=False)
+_FIT = dict(batch_size=2, progress=False,
+            inputs=train.InputSpec((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (6, 10)))
 
 
 def _state():
-  tx = train.make_optimizer(lr=0.05, total_steps=20, schedule='constant')
+  tx = optim.make_optimizer(lr=0.05, total_steps=20, schedule='constant')
   return train.create_train_state(_Tiny(), jax.random.key(0), image_shape=(H, W, 3), tx=tx)
 
 
