@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from segal_jax import _lock
 from segal_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +55,7 @@ def test_a_second_run_on_a_work_directory_exits_naming_the_first(tmp_path):
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
+  from segal_jax import _lock  # pylint: disable=g-import-not-at-top
   directory = str(tmp_path)
   first = _holder(directory)
   with pytest.raises(UserError, match=f'is in use by process {first.pid}'):
