@@ -23,6 +23,7 @@ import hashlib
 import os
 from typing import Any, Callable
 
+from segal_jax import label_requests
 from segal_jax import label_returns
 from segal_jax import pool as pool_lib
 from segal_jax.data import image_folder
@@ -136,28 +137,32 @@ def follow(state, images: list[str], log: Log) -> bool:
 
 def digest(path: str) -> dict[str, Any]:
   """The label file's pixels (sha256 of the decoded array) with its size and
-  time, which say when the pixels need reading again."""
-  st = os.stat(path)
+  time (`label_requests.file_stamp`), which say when to read the pixels again."""
   label = label_returns.read_label_any(path)
   sha = hashlib.sha256(repr(label.shape).encode() + label.tobytes()).hexdigest()
-  return {'sha256': sha, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
+  return {'sha256': sha, 'stamp': label_requests.file_stamp(path)}
 
 
 def corrections(state, folder: str, names: list[str], log: Log) -> bool:
   """Finds the label files of `names` edited since they were taken in: each
   is recorded as a correction (who, when, which file) and said in one line.
-  Names first seen are remembered as they are. True if the state changed."""
+  A name seen for the first time (labeled before the run started) counts as
+  edited when its file changed since the pending request listed it. True if
+  the state changed."""
   changed = False
+  listed = (state.pending or {}).get('label_files', {})
   for name in sorted(names):
     path = label_file(folder, name)
     if not os.path.exists(path):
       continue  # a missing label is a problem `label_returns.check` names
     stored = state.label_digests.get(name)
-    st = os.stat(path)
-    if stored and (stored['size'], stored['mtime_ns']) == (st.st_size, st.st_mtime_ns):
+    stamp = label_requests.file_stamp(path)
+    if stored and stored['stamp'] == stamp:
       continue
     now = digest(path)
-    if stored and now['sha256'] != stored['sha256']:
+    edited = (now['sha256'] != stored['sha256'] if stored
+              else name in listed and listed[name] != stamp)
+    if edited:
       who, when = label_returns.owner(path), label_returns.mtime_iso(path)
       state.corrections.append({
           'name': name, 'file': path, 'who': who, 'edited_at': when, 'cycle': state.next_cycle,

@@ -147,13 +147,22 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
   _write_text(os.path.join(out, 'cvat.xml'), cvat_xml(coco, table))
   export.write_selection_csv(os.path.join(out, 'to_label.csv'), chosen.names, chosen.scores)
   os.makedirs(os.path.join(out, label_returns.RETURNED), exist_ok=True)
+  labeled = label_returns.label_names(folder)
   record = {'cycle': cycle, 'unit': config.al_unit, 'folder': folder,
             'requested_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec='seconds'),
-            'classes': table.to_json(), 'items': items, 'labeled': label_returns.label_names(folder)}
+            'classes': table.to_json(), 'items': items, 'labeled': labeled,
+            'label_files': {n: file_stamp(os.path.join(folder, 'labels', n + '.png'))
+                            for n in labeled}}
   export.write_json(os.path.join(out, FILE), record)
   _write_text(os.path.join(out, 'README.txt'), instructions(record, out))
   return record
+
+
+def file_stamp(path: str) -> list[int]:
+  """[size, modification time in ns] of a file: what says it was rewritten."""
+  st = os.stat(path)
+  return [st.st_size, st.st_mtime_ns]
 
 
 def _clear(out: str) -> None:

@@ -8,6 +8,7 @@ file (and an image) is labeled in the pool or held out to validate, and no
 other.
 """
 
+import getpass
 import json
 import os
 import shutil
@@ -176,25 +177,31 @@ def test_a_renamed_image_is_removed_plus_new_and_the_refusal_says_so(folder):
   assert [i['name'] for i in state.labelling[0]['items']] == [i['name'] for i in request['items']]
 
 
+def _edit(path):
+  label = _read(path).copy()
+  label[:8] = VALUES[0] if label[0, 0] != VALUES[0] else VALUES[1]
+  Image.fromarray(label).save(path)
+
+
 @pytest.mark.slow
 def test_a_label_edited_after_intake_is_a_recorded_correction(folder):
   config, workdir, run_dir, root, hidden = folder
   request = _pending(run_dir, config)
+  start = sorted(labeled(run_state.load_run_state(run_dir, config.fingerprint()).pool))[0]
+  _edit(os.path.join(root, 'labels', start + '.png'))  # labeled before the run started
   answer(request, hidden)
-  (kind, message), _ = _run(config, workdir)
-  assert kind == 'waiting', message
-  edited = request['items'][1]['label']
-  label = _read(edited).copy()
-  label[:8] = VALUES[0]
-  Image.fromarray(label).save(edited)
   (kind, message), logs = _run(config, workdir)
   assert kind == 'waiting', message
   name = request['items'][1]['name']
-  assert sum(l.startswith(f'correction: labels/{name}.png was edited after it was taken in')
-             for l in logs) == 1
+  _edit(request['items'][1]['label'])  # taken in at cycle 1
+  (kind, message), more = _run(config, workdir)
+  assert kind == 'waiting', message
+  for lines, edited in ((logs, start), (more, name)):
+    assert [l.split(' was edited')[0] for l in lines if l.startswith('correction:')] == [
+        f'correction: labels/{edited}.png']
   state = assert_state_matches_labels(config, run_dir, root)
   assert [(c['name'], c['who'], c['file']) for c in state.corrections] == [
-      (name, __import__('getpass').getuser(), edited)]
+      (n, getpass.getuser(), os.path.join(root, 'labels', n + '.png')) for n in (start, name)]
   (kind, message), logs = _run(config, workdir)  # recorded once
   assert not any(l.startswith('correction:') for l in logs)
 
