@@ -8,9 +8,12 @@ rerun of the same command first takes in what came back (`take_in`: every
 file checked by `label_returns`; COCO answers written into `labels/`), records
 who labeled what from which file and when in the run state, and continues.
 
-The folder's `labels/` is the truth for what is labeled. Validation is the
-folder's `val/` split when there is one, else a fixed held-out part of the
-images labeled at the start (`holdout`), said at start.
+The folder's `labels/` is the truth for what is labeled, and the run keeps
+every image by its name: the folder may grow, shrink or have labels corrected
+between runs (`folder_changes`). An answer adds labels where they were asked
+for only (`label_returns.taken`). Validation is the folder's `val/` split when
+there is one, else a fixed held-out part of the images labeled at the start
+(`HOLDOUT`, by name), said at start.
 
 Interrupting anywhere is safe: nothing is taken in until every file checks
 out, the label files are written atomically and are the same on a second try,
