@@ -69,7 +69,8 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
       assert f.read() == str(os.getpid())
   assert logs == [f'lock: took over {os.path.join(directory, _lock.FILE)} from process '
                   f'{first.pid}, which stopped without releasing it']
+  assert not os.path.exists(os.path.join(directory, _lock.FILE))  # released: nothing left
   logs.clear()
-  with _lock.hold(directory, logs.append):  # released cleanly: nothing to say
+  with _lock.hold(directory, logs.append):
     pass
   assert logs == []
