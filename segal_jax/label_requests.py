@@ -173,7 +173,10 @@ def _clear(out: str) -> None:
   for entry in os.listdir(out):
     if entry != label_returns.RETURNED:
       path = os.path.join(out, entry)
-      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
 
 
 def _write_text(path: str, text: str) -> None:
