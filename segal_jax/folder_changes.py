@@ -143,13 +143,14 @@ def digest(path: str) -> dict[str, Any]:
   return {'sha256': sha, 'stamp': label_requests.file_stamp(path)}
 
 
-def corrections(state, folder: str, names: list[str], log: Log) -> bool:
+def corrections(state, folder: str, names: list[str], log: Log) -> int:
   """Finds the label files of `names` edited since they were taken in: each
   is recorded as a correction (who, when, which file) and said in one line.
   A name seen for the first time (labeled before the run started) counts as
-  edited when its file changed since the pending request listed it. True if
-  the state changed."""
-  changed = False
+  edited when its file changed since the pending request listed it. The
+  state remembers every file as it is now; the number of corrections found is
+  returned."""
+  found = 0
   listed = (state.pending or {}).get('label_files', {})
   for name in sorted(names):
     path = label_file(folder, name)
@@ -168,7 +169,7 @@ def corrections(state, folder: str, names: list[str], log: Log) -> bool:
           'name': name, 'file': path, 'who': who, 'edited_at': when, 'cycle': state.next_cycle,
           'found_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})
       log(f'correction: labels/{name}.png was edited after it was taken in ({who}, {when}); '
-          'it is trained on as edited, and recorded')
+          'it is trained on as edited and recorded as a correction')
+      found += 1
     state.label_digests[name] = now
-    changed = True
-  return changed
+  return found

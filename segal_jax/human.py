@@ -135,20 +135,23 @@ def take_in(config, run_dir: str, log: Callable[[str], None] = print) -> None:
   for path in _files.remove_stale_parts(os.path.join(folder, 'labels')):
     log(f'removed {path}, a partial file left by a stopped run')
   options = image_folder.parse_options(config.dataset_config or None)
-  changed = folder_changes.migrate(state, folder, options, held, run_dir, log)
-  changed |= folder_changes.follow(state, folder_changes.pool_images(folder, held), log)
+  migrated = folder_changes.migrate(state, folder, options, held, run_dir, log)
+  folder_changes.follow(state, folder_changes.pool_images(folder, held), log)
   pending = state.pending
   asked = {item['name'] for item in pending['items']} if pending else set()
-  changed |= folder_changes.corrections(
+  corrected = folder_changes.corrections(
       state, folder, [n for n in pool_lib.labeled_names(state.pool) + held if n not in asked], log)
+  # Saved with the labels taken in, else only for a migration (once) or a
+  # correction after the last cycle: rewriting the step that waits for labels
+  # would delete it for a moment, and the loop follows the folder by itself.
   if pending is None:
-    if changed:
+    if migrated or corrected:
       run_state.save_run_state(run_dir, state)
     return
   try:
     _take_in(state, folder, run_dir, log)
   except (UserError, label_requests.AwaitingLabels):
-    if changed:
+    if migrated:
       run_state.save_run_state(run_dir, state)
     raise
 

@@ -196,14 +196,17 @@ def test_a_label_edited_after_intake_is_a_recorded_correction(folder):
   _edit(request['items'][1]['label'])  # taken in at cycle 1
   (kind, message), more = _run(config, workdir)
   assert kind == 'waiting', message
-  for lines, edited in ((logs, start), (more, name)):
+  answer(_pending(run_dir, config), hidden)
+  (kind, message), last = _run(config, workdir)  # cycle 2 taken in, the last cycle trained
+  assert kind == 'done', message
+  for lines, edited in ((logs, start), (more, name), (last, name)):
     assert [l.split(' was edited')[0] for l in lines if l.startswith('correction:')] == [
         f'correction: labels/{edited}.png']
   state = assert_state_matches_labels(config, run_dir, root)
   assert [(c['name'], c['who'], c['file']) for c in state.corrections] == [
       (n, getpass.getuser(), os.path.join(root, 'labels', n + '.png')) for n in (start, name)]
   (kind, message), logs = _run(config, workdir)  # recorded once
-  assert not any(l.startswith('correction:') for l in logs)
+  assert kind == 'done' and not any(l.startswith('correction:') for l in logs)
 
 
 @pytest.mark.slow
