@@ -17,6 +17,7 @@ Layout of the work directory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tensorflow_datasets.core import constants as tfds_constants
 
+from segal_jax import _lock
 from segal_jax import annotators
 from segal_jax import checkpoint
 from segal_jax import config as config_lib
@@ -132,8 +134,16 @@ def run(config: config_lib.ExperimentConfig, workdir: str,
 
   `should_stop` is polled after every training epoch: when it returns True the
   run saves its training state and raises `loop.Preempted` (rerun to resume).
+  One process runs a work directory at a time (`_lock`): a second one is
+  refused with a `UserError` naming the first one's PID.
   """
   os.makedirs(workdir, exist_ok=True)
+  held = _lock.hold(workdir, log) if parallel.is_writer() else contextlib.nullcontext()
+  with held:
+    return _run(config, workdir, log, should_stop)
+
+
+def _run(config, workdir, log, should_stop) -> list[dict[str, Any]]:
   t0 = time.time()
   if human.enabled(config):  # what people labeled since the last run, before the data is read
     human.check_config(config)

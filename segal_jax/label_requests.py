@@ -40,6 +40,7 @@ from PIL import Image
 from segal_jax import annotations
 from segal_jax import export
 from segal_jax import figures
+from segal_jax import label_returns
 from segal_jax import train
 from segal_jax import uncertainty
 from segal_jax.data import labels as labels_lib
@@ -79,15 +80,6 @@ def predict(apply_fn, variables, images: np.ndarray, mean, std) -> np.ndarray:
                    for k in range(len(images))]).astype(np.uint8)
 
 
-def _labeled_names(folder: str) -> list[str]:
-  root = os.path.join(folder, 'labels')
-  out = []
-  for d, _, files in os.walk(root):
-    out += [os.path.splitext(os.path.relpath(os.path.join(d, f), root))[0].replace(os.sep, '/')
-            for f in files if f.endswith('.png') and not f.startswith('.')]
-  return sorted(out)
-
-
 def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict[str, Any]:
   """Writes the request of `cycle` (see the module docstring); returns `request.json`.
 
@@ -98,7 +90,7 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
   """
   split, config = request.split, request.config
   out = request_dir(run_dir, cycle)
-  shutil.rmtree(out, ignore_errors=True)  # an interrupted attempt of the same request
+  _clear(out)
   indices = (np.asarray(chosen.chosen, np.int64) if chosen.picks is None
              else np.array(sorted(chosen.picks), np.int64))
   measure = request.strategy.measure
@@ -115,7 +107,7 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
     stem = name.replace('/', '__')
     with Image.open(source) as im:
       size = (im.height, im.width)
-    item = {'name': name, 'index': i, 'image': source, 'label': os.path.join(folder, 'labels', name + '.png'),
+    item = {'name': name, 'image': source, 'label': os.path.join(folder, 'labels', name + '.png'),
             'height': size[0], 'width': size[1], 'superpixels': None,
             'copy': os.path.join('images', stem + os.path.splitext(source)[1])}
     os.makedirs(os.path.join(out, 'images'), exist_ok=True)
@@ -154,14 +146,37 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
   _write_text(os.path.join(out, 'label_studio.xml'), label_studio_config(table))
   _write_text(os.path.join(out, 'cvat.xml'), cvat_xml(coco, table))
   export.write_selection_csv(os.path.join(out, 'to_label.csv'), chosen.names, chosen.scores)
-  os.makedirs(os.path.join(out, 'returned'), exist_ok=True)
+  os.makedirs(os.path.join(out, label_returns.RETURNED), exist_ok=True)
+  labeled = label_returns.label_names(folder)
   record = {'cycle': cycle, 'unit': config.al_unit, 'folder': folder,
             'requested_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec='seconds'),
-            'classes': table.to_json(), 'items': items, 'labeled': _labeled_names(folder)}
+            'classes': table.to_json(), 'items': items, 'labeled': labeled,
+            'label_files': {n: file_stamp(os.path.join(folder, 'labels', n + '.png'))
+                            for n in labeled}}
   export.write_json(os.path.join(out, FILE), record)
   _write_text(os.path.join(out, 'README.txt'), instructions(record, out))
   return record
+
+
+def file_stamp(path: str) -> list[int]:
+  """[size, modification time in ns] of a file: what says it was rewritten."""
+  st = os.stat(path)
+  return [st.st_size, st.st_mtime_ns]
+
+
+def _clear(out: str) -> None:
+  """Empties the folder of an interrupted attempt of the same request, except
+  `returned/`: what people put there is theirs."""
+  if not os.path.isdir(out):
+    return
+  for entry in os.listdir(out):
+    if entry != label_returns.RETURNED:
+      path = os.path.join(out, entry)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
 
 
 def _write_text(path: str, text: str) -> None:

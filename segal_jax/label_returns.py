@@ -9,10 +9,13 @@ folder; COCO is decoded with pycocotools.
 
 `check` reads everything and answers each problem in one line: a file that
 cannot be read, of the wrong size, with a value or category the class table
-does not know, labels of an image that was not requested, a request left
-unanswered, a label of an earlier cycle that is gone. A file with a problem is
-not used at all, and nothing is written: the caller ingests the answers only
-when there is no problem and nothing is left unanswered.
+does not know, labels of an image that was not requested (or of a renamed
+one), a request left unanswered, a label of an earlier cycle that is gone. A
+file with a problem is not used at all, and nothing is written: the caller
+ingests the answers only when there is no problem and nothing is left
+unanswered. An answer is taken in where it was asked for only (`taken`); what
+it labels elsewhere is left out with a note, and images of earlier cycles in a
+COCO export are skipped.
 
 Label arrays here are in the PNG values of the table (what `labels/` holds).
 """
@@ -40,10 +43,12 @@ RETURNED = 'returned'  # under a request folder: COCO exports
 class Answer:
   """One requested image's returned labels.
 
-  label: [H, W] uint8 PNG values, merged with what was labeled before.
+  label: [H, W] uint8 PNG values to keep (`taken`): what was labeled before,
+  with the answer's labels where they were asked for.
   file: where they came from; kind: 'png' or 'coco'; who: the file's owner
   (or the COCO export's contributor); returned_at: the file's modification
-  time (ISO 8601, UTC); pixels: labeled pixels in the requested region.
+  time (ISO 8601, UTC); pixels: pixels newly labeled (in the requested
+  regions); cut: labeled pixels of the answer not taken in.
   """
   name: str
   label: np.ndarray
@@ -52,15 +57,17 @@ class Answer:
   who: str
   returned_at: str
   pixels: int
+  cut: int = 0
 
 
 @dataclasses.dataclass
 class Outcome:
-  """What `check` found: answers by image name, problems and unanswered
-  requests (one line each)."""
+  """What `check` found: answers by image name, problems, unanswered requests
+  and notes (what was left out of an answer, and why; one line each)."""
   answers: dict[str, Answer] = dataclasses.field(default_factory=dict)
   problems: list[str] = dataclasses.field(default_factory=list)
   unanswered: list[str] = dataclasses.field(default_factory=list)
+  notes: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def complete(self) -> bool:
@@ -72,11 +79,22 @@ def mtime_iso(path: str) -> str:
                                          ).isoformat(timespec='seconds')
 
 
-def _owner(path: str) -> str:
+def owner(path: str) -> str:
+  """The user name of the file's owner (its uid where it has none)."""
   try:
     return pwd.getpwuid(os.stat(path).st_uid).pw_name
   except KeyError:
     return str(os.stat(path).st_uid)
+
+
+def label_names(folder: str) -> list[str]:
+  """The sorted names of the images of an image folder with a label PNG in `labels/`."""
+  root = os.path.join(folder, 'labels')
+  out = []
+  for d, _, files in os.walk(root):
+    out += [os.path.splitext(os.path.relpath(os.path.join(d, f), root))[0].replace(os.sep, '/')
+            for f in files if f.endswith('.png') and not f.startswith('.')]
+  return sorted(out)
 
 
 def read_label(path: str) -> np.ndarray:
@@ -120,24 +138,34 @@ def _check_values(where: str, label: np.ndarray, item: dict[str, Any],
   return None
 
 
-def _merge(label: np.ndarray, previous: np.ndarray | None, ignore: int) -> np.ndarray:
-  """What was labeled before stays where the new labels leave pixels unlabeled."""
-  if previous is None or previous.shape != label.shape:
-    return label
-  return np.where(label == ignore, previous, label).astype(np.uint8)
+def taken(label: np.ndarray, previous: np.ndarray | None, region: np.ndarray | None,
+          ignore: int) -> tuple[np.ndarray, int, int]:
+  """(labels kept, pixels newly labeled, labeled pixels cut) of an answer.
+
+  The rule: an answer labels the pixels it was asked for, the requested
+  regions (the whole image for an image request), where nothing was labeled
+  before; every other pixel keeps the label it had (`previous`, or none).
+  Earlier labels are changed by editing the label file after intake (a
+  correction), never by an answer.
+  """
+  before = np.full(label.shape, ignore, np.uint8) if previous is None else previous
+  if before.shape != label.shape:
+    before = np.full(label.shape, ignore, np.uint8)
+  wanted = before == ignore
+  if region is not None:
+    wanted &= region
+  new = wanted & (label != ignore)
+  kept = np.where(new, label, before).astype(np.uint8)
+  return kept, int(np.count_nonzero(new)), int(np.count_nonzero((label != ignore) & (kept != label)))
 
 
-def _labeled_pixels(label: np.ndarray, region: np.ndarray | None, ignore: int) -> int:
-  labeled = label != ignore
-  return int(np.count_nonzero(labeled if region is None else labeled & region))
-
-
-def _match(file_name: str, items: dict[str, dict]) -> str | None:
-  """The requested image a COCO `file_name` stands for: the image's name or its
-  copy's, after any folder and any upload prefix a tool adds (`<hash>-<name>`)."""
+def _match(file_name: str, names) -> str | None:
+  """The image of `names` a COCO `file_name` stands for: the image's name or its
+  request copy's (`a__b` for `a/b`), after any folder and any upload prefix a
+  tool adds (`<hash>-<name>`)."""
   base = os.path.splitext(os.path.basename(file_name.replace('\\', '/')))[0]
-  for name, item in items.items():
-    keys = {name.rsplit('/', 1)[-1], os.path.splitext(os.path.basename(item['copy']))[0]}
+  for name in names:
+    keys = {name.rsplit('/', 1)[-1], name.replace('/', '__')}
     if base in keys or any(base.endswith('-' + k) for k in keys):
       return name
   return None
@@ -145,8 +173,10 @@ def _match(file_name: str, items: dict[str, dict]) -> str | None:
 
 def _read_coco(path: str, request: dict, lookup_names: dict[str, int], values: np.ndarray,
                previous: dict[str, np.ndarray | None], request_dir: str
-               ) -> tuple[dict[str, Answer], list[str]]:
-  """(answers, problems) of one COCO export; with any problem the answers are dropped."""
+               ) -> tuple[dict[str, Answer], list[str], list[str]]:
+  """(answers, problems, notes) of one COCO export; with any problem the
+  answers are dropped. Images labeled in earlier cycles (a tool's project
+  reused across cycles) are left out, with a note."""
   from pycocotools import coco as coco_lib  # pylint: disable=g-import-not-at-top
   where = os.path.relpath(path, request_dir)
   try:
@@ -154,11 +184,11 @@ def _read_coco(path: str, request: dict, lookup_names: dict[str, int], values: n
       coco = coco_lib.COCO(path)
   except Exception as e:  # pylint: disable=broad-except (json, KeyError, ...)
     return {}, [f'{where} cannot be read as a COCO export ({type(e).__name__}: {e}); not used: '
-                'export COCO again from the annotation tool']
+                'export COCO again from the annotation tool'], []
   items = {item['name']: item for item in request['items']}
   ignore = request['classes']['ignore']
-  who = str(coco.dataset.get('info', {}).get('contributor') or _owner(path))
-  problems, answers = [], {}
+  who = str(coco.dataset.get('info', {}).get('contributor') or owner(path))
+  problems, answers, earlier = [], {}, []
   categories = {}
   for cat in coco.loadCats(coco.getCatIds()):
     if cat.get('name') not in lookup_names:
@@ -171,6 +201,9 @@ def _read_coco(path: str, request: dict, lookup_names: dict[str, int], values: n
     if not anns:
       continue  # a tool exports untouched images too
     name = _match(image.get('file_name', ''), items)
+    if name is None and _match(image.get('file_name', ''), request['labeled']):
+      earlier.append(image.get('file_name'))
+      continue
     if name is None:
       problems.append(f'{where}: {image.get("file_name")} was not requested in cycle '
                       f'{request["cycle"]}; not used: export only the requested images')
@@ -189,10 +222,11 @@ def _read_coco(path: str, request: dict, lookup_names: dict[str, int], values: n
       problems.append(f'{where}: an annotation of {name} cannot be decoded '
                       f'({type(e).__name__}); not used')
       continue
-    label = _merge(label, previous.get(name), ignore)
-    answers[name] = Answer(name, label, path, 'coco', who, mtime_iso(path),
-                           _labeled_pixels(label, region_mask(request_dir, item), ignore))
-  return ({} if problems else answers), problems
+    kept, pixels, cut = taken(label, previous.get(name), region_mask(request_dir, item), ignore)
+    answers[name] = Answer(name, kept, path, 'coco', who, mtime_iso(path), pixels, cut)
+  notes = [f'{where}: {len(earlier)} image(s) labeled in earlier cycles left as they are '
+           f'({", ".join(earlier[:3])}{", ..." if len(earlier) > 3 else ""})'] if earlier else []
+  return ({} if problems else answers), problems, notes
 
 
 def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
@@ -203,7 +237,9 @@ def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
       table's JSON), `items` (`name`, `label` path, `height`, `width`,
       `superpixels` and `mask` for region requests, `previous`: the label
       file's bytes were saved there when the image was partly labeled),
-      `labeled` (names labeled before the request).
+      `labeled` (names labeled before the request); when the folder changed
+      since, `withdrawn` (requested images that left it) and `left` (labeled
+      ones that left it: their labels need not stay).
     request_dir: the request's folder (`returned/` for COCO exports).
     folder: the image folder (its `labels/`).
   """
@@ -215,8 +251,9 @@ def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
                      if item.get('previous') else None) for name, item in items.items()}
   names = {c.name: i for i, c in enumerate(table.classes)}
   for path in sorted(glob.glob(os.path.join(request_dir, RETURNED, '*.json'))):
-    answers, problems = _read_coco(path, request, names, values, previous, request_dir)
+    answers, problems, notes = _read_coco(path, request, names, values, previous, request_dir)
     out.problems += problems
+    out.notes += notes
     for name, answer in answers.items():
       if name in out.answers and not np.array_equal(out.answers[name].label, answer.label):
         out.problems.append(f'{name} is answered differently by {out.answers[name].file} and '
@@ -239,11 +276,10 @@ def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
     region = region_mask(request_dir, item)
     if previous[name] is not None and np.array_equal(label, previous[name]):
       continue  # the label of an earlier cycle, untouched so far
-    label = _merge(label, previous[name], ignore)
-    answer = Answer(name, label, png, 'png', _owner(png), mtime_iso(png),
-                    _labeled_pixels(label, region, ignore))
+    kept, pixels, cut = taken(label, previous[name], region, ignore)
+    answer = Answer(name, kept, png, 'png', owner(png), mtime_iso(png), pixels, cut)
     coco = out.answers.get(name)
-    if coco is not None and not np.array_equal(coco.label, label):
+    if coco is not None and not np.array_equal(coco.label, kept):
       out.problems.append(f'{where} and {os.path.relpath(coco.file, request_dir)} both answer '
                           f'{name}, differently; not used: keep one of them')
     elif coco is None:
@@ -254,15 +290,23 @@ def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
       out.answers.pop(name, None)
       what = 'its requested regions are' if item.get('superpixels') is not None else 'it is'
       out.unanswered.append(f'{name}: {what} not labeled yet ({item["label"]})')
+  for name, answer in sorted(out.answers.items()):
+    if answer.cut:
+      out.notes.append(f'{name}: {answer.cut} labeled pixel(s) outside the requested regions or '
+                       'on pixels labeled before were not taken in (an answer adds labels '
+                       'where they were asked for; edit the label file after intake to '
+                       'correct earlier labels)')
   requested, labeled = set(items), set(request['labeled'])
-  for png in sorted(glob.glob(os.path.join(folder, 'labels', '**', '*.png'), recursive=True)):
-    name = os.path.splitext(os.path.relpath(png, os.path.join(folder, 'labels')))[0]
-    name = name.replace(os.sep, '/')
+  withdrawn = request.get('withdrawn') or []
+  renamed = (f'; {", ".join(withdrawn)} left the folder and a renamed image counts as a '
+             'removed image plus a new one, so this does not answer its request: rename the '
+             'image and its label back to answer it, or ' if withdrawn else '; ')
+  for name in label_names(folder):
     if name not in requested and name not in labeled:
       out.problems.append(f'labels/{name}.png: {name} was not requested in cycle '
-                          f'{request["cycle"]}; move it out of labels/ (only requested images '
-                          'are taken in)')
-  for name in sorted(labeled - requested):
+                          f'{request["cycle"]}{renamed}move it out of labels/ (only requested '
+                          'images are taken in)')
+  for name in sorted(labeled - requested - set(request.get('left') or [])):
     path = os.path.join(folder, 'labels', name + '.png')
     if not os.path.exists(path):
       out.problems.append(f'labels/{name}.png, labeled before cycle {request["cycle"]}, is gone; '

@@ -314,9 +314,10 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     return state.records
   else:
     log(f'[{strategy_name} seed {seed}] resuming at cycle {state.next_cycle}')
+  names = pool_names(train_split, annotator)
   for cycle in range(state.next_cycle, cycles):
     t0 = time.time()
-    pool = pool_lib.PoolLabels.from_json(state.pool)
+    pool = pool_lib.PoolLabels.from_json(state.pool, names)
     desc = f'[{strategy_name} seed {seed}] cycle {cycle}'
     share = shared_dir if cycle == 0 and cycle_models.shares_first_cycle(strategy) else None
     key = cycle_models.first_cycle_key(config, annotator)
@@ -357,7 +358,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
           segments, segment_counts)
       chosen = selection.choose(config.al_unit, request)
       if getattr(annotator, 'waits', False):  # people label between runs
-        _request(run_dir, cycle + 1, state, pool, record, request, chosen, t0, t1)
+        _request(run_dir, cycle + 1, state, pool, names, record, request, chosen, t0, t1)
       touched = chosen.chosen if chosen.picks is None else np.array(sorted(chosen.picks),
                                                                     np.int64)
       before = annotator.labeled_counts(pool, train_split, touched)
@@ -375,7 +376,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
     record.update(select_seconds=round(time.time() - t1, 2),
                   wall_seconds=round(time.time() - t0, 2))
     state.records.append(record)
-    state.pool = pool.to_json()
+    state.pool, state.images = pool.to_json(names), names
     _save_state(run_dir, state)
     log(f'{desc}: {record["labeled_images"]} images, cost {record["cost_instances"]}, '
         f'mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s); selection scored '
@@ -384,7 +385,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
   return state.records
 
 
-def _request(run_dir, cycle, state, pool, record, request, chosen, t0, t1) -> None:
+def _request(run_dir, cycle, state, pool, names, record, request, chosen, t0, t1) -> None:
   """Ends the run at a labelling request for people: writes it, saves the state
   with it pending, and raises `label_requests.AwaitingLabels`."""
   config = request.config
@@ -394,10 +395,17 @@ def _request(run_dir, cycle, state, pool, record, request, chosen, t0, t1) -> No
                 select_seconds=round(time.time() - t1, 2),
                 wall_seconds=round(time.time() - t0, 2))
   state.records.append(record)
-  state.pool, state.pending = pool.to_json(), pending
+  state.pool, state.images, state.pending = pool.to_json(names), names, pending
   _save_state(run_dir, state)
   raise label_requests.AwaitingLabels(label_requests.instructions(
       pending, label_requests.request_dir(run_dir, cycle)))
+
+
+def pool_names(split, annotator) -> list[str] | None:
+  """The pool's image names when the annotator is people (their folder may grow
+  or shrink between runs, so the run state keeps images by name); None: the
+  pool is fixed and kept by position."""
+  return [str(i) for i in split.ids] if getattr(annotator, 'waits', False) else None
 
 
 def labeled_images(split) -> np.ndarray:
@@ -409,9 +417,10 @@ def initial_state(config, strategy, split, root: jax.Array,
                    annotator) -> run_state_lib.RunState:
   """A new run: the seed's random initial set (the whole pool for `full`); with
   people labelling, the images labeled so far."""
-  if getattr(annotator, 'waits', False):
+  names = pool_names(split, annotator)
+  if names is not None:
     return run_state_lib.RunState(config.fingerprint(), pool_lib.PoolLabels(
-        full=labeled_images(split).tolist()).to_json(), [])
+        full=labeled_images(split).tolist()).to_json(names), [], images=names)
   n_pool = len(split)
   initial = np.asarray(jax.random.permutation(jax.random.fold_in(root, _STREAMS['initial_set']),
                                               n_pool))

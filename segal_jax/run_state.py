@@ -41,12 +41,20 @@ class RunState:
   pending: the labelling request people are working on (`label_requests`), or None.
   labelling: one dict per request that came back: who labeled what, from which
     file, when (`human`).
+  images: the names of the pool's images when the state was saved (people's
+    runs: the folder may grow or shrink before the next run).
+  label_digests: image name -> the label file as taken in (`human`), to find
+    labels edited after intake.
+  corrections: one dict per label edited after intake: who, when, which file.
   """
   fingerprint: str
   pool: dict[str, Any]
   records: list[dict[str, Any]]
   pending: dict[str, Any] | None = None
   labelling: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  images: list[str] | None = None
+  label_digests: dict[str, Any] = dataclasses.field(default_factory=dict)
+  corrections: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   @property
   def next_cycle(self) -> int:
@@ -55,7 +63,9 @@ class RunState:
   def to_json(self) -> dict[str, Any]:
     """The al_state item: the run state and the cycle it is at."""
     return {'fingerprint': self.fingerprint, 'cycle': self.next_cycle, 'pool': self.pool,
-            'records': self.records, 'pending': self.pending, 'labelling': self.labelling}
+            'records': self.records, 'pending': self.pending, 'labelling': self.labelling,
+            'images': self.images, 'label_digests': self.label_digests,
+            'corrections': self.corrections}
 
 
 def load_run_state(run_dir: str, fingerprint: str) -> RunState | None:
@@ -73,7 +83,8 @@ def load_run_state(run_dir: str, fingerprint: str) -> RunState | None:
     if latest is not None and 'records' in latest[1]:
       al = latest[1]
       state = RunState(al['fingerprint'], dict(al['pool']), list(al['records']),
-                       al.get('pending'), list(al.get('labelling') or []))
+                       al.get('pending'), list(al.get('labelling') or []), al.get('images'),
+                       dict(al.get('label_digests') or {}), list(al.get('corrections') or []))
   legacy = os.path.join(run_dir, LEGACY_STATE_FILE)
   if state is None and os.path.exists(legacy):
     try:

@@ -18,7 +18,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LAYERS = (
-    ('errors', '_files', 'config', 'parallel'),
+    ('errors', '_files', '_lock', 'config', 'parallel'),
     ('data',),
     ('models',),
     ('uncertainty', 'superpixels', 'metrics', 'oracle', 'clicks', 'noise', 'statistics',
@@ -27,7 +27,8 @@ LAYERS = (
     ('losses', 'pool', 'protocols'),
     ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
     ('selection', 'checkpoint', 'run_state'),
-    ('figures', 'folder_scoring', 'prediction', 'label_requests', 'cycle_models'),
+    ('figures', 'folder_scoring', 'prediction', 'label_requests', 'cycle_models',
+     'folder_changes'),
     ('loop',),
     ('experiment', 'plan', 'human', 'purchases'),
 )

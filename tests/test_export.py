@@ -3,11 +3,14 @@
 import csv
 import json
 import os
+import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from segal_jax import annotations
 from segal_jax import experiment
 from segal_jax import export
 from segal_jax.errors import UserError
@@ -33,6 +36,18 @@ def test_atomic_open_keeps_old_file_on_error(tmp_path):
       raise RuntimeError('crash during write')
   assert path.read_text().replace(' ', '').replace('\n', '') == '{"x":1}'
   assert os.listdir(tmp_path) == ['a.json']  # no temporary left behind
+
+
+@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+  old = os.umask(umask)
+  try:
+    export.write_json(str(tmp_path / 'request.json'), {'x': 1})
+    annotations.write_png(str(tmp_path / 'labels' / 'a.png'), np.zeros((2, 3), np.uint8))
+  finally:
+    os.umask(old)
+  for path in (tmp_path / 'request.json', tmp_path / 'labels' / 'a.png'):
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode, path
 
 
 def test_selection_csv_format(tmp_path):

@@ -290,3 +290,39 @@ def test_people_label_one_run_of_one_folder(changes, words):
   human.check_config(config)
   with pytest.raises(UserError, match=words):
     human.check_config(dataclasses.replace(config, **changes))
+
+
+@pytest.mark.slow
+def test_whole_image_answers_to_region_requests_are_cut_to_the_regions(tmp_path):
+  # About 1 min on 2 CPU cores.
+  root, hidden = str(tmp_path / 'plants'), str(tmp_path / 'hidden')
+  _write_folder(root, hidden)
+  config = _config(tmp_path, al_unit='superpixel', sp_segments=8, al_budget=6, al_cycles=2)
+  workdir = str(tmp_path / 'work')
+  run_dir = experiment.run_dir(workdir, 'mc_variance', 0)
+  (kind, message), _ = _run(config, workdir)
+  assert kind == 'waiting', message
+  request = _pending(run_dir, config)
+  out = label_requests.request_dir(run_dir, 1)
+  regions = {item['name']: _read(os.path.join(out, item['mask'])) > 0
+             for item in request['items']}
+  for item in request['items']:  # the whole image labeled, not only the regions
+    shutil.copy(os.path.join(hidden, item['name'] + '.png'), item['label'])
+  (kind, records), logs = _run(config, workdir)
+  assert kind == 'done', records
+  notes = [line for line in logs if line.startswith('note: ')]
+  assert len(notes) == len(request['items'])
+  for item in request['items']:
+    truth, region = _read(os.path.join(hidden, item['name'] + '.png')), regions[item['name']]
+    np.testing.assert_array_equal(_read(item['label']), np.where(region, truth, 255))
+    np.testing.assert_array_equal(  # kept as it came back
+        _read(os.path.join(out, 'returned', 'as_returned', item['name'] + '.png')), truth)
+  metrics = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
+  assert metrics[0]['new_labeled_pixels'] == sum(int(r.sum()) for r in regions.values())
+  assert metrics[0]['new_cost'] == 6 and metrics[1]['cost_instances'] == 6 + N_LABELED - 2
+  state = run_state.load_run_state(run_dir, config.fingerprint())
+  held = json.load(open(os.path.join(run_dir, human.VALIDATION_FILE)))['images']
+  assert (set(state.pool['full']) | set(state.pool['chosen']) | set(held)
+          == {f[:-4] for f in os.listdir(os.path.join(root, 'labels'))})
+  assert [i['cut_pixels'] for i in state.labelling[0]['items']] == [
+      H * W - int(regions[i['name']].sum()) for i in state.labelling[0]['items']]

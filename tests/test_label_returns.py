@@ -169,3 +169,60 @@ def test_regions_accept_partial_labels_and_keep_earlier_ones(tmp_path):
   np.testing.assert_array_equal(out.answers['a'].label, np.where(returned == 255, previous,
                                                                  returned))
   assert out.answers['a'].pixels == 3 * (W // 2)
+
+
+def test_a_whole_image_answer_to_a_region_request_is_cut_to_the_regions(tmp_path):
+  folder, req, request = _setup(tmp_path, regions=True)
+  previous = np.full((H, W), 255, np.uint8)
+  previous[:2, :3] = 30  # labeled in an earlier cycle, inside the region
+  previous[:, -1] = 10  # and outside it
+  _png(os.path.join(req, 'previous', 'a.png'), previous)
+  request['items'][0]['previous'] = 'previous/a.png'
+  whole = np.full((H, W), 20, np.uint8)  # every pixel labeled, earlier ones changed
+  _png(os.path.join(folder, 'labels', 'a.png'), whole)
+  _png(os.path.join(folder, 'labels', 'b.png'), whole)
+  out = label_returns.check(request, req, folder)
+  assert out.complete, out.problems + out.unanswered
+  expected_a = previous.copy()  # by hand: new labels on the unlabeled pixels of the left half
+  expected_a[2:, :W // 2] = 20
+  expected_a[:2, 3:W // 2] = 20
+  np.testing.assert_array_equal(out.answers['a'].label, expected_a)
+  assert out.answers['a'].pixels == H * (W // 2) - 6
+  assert out.answers['a'].cut == H * W - (H * (W // 2) - 6)
+  expected_b = np.full((H, W), 255, np.uint8)
+  expected_b[:, :W // 2] = 20
+  np.testing.assert_array_equal(out.answers['b'].label, expected_b)
+  assert (out.answers['b'].pixels, out.answers['b'].cut) == (H * W // 2, H * W // 2)
+  assert [n.split(':')[0] for n in out.notes] == ['a', 'b']
+  assert f'{H * W // 2} labeled pixel(s) outside the requested regions' in out.notes[1]
+  _one_line(out.notes)
+
+
+def test_a_coco_export_with_images_of_earlier_cycles_answers_the_requested_ones(tmp_path):
+  folder, req, request = _setup(tmp_path)
+  whole = [[0, 0, W, 0, W, H, 0, H]]
+  images = [{'id': k + 1, 'file_name': f'{n}.png', 'height': H, 'width': W}
+            for k, n in enumerate('abc')]  # c: labeled in an earlier cycle
+  anns = [{'id': k + 1, 'image_id': k + 1, 'category_id': 7 + k, 'iscrowd': 0, 'area': H * W,
+           'bbox': [0, 0, W, H], 'segmentation': whole} for k in range(3)]
+  _coco(os.path.join(req, 'returned', 'project.json'), images, anns)
+  out = label_returns.check(request, req, folder)
+  assert out.complete, out.problems + out.unanswered
+  np.testing.assert_array_equal(out.answers['a'].label, np.full((H, W), 10))
+  np.testing.assert_array_equal(out.answers['b'].label, np.full((H, W), 20))
+  assert 'c' not in out.answers
+  assert out.notes == ['returned/project.json: 1 image(s) labeled in earlier cycles left as '
+                       'they are (c.png)']
+
+
+def test_a_label_under_a_new_name_for_a_withdrawn_request_says_renamed(tmp_path):
+  folder, req, request = _setup(tmp_path)
+  request = dict(request, items=request['items'][1:], withdrawn=['a'])
+  _png(os.path.join(folder, 'labels', 'b.png'), np.full((H, W), 20))
+  _png(os.path.join(folder, 'labels', 'a2.png'), np.full((H, W), 20))
+  out = label_returns.check(request, req, folder)
+  assert out.problems == [
+      'labels/a2.png: a2 was not requested in cycle 1; a left the folder and a renamed image '
+      'counts as a removed image plus a new one, so this does not answer its request: rename '
+      'the image and its label back to answer it, or move it out of labels/ (only requested '
+      'images are taken in)']
