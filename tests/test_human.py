@@ -237,18 +237,24 @@ def test_three_rounds_with_people(tmp_path):
     assert '## Labelling time' in f.read()
 
 
-@pytest.mark.slow
-def test_superpixel_requests_take_partial_labels(tmp_path):
-  # About 1 min on 2 CPU cores.
+def _superpixel_request(tmp_path, cycles):
+  """A superpixel run of a new plants folder, stopped at its first request:
+  (folder, hidden labels, config, workdir, run directory, the run's message)."""
   root, hidden = str(tmp_path / 'plants'), str(tmp_path / 'hidden')
   _write_folder(root, hidden)
-  config = _config(tmp_path, al_unit='superpixel', sp_segments=8, al_budget=6, al_cycles=3)
+  config = _config(tmp_path, al_unit='superpixel', sp_segments=8, al_budget=6, al_cycles=cycles)
   workdir = str(tmp_path / 'work')
   run_dir = experiment.run_dir(workdir, 'mc_variance', 0)
   (kind, message), _ = _run(config, workdir)
   assert kind == 'waiting', message
-  request = _pending(run_dir, config)
-  out = label_requests.request_dir(run_dir, 1)
+  return root, hidden, config, workdir, run_dir, message
+
+
+@pytest.mark.slow
+def test_superpixel_requests_take_partial_labels(tmp_path):
+  # About 1 min on 2 CPU cores.
+  root, hidden, config, workdir, run_dir, message = _superpixel_request(tmp_path, cycles=3)
+  request, out = _pending(run_dir, config), label_requests.request_dir(run_dir, 1)
   assert sum(len(item['superpixels']) for item in request['items']) == 6
   assert 'regions' in message
   regions = {}
@@ -295,15 +301,8 @@ def test_people_label_one_run_of_one_folder(changes, words):
 @pytest.mark.slow
 def test_whole_image_answers_to_region_requests_are_cut_to_the_regions(tmp_path):
   # About 1 min on 2 CPU cores.
-  root, hidden = str(tmp_path / 'plants'), str(tmp_path / 'hidden')
-  _write_folder(root, hidden)
-  config = _config(tmp_path, al_unit='superpixel', sp_segments=8, al_budget=6, al_cycles=2)
-  workdir = str(tmp_path / 'work')
-  run_dir = experiment.run_dir(workdir, 'mc_variance', 0)
-  (kind, message), _ = _run(config, workdir)
-  assert kind == 'waiting', message
-  request = _pending(run_dir, config)
-  out = label_requests.request_dir(run_dir, 1)
+  root, hidden, config, workdir, run_dir, _ = _superpixel_request(tmp_path, cycles=2)
+  request, out = _pending(run_dir, config), label_requests.request_dir(run_dir, 1)
   regions = {item['name']: _read(os.path.join(out, item['mask'])) > 0
              for item in request['items']}
   for item in request['items']:  # the whole image labeled, not only the regions
