@@ -183,11 +183,12 @@ def per_class_differences(records: Sequence[dict], names: dict[tuple[str, str], 
       for cls, v in a.items():
         if v is not None and b.get(cls) is not None:
           diffs.setdefault(cls, []).append(v - b[cls])
-    out[names[key]] = {cls: _interval_dict(statistics.interval(d)) for cls, d in diffs.items()}
+    out[names[key]] = {cls: interval_json(statistics.interval(d)) for cls, d in diffs.items()}
   return out
 
 
-def _interval_dict(iv: statistics.Interval) -> dict:
+def interval_json(iv: statistics.Interval) -> dict:
+  """{'mean', 'low', 'high', 'n'}, None for NaN (strict JSON)."""
   clean = lambda v: None if math.isnan(v) else v
   return {'mean': clean(iv.mean), 'low': clean(iv.low), 'high': clean(iv.high), 'n': iv.n}
 

@@ -105,10 +105,7 @@ def full_reference(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
   return _interval_json(statistics.interval(values)) if values else None
 
 
-def _interval_json(iv: statistics.Interval) -> dict[str, Any]:
-  """{'mean', 'low', 'high', 'n'}, None for NaN (strict JSON)."""
-  mean, low, high = nan_to_none([iv.mean, iv.low, iv.high])
-  return {'mean': mean, 'low': low, 'high': high, 'n': iv.n}
+_interval_json = endpoints.interval_json
 
 
 def per_class(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | None]]:

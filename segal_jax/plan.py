@@ -4,10 +4,10 @@
 cycle of each strategy, how many images train for how many steps
 (`loop.train_schedule`), how many units and images are scored with how many
 passes (`selection.candidate_count`), and how many units are bought.
-`train_step_flops` asks XLA's cost analysis for the one compiled training step
-(`train.jitted_train_step`; nothing is allocated: the state and batch are
-abstract shapes); `describe` puts them together after `check_data` has found
-the data set, built or as source files.
+`step_cost` asks XLA's cost analysis for the one compiled training step
+(`train.jitted_train_step`, compiled for abstract shapes) and times it on this
+machine on a blank batch; `describe` puts them together after `check_data` has
+found the data set, built or as source files.
 """
 
 from __future__ import annotations
@@ -98,20 +98,12 @@ def _subset(open_images: int, factor: float, needed: int) -> int:
   return max(0, open_images if count == 0 else min(open_images, count))
 
 
-def train_step_flops(config: ExperimentConfig, num_classes: int, strategy_name: str) -> float:
-  """FLOPs of one training step, from XLA's cost analysis of the compiled step.
-
-  The step is `train.jitted_train_step` with the strategy's training loss; the
-  state and the batch ([train_batch_size] crops of `train_crop`) are abstract
-  shapes, so nothing is initialised or allocated.
-  """
-  return step_cost(config, num_classes, strategy_name, timed=False)[0]
-
-
 def step_cost(config: ExperimentConfig, num_classes: int, strategy_name: str, *,
               timed: bool = True, repeats: int = 3) -> tuple[float, float]:
   """(FLOPs, seconds) of one training step: XLA's cost analysis of the compiled
-  step, and (`timed`) that step run on this machine on a real state and a blank
+  step (`train.jitted_train_step` with the strategy's loss, compiled for
+  abstract shapes of the state and a [train_batch_size] batch of `train_crop`
+  crops), and (`timed`) that step run on this machine on a real state and a blank
   batch, once to warm up, then timed over `repeats` steps (NaN if not timed)."""
   compiled, model, tx = _compiled_step(config, num_classes, strategy_name)
   analysis = compiled.cost_analysis()
