@@ -3,20 +3,14 @@
 import jax
 import numpy as np
 
+from tests import _toy
 from segal_jax import scoring
 
 
 def test_true_loss_scores_equal_numpy_cross_entropy():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  class Toy(nn.Module):
-    @nn.compact
-    def __call__(self, x, *, train, mc=False):
-      del train, mc
-      return nn.Conv(5, (3, 3))(x), {}
-
-  model = Toy()
+  model = _toy.ConvModel(5)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (6, 8, 10, 3), dtype=np.uint8)
   labels = rng.integers(0, 5, (6, 8, 10), dtype=np.uint8)
@@ -41,16 +35,9 @@ def test_true_loss_scores_equal_numpy_cross_entropy():
 
 
 def test_true_loss_superpixel_means_equal_numpy_over_labeled_pixels():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  class Toy(nn.Module):
-    @nn.compact
-    def __call__(self, x, *, train, mc=False):
-      del train, mc
-      return nn.Conv(4, (3, 3))(x), {}
-
-  model = Toy()
+  model = _toy.ConvModel(4)
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (3, 6, 8, 3), dtype=np.uint8)
   labels = rng.integers(0, 4, (3, 6, 8), dtype=np.uint8)
@@ -91,8 +78,9 @@ def test_equal_settings_share_one_compiled_scorer():
 
 
 def test_unit_outputs_equal_numpy_dominant_class_and_pooled_features():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   class Toy(nn.Module):  # logits at full resolution, 'stage_8' at half
     @nn.compact

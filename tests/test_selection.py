@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tests import _toy
 from segal_jax import annotators
 from segal_jax import config as config_lib
 from segal_jax import pool as pool_lib
@@ -238,18 +239,11 @@ def test_score_per_click_orders_images(monkeypatch, expected):
 
 
 def test_true_loss_ranks_superpixels_by_numpy_mean_cross_entropy():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  class Toy(nn.Module):
-    @nn.compact
-    def __call__(self, x, *, train, mc=False):
-      del train, mc
-      return nn.Conv(19, (3, 3))(x), {}
 
   split = _Split()
   split.images = np.random.default_rng(0).integers(0, 256, split.labels.shape + (3,), np.uint8)
-  model = Toy()
+  model = _toy.ConvModel(19)
   variables = model.init(jax.random.key(0), jnp.zeros((1,) + split.images.shape[1:]), train=False)
   config = config_lib.ExperimentConfig(al_budget=100, al_candidate_factor=0.0, eval_batch_size=2,
                                        progress=False)
