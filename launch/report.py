@@ -35,10 +35,10 @@ _COST = flags.DEFINE_enum(
     'cost', 'instances', experiment.COSTS,
     "The cost axis: 'instances' (the study's count) or 'clicks' (every protocol's clicks, "
     'docs/protocols.md).')
-_REFERENCE_WORKDIR = flags.DEFINE_string(
+_REFERENCE_WORKDIR = flags.DEFINE_list(
     'reference_workdir', None,
-    'A work directory holding a run of the `full` strategy (configs/*/full.flags); its mIoU '
-    'is the full-data line.')
+    'Work directories holding runs of the `full` strategy (configs/*/full.flags), merged '
+    'like --workdir; their mean mIoU is the full-data line.')
 
 _REFERENCE = flags.DEFINE_string(
     'reference', None,
@@ -63,12 +63,13 @@ def _full_reference() -> dict | None:
     return {'mean': _FULL_MIOU.value, 'low': None, 'high': None, 'n': 1,
             'source': '--full_miou'}
   if _REFERENCE_WORKDIR.value:
-    full = export.full_reference(experiment.collect(_REFERENCE_WORKDIR.value))
+    where = ','.join(_REFERENCE_WORKDIR.value)
+    full = export.full_reference(experiment.collect_many(_REFERENCE_WORKDIR.value))
     if full is None:
-      raise UserError(f'no finished run of the full strategy under {_REFERENCE_WORKDIR.value}',
+      raise UserError(f'no finished run of the full strategy under {where}',
                       'run launch.run with --flagfile=configs/synthetic/full.flags there, or '
                       'pass --full_miou')
-    return dict(full, source=f'the full strategy\'s runs in {_REFERENCE_WORKDIR.value}')
+    return dict(full, source=f'the full strategy\'s runs in {where}')
   return None
 
 

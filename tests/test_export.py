@@ -210,6 +210,13 @@ def test_launch_report_reference_workdir(tmp_path):
   assert proc.returncode == 1 and 'pass only one of them' in proc.stderr
   proc = run(f'--reference_workdir={work}')
   assert proc.returncode == 1 and 'no finished run of the full strategy' in proc.stderr
+  ref2 = tmp_path / 'ref2'  # seeds finished in another directory: the line is their mean
+  export.write_jsonl(str(ref2 / 'full' / 'seed_1' / 'metrics.jsonl'),
+                     [{'strategy': 'full', 'seed': 1, 'cycle': 0, 'labeled_images': 100,
+                       'cost_instances': 600, 'miou': 0.5}])
+  assert run(f'--reference_workdir={ref},{ref2}').returncode == 0
+  s = json.loads((work / 'summary.json').read_text())
+  assert s['full_data']['mean'] == pytest.approx(0.45) and s['full_data']['n'] == 2
 
 
 def test_summary_single_cost_has_no_auc():
