@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The superpixel controls' training runs (docs/results/superpixels.md), in the
+# order they were started. Each finished run's records (metrics.jsonl,
+# selections, config.json) are copied to docs/results/superpixels/<name>/ and
+# its times appended to times.txt. Rerunning resumes every run where it stopped.
+#   bash docs/results/superpixels/commands.sh [STEP ...]   (default: every step)
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+W=workdir/superpixels
+OUT=docs/results/superpixels
+OROOT="$PWD"
+
+keep() {  # keep NAME: copy a work directory's records into docs/results
+  mkdir -p "$OUT/$1"
+  (cd "$W/$1" && find . \( -name metrics.jsonl -o -name 'selection_cycle*.csv' -o -name config.json \) \
+      -not -path './shared/*' -print0 | xargs -0 -I{} cp --parents {} "$OROOT/$OUT/$1/")
+}
+
+run() {  # run NAME FLAGS...: one run, timed, then its records kept
+  local name=$1; shift
+  echo "== $name: $(date -u +%FT%TZ) python -m launch.run $* --workdir=$W/$name"
+  /usr/bin/time -f "$name: %e s wall, %U s user, %S s system" -a -o "$OUT/times.txt" \
+    python -m launch.run "$@" --workdir="$W/$name" --noprogress
+  keep "$name"
+}
+
+step() {
+  case $1 in
+    oracle) run oracle --flagfile=configs/bench/superpixel_oracle.flags ;;
+    whole) run whole --flagfile=configs/bench/superpixel_whole.flags ;;
+    dense_image) run dense_image --flagfile=configs/bench/dense_image.flags ;;
+    dense_superpixel) run dense_superpixel --flagfile=configs/bench/dense_superpixel.flags ;;
+    *) echo "unknown step $1" >&2; exit 2 ;;
+  esac
+}
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(oracle whole dense_image dense_superpixel)
+for s in "${steps[@]}"; do step "$s"; done
