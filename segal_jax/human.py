@@ -139,10 +139,13 @@ def take_in(config, run_dir: str, log: Callable[[str], None] = print, source=Non
 
   Raises:
     UserError: a returned file has a problem (each said in one line first);
-      nothing is taken in. Or the annotation tool cannot be reached.
+      nothing is taken in. Or the annotation tool cannot be reached (said
+      first, also for a run that has not started).
     label_requests.AwaitingLabels: requests are still unanswered (each said
       in one line first); what came back is kept where it is.
   """
+  source = source or label_studio_source.source(config, run_dir)
+  source.reach()  # an annotation tool out of reach is said before any training
   state = run_state.load_run_state(run_dir, config.fingerprint())
   if state is None:
     return
@@ -164,7 +167,7 @@ def take_in(config, run_dir: str, log: Callable[[str], None] = print, source=Non
       run_state.save_run_state(run_dir, state)
     return
   try:
-    _take_in(state, folder, run_dir, log, source or label_studio_source.source(config, run_dir))
+    _take_in(state, folder, run_dir, log, source)
   except (UserError, label_requests.AwaitingLabels):
     if migrated:
       run_state.save_run_state(run_dir, state)

@@ -42,6 +42,9 @@ TITLE_LENGTH = 50  # Label Studio's limit on a project title
 class Files:
   """Answers as files in the folder (`label_returns.check`)."""
 
+  def reach(self) -> None:
+    pass  # the folder is checked where it is read
+
   def offer(self, pending: dict[str, Any], where: str, log: Callable[[str], None]) -> None:
     del pending, where, log  # the request's files are the offer
 
@@ -84,6 +87,11 @@ class LabelStudio:
   url: str
   title: str
   connect: Callable[[str], Any] = label_studio.Client.from_env
+
+  def reach(self) -> None:
+    """Raises a one-line `UserError` when the server does not answer or
+    refuses the token, so that a run says so before it trains."""
+    self.connect(self.url).request('GET', '/api/projects', page_size=1)
 
   def _project(self, pending: dict[str, Any]):
     client = self.connect(self.url)
