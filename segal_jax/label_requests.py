@@ -1,6 +1,6 @@
 """A cycle's labelling request for people: what to label, with everything a tool imports.
 
-When the annotator is people (`--al_annotator=human`), a cycle ends by writing
+When the annotator is people (`--al_annotator=human` or `label_studio`), a cycle ends by writing
 `<run_dir>/requests/cycle_NN/`:
 
   README.txt           what to label, where to put the labels, what to run next
