@@ -138,6 +138,10 @@ class LabelStudio:
     waiting.update({n: f'{n}: skipped or cancelled in Label Studio, which counts as unanswered; '
                        f'label it there ({project.url})' for n in pulled.skipped})
     outcome = label_returns.check(request, where, folder, received, waiting)
+    # A task refused as a problem is answered, wrongly: said once, as a problem.
+    refused = set(names) - set(pulled.answers) - set(waiting)
+    outcome.unanswered = [line for line in outcome.unanswered
+                          if line.split(': ', 1)[0] not in refused]
     outcome.problems[:0] = [line + '; nothing was taken from it' for line in pulled.problems]
     return outcome
 

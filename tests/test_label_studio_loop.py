@@ -175,6 +175,7 @@ def test_two_rounds_of_label_studio_answers_end_in_the_hidden_labels(world):
   assert rc == 1, out
   problem, = _lines(out, 'problem: ')
   assert f'({u})' in problem and "'mould'" in problem
+  assert not any(f' {u}:' in line for line in _lines(out, 'waiting: '))
   assert _lines(out, 'error: ') and 'nothing was taken in' in out
   for name in second:
     assert not os.path.exists(os.path.join(folder, 'labels', name + '.png'))

@@ -167,6 +167,7 @@ def test_wrong_class_name_is_one_problem_and_nothing_from_that_task(setup):
   problem, = outcome.problems
   assert "(b)" in problem and "'leaves'" in problem and '\n' not in problem
   assert 'b' not in outcome.answers
+  assert [line.split(':')[0] for line in outcome.unanswered] == ['a', 'c']  # b: the problem
 
 
 def test_a_requested_image_without_a_task_is_pushed_when_collecting(setup):
