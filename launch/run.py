@@ -5,6 +5,8 @@
 With `--al_annotator=human` on an image folder, each cycle ends by writing a
 labelling request and exiting 0 with what to label; rerun the same command once
 the labels are in (README: "Active learning with your annotators").
+`--al_annotator=label_studio` also sends the request to a Label Studio server
+and takes the answers from it (docs/label_studio.md).
 
 `--dry_run` checks everything (flags, data set, init checkpoint, batch sizes
 against devices) and prints the plan, its FLOPs and each cycle's training time

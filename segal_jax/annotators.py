@@ -26,7 +26,7 @@ Every annotator also counts its clicks (`clicks`, the cost model of
 predicted segmentation (`expected_clicks`), and applies `noise.Noise` (seeded
 by the run, `bind`).
 
-`People` (`--al_annotator=human`) is a team labelling an image folder between
+`People` (`--al_annotator=human` or `label_studio`) is a team labelling an image folder between
 runs: the folder's labels are the truth, a chosen unit is requested
 (`label_requests`) and counts as labeled once its labels came back
 (`label_returns`), and a unit costs one (the time it took is measured).
@@ -300,6 +300,7 @@ class People:
 
 
 HUMAN = 'human'
+PEOPLE = (HUMAN, 'label_studio')  # --al_annotator values where people label (`human`)
 ANNOTATORS: dict[str, Any] = {
     'instance_overlap': InstanceOverlap(),
     # Whole images drawn with polygons, charged in clicks (image unit only).
@@ -351,9 +352,9 @@ def check_config(config) -> None:
 
 
 def from_config(config) -> Annotator:
-  """The annotator of an `ExperimentConfig`: people for `al_annotator='human'`,
+  """The annotator of an `ExperimentConfig`: people for `al_annotator` in `PEOPLE`,
   else the simulated one of `al_protocol`, `al_cost_rule`, `noise_*`."""
-  if getattr(config, 'al_annotator', 'simulated') == HUMAN:
+  if getattr(config, 'al_annotator', 'simulated') in PEOPLE:
     return ANNOTATORS[HUMAN]
   return get(config.al_protocol, rule=config.al_cost_rule,
              noise=noise_lib.Noise(config.noise_flip, config.noise_erode))

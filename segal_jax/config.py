@@ -116,9 +116,17 @@ class ExperimentConfig:
   noise_erode: int = _f(0, 'Annotator noise: pixels left unlabeled on each side of every '
                         'ground-truth boundary.', omit_default=True)
   al_annotator: str = _f('simulated', "Who labels the chosen units: 'simulated' (from the "
-                         "data's labels, by --al_protocol) or 'human' (people label an "
+                         "data's labels, by --al_protocol), 'human' (people label an "
                          'image_folder between runs: each cycle writes a request and exits; '
-                         'rerun once the labels are in).', omit_default=True)
+                         "rerun once the labels are in) or 'label_studio' (the same, with the "
+                         'request sent to a Label Studio server as tasks and the answers taken '
+                         'from it; its API token in the environment variable '
+                         'LABEL_STUDIO_TOKEN).', omit_default=True)
+  label_studio_url: str = _f('http://127.0.0.1:8080', 'With --al_annotator=label_studio: '
+                             'the address of the Label Studio server.', defining=False)
+  label_studio_project: str = _f('', 'With --al_annotator=label_studio: the title of the run\'s '
+                                 'Label Studio project, created if there is none (empty: made '
+                                 'from the work directory, strategy and seed).', defining=False)
   al_shared_dir: str = _f('', "Where each seed's first cycle is trained once and kept for every "
                          'strategy (empty: WORKDIR/shared). Point flagfiles that differ only '
                          'in what they buy after it (unit, protocol, budget, ordering) at one '
@@ -219,7 +227,7 @@ _CHOICES = {
     'al_cost_rule': ('study', 'instances', 'clicks'),  # oracle.COST_RULES
     'al_rank': ('score', 'score_per_click'),
     'al_diversity': ('none', 'kcenter'),  # acquisition.DIVERSITY
-    'al_annotator': ('simulated', 'human'),  # 'human': annotators.People
+    'al_annotator': ('simulated', 'human', 'label_studio'),  # annotators.PEOPLE: People
 }
 
 

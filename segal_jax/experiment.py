@@ -182,6 +182,7 @@ def _run(config, workdir, log, should_stop) -> list[dict[str, Any]]:
       except label_requests.AwaitingLabels:
         if parallel.is_writer():  # the cycles so far, while people label
           summarize(workdir, collect(workdir))
+          human.offer(config, run_dir(workdir, strategy, seed), log)  # to their tool
         raise
   if parallel.is_writer():
     summarize(workdir, records,

@@ -3,10 +3,13 @@
 `--al_annotator=human` on `--dataset=image_folder:PATH`, where some images have
 label PNGs and the rest do not, is an experiment that waits for people. Each
 run trains on what is labeled, scores the rest, writes the cycle's request
-(`label_requests`) and stops (`label_requests.AwaitingLabels`, exit 0). The
-rerun of the same command first takes in what came back (`take_in`: every
-file checked by `label_returns`; COCO answers written into `labels/`), records
-who labeled what from which file and when in the run state, and continues.
+(`label_requests`), offers it to the annotators' tool (`offer`) and stops
+(`label_requests.AwaitingLabels`, exit 0). The rerun of the same command
+first takes in what came back (`take_in`: every answer checked by
+`label_returns`; COCO and tool answers written into `labels/`), records who
+labeled what from where and when in the run state, and continues.
+`--al_annotator=label_studio` is the same loop with the answers in a Label
+Studio server instead of files (`label_studio_source`, the source of answers).
 
 The folder's `labels/` is the truth for what is labeled, and the run keeps
 every image by its name: the folder may grow, shrink or have labels corrected
@@ -40,6 +43,7 @@ from segal_jax import export
 from segal_jax import folder_changes
 from segal_jax import label_requests
 from segal_jax import label_returns
+from segal_jax import label_studio_source
 from segal_jax import pool as pool_lib
 from segal_jax import run_state
 from segal_jax.data import image_folder
@@ -51,7 +55,7 @@ HOLDOUT = 0.2  # of the images labeled at the start, without a val/ split
 
 
 def enabled(config) -> bool:
-  return config.al_annotator == 'human'
+  return config.al_annotator in annotators.PEOPLE
 
 
 def folder_of(config) -> str:
@@ -62,18 +66,20 @@ def check_config(config) -> None:
   """People label one run of one image folder."""
   if not enabled(config):
     return
+  flag = f'--al_annotator={config.al_annotator}'
   if not config.dataset.startswith(PREFIX):
-    raise UserError(f'--al_annotator=human needs an image folder, not --dataset={config.dataset}',
+    raise UserError(f'{flag} needs an image folder, not --dataset={config.dataset}',
                     'pass --dataset=image_folder:PATH')
   if len(config.al_strategies) != 1 or len(config.al_seeds) != 1:
-    raise UserError('--al_annotator=human runs one strategy with one seed',
+    raise UserError(f'{flag} runs one strategy with one seed',
                     'pass one --al_strategies and one --al_seeds')
   if config.al_protocol != annotators.DEFAULT or config.noise_flip or config.noise_erode:
     raise UserError('--al_protocol and --noise_* simulate an annotator, and people label here',
-                    'drop them with --al_annotator=human')
+                    f'drop them with {flag}')
   if config.al_strategies[0] == 'full':
     raise UserError('--al_strategies=full trains on every image, so nothing is requested',
                     'choose a selection strategy, e.g. --al_strategies=mc_variance')
+  label_studio_source.check_config(config)
 
 
 def _seconds(start: str, end: str) -> float:
@@ -85,21 +91,27 @@ def labelling_record(pending: dict[str, Any], outcome: label_returns.Outcome,
                      withdrawn: tuple[str, ...] = ()) -> dict[str, Any]:
   """What came back for a request: per image who, from which file, when; the
   requested images that left the folder (`withdrawn`); and the summary a
-  cycle's record carries (labelling time per unit)."""
+  cycle's record carries (labelling time per unit). The labelling time is
+  the annotators' own where the tool measured every answer (`seconds`,
+  Label Studio's lead times), else the time from request to last return."""
   items = []
   for item in pending['items']:
     a = outcome.answers[item['name']]
     items.append({'name': a.name, 'file': a.file, 'kind': a.kind, 'who': a.who,
                   'returned_at': a.returned_at, 'labeled_pixels': a.pixels, 'cut_pixels': a.cut,
-                  'units': len(item['superpixels']) if item['superpixels'] is not None else 1})
+                  'units': len(item['superpixels']) if item['superpixels'] is not None else 1,
+                  **({} if a.seconds is None else {'seconds': round(a.seconds, 1)})})
   returned = max((i['returned_at'] for i in items), default=pending['requested_at'])
   units = sum(i['units'] for i in items)
-  seconds = _seconds(pending['requested_at'], returned)
+  timed = bool(items) and all('seconds' in i for i in items)
+  seconds = (sum(outcome.answers[i['name']].seconds for i in items) if timed
+             else _seconds(pending['requested_at'], returned))
   return {'cycle': pending['cycle'], 'unit': pending['unit'],
           'requested_at': pending['requested_at'], 'returned_at': returned, 'items': items,
           'withdrawn': list(withdrawn),
           'summary': {'labelled_units': units, 'labelling_seconds': round(seconds, 1),
                       'seconds_per_unit': round(seconds / max(units, 1), 2),
+                      'labelling_time': 'annotators' if timed else 'request to return',
                       'labelled_by': sorted({i['who'] for i in items})}}
 
 
@@ -112,7 +124,7 @@ def held_out(run_dir: str) -> list[str]:
     return list(json.load(f)['images'])
 
 
-def take_in(config, run_dir: str, log: Callable[[str], None] = print) -> None:
+def take_in(config, run_dir: str, log: Callable[[str], None] = print, source=None) -> None:
   """Brings the run in `run_dir` up to date with its folder, then takes in the
   labels that came back for its pending request, if there is one.
 
@@ -122,12 +134,18 @@ def take_in(config, run_dir: str, log: Callable[[str], None] = print) -> None:
   recorded as corrections (`folder_changes`). Requested images that left the
   folder are withdrawn from the request.
 
+  `source` is where the answers are (`label_studio_source`; default: the
+  config's).
+
   Raises:
     UserError: a returned file has a problem (each said in one line first);
-      nothing is taken in.
+      nothing is taken in. Or the annotation tool cannot be reached (said
+      first, also for a run that has not started).
     label_requests.AwaitingLabels: requests are still unanswered (each said
       in one line first); what came back is kept where it is.
   """
+  source = source or label_studio_source.source(config, run_dir)
+  source.reach()  # an annotation tool out of reach is said before any training
   state = run_state.load_run_state(run_dir, config.fingerprint())
   if state is None:
     return
@@ -149,14 +167,25 @@ def take_in(config, run_dir: str, log: Callable[[str], None] = print) -> None:
       run_state.save_run_state(run_dir, state)
     return
   try:
-    _take_in(state, folder, run_dir, log)
+    _take_in(state, folder, run_dir, log, source)
   except (UserError, label_requests.AwaitingLabels):
     if migrated:
       run_state.save_run_state(run_dir, state)
     raise
 
 
-def _take_in(state, folder: str, run_dir: str, log: Callable[[str], None]) -> None:
+def offer(config, run_dir: str, log: Callable[[str], None] = print, source=None) -> None:
+  """Offers the run's pending request to the annotators' tool (nothing more for
+  files: the request is its files). A failure is a `UserError`; the request
+  stays pending and the rerun offers what the tool lacks."""
+  state = run_state.load_run_state(run_dir, config.fingerprint())
+  if state is None or state.pending is None:
+    return
+  source = source or label_studio_source.source(config, run_dir)
+  source.offer(state.pending, label_requests.request_dir(run_dir, state.pending['cycle']), log)
+
+
+def _take_in(state, folder: str, run_dir: str, log: Callable[[str], None], source) -> None:
   """Takes in what came back for `state.pending` (see `take_in`)."""
   pending = state.pending
   where = label_requests.request_dir(run_dir, pending['cycle'])
@@ -166,7 +195,7 @@ def _take_in(state, folder: str, run_dir: str, log: Callable[[str], None]) -> No
     log(f'withdrawn: {name} left the folder, so it is no longer requested')
   request = dict(pending, items=[item for item in pending['items'] if item['name'] in present],
                  withdrawn=withdrawn, left=[n for n in pending['labeled'] if n not in present])
-  outcome = label_returns.check(request, where, folder)
+  outcome = source.collect(request, where, folder, log)
   for line in outcome.problems:
     log(f'problem: {line}')
   for line in outcome.unanswered:
@@ -174,7 +203,8 @@ def _take_in(state, folder: str, run_dir: str, log: Callable[[str], None]) -> No
   if outcome.problems:
     raise UserError(f'{len(outcome.problems)} problem(s) with the labels returned for cycle '
                     f'{pending["cycle"]} (one per line above); nothing was taken in',
-                    'fix or remove those files and rerun the same command')
+                    'fix what each names (the file, or the task in the annotation tool) and '
+                    'rerun the same command')
   if outcome.unanswered:
     raise label_requests.AwaitingLabels(
         f'{len(outcome.unanswered)} of {len(request["items"])} requested image(s) are not '
@@ -201,7 +231,7 @@ def _take_in(state, folder: str, run_dir: str, log: Callable[[str], None]) -> No
   run_state.save_run_state(run_dir, state)
   s = record['summary']
   log(f'took in the labels of cycle {pending["cycle"]}: {s["labelled_units"]} {pending["unit"]}(s) '
-      f'from {len(record["items"])} file(s) by {", ".join(s["labelled_by"]) or "nobody"}, '
+      f'from {len(record["items"])} answer(s) by {", ".join(s["labelled_by"]) or "nobody"}, '
       f'{s["seconds_per_unit"]} s per unit')
 
 

@@ -1,6 +1,6 @@
 """A cycle's labelling request for people: what to label, with everything a tool imports.
 
-When the annotator is people (`--al_annotator=human`), a cycle ends by writing
+When the annotator is people (`--al_annotator=human` or `label_studio`), a cycle ends by writing
 `<run_dir>/requests/cycle_NN/`:
 
   README.txt           what to label, where to put the labels, what to run next
@@ -8,6 +8,8 @@ When the annotator is people (`--al_annotator=human`), a cycle ends by writing
   to_label.csv         name,entropy_value of the chosen units, most uncertain first
   images/              copies of the images to label
   maps/<stem>.png      each image beside its uncertainty map
+  predictions/<stem>.png  the model's predicted class indices (255 outside the
+                       requested regions): what a tool shows as its suggestion
   coco.json            COCO (1.0): the model's predicted masks as suggestions (one
                        annotation per region of a thing class, per stuff class),
                        categories from classes.json
@@ -41,6 +43,7 @@ from segal_jax import annotations
 from segal_jax import export
 from segal_jax import figures
 from segal_jax import label_returns
+from segal_jax import label_studio_results as results
 from segal_jax import train
 from segal_jax import uncertainty
 from segal_jax.data import labels as labels_lib
@@ -101,6 +104,7 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
   predicted = predict(request.apply_fn, request.variables, np.asarray(split.images[indices]),
                       split.mean, split.std)
   items, suggestions, regions, images = [], [], [], []
+  score = _image_scores(chosen, config.al_unit)
   for k, i in enumerate(indices.tolist()):
     name = split.ids[i]
     source = image_file(folder, name)
@@ -109,7 +113,9 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
       size = (im.height, im.width)
     item = {'name': name, 'image': source, 'label': os.path.join(folder, 'labels', name + '.png'),
             'height': size[0], 'width': size[1], 'superpixels': None,
-            'copy': os.path.join('images', stem + os.path.splitext(source)[1])}
+            'copy': os.path.join('images', stem + os.path.splitext(source)[1]),
+            'prediction': os.path.join('predictions', stem + '.png'),
+            'uncertainty': score.get(name, 0.0)}
     os.makedirs(os.path.join(out, 'images'), exist_ok=True)
     shutil.copy2(source, os.path.join(out, item['copy']))
     annotations.write_png(os.path.join(out, 'maps', stem + '.png'),
@@ -131,6 +137,7 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
         shutil.copy2(item['label'], os.path.join(out, item['previous']))
     if region is not None:  # suggestions inside the requested regions only
       guess = np.where(region, guess, labels_lib.IGNORE).astype(np.uint8)
+    annotations.write_png(os.path.join(out, item['prediction']), guess)
     suggestions += annotations.label_annotations(guess, k + 1, len(suggestions) + 1, table)
     images.append({'id': k + 1, 'file_name': item['copy'], 'height': size[0],
                    'width': size[1]})
@@ -143,7 +150,7 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
     export.write_json(os.path.join(out, 'regions.json'), annotations.coco_document(
         images, regions, f'cycle {cycle}: the regions to label'))
   export.write_json(os.path.join(out, 'label_studio.json'), label_studio_tasks(coco, out, cycle))
-  _write_text(os.path.join(out, 'label_studio.xml'), label_studio_config(table))
+  _write_text(os.path.join(out, 'label_studio.xml'), results.labelling_config(table) + '\n')
   _write_text(os.path.join(out, 'cvat.xml'), cvat_xml(coco, table))
   export.write_selection_csv(os.path.join(out, 'to_label.csv'), chosen.names, chosen.scores)
   os.makedirs(os.path.join(out, label_returns.RETURNED), exist_ok=True)
@@ -157,6 +164,16 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
   export.write_json(os.path.join(out, FILE), record)
   _write_text(os.path.join(out, 'README.txt'), instructions(record, out))
   return record
+
+
+def _image_scores(chosen, unit: str) -> dict[str, float]:
+  """Image name -> its selection score: the image's (image unit) or its
+  best chosen superpixel's (rows `name/superpixel`)."""
+  out = {}
+  for row, value in zip(chosen.names, np.asarray(chosen.scores, np.float64).tolist()):
+    name = row if unit == 'image' else row.rsplit('/', 1)[0]
+    out[name] = max(out.get(name, -np.inf), float(value))
+  return out
 
 
 def file_stamp(path: str) -> list[int]:
@@ -208,21 +225,6 @@ def label_studio_tasks(coco: dict, out: str, cycle: int) -> list[dict[str, Any]]
   return tasks
 
 
-def _hex(color) -> str:
-  return '#' + ''.join(f'{int(v):02x}' for v in color)
-
-
-def label_studio_config(table) -> str:
-  """The Label Studio labelling configuration: polygons and brushes of the classes."""
-  view = ElementTree.Element('View')
-  ElementTree.SubElement(view, 'Image', name='image', value='$image')
-  for tag, name in (('PolygonLabels', 'label'), ('BrushLabels', 'brush')):
-    group = ElementTree.SubElement(view, tag, name=name, toName='image')
-    for c in table.classes:
-      ElementTree.SubElement(group, 'Label', value=c.name, background=_hex(c.color))
-  return ElementTree.tostring(view, encoding='unicode') + '\n'
-
-
 def cvat_xml(coco: dict, table) -> str:
   """The suggestions as CVAT for images 1.1 annotations (polygons)."""
   root = ElementTree.Element('annotations')
@@ -232,7 +234,7 @@ def cvat_xml(coco: dict, table) -> str:
   for c in table.classes:
     label = ElementTree.SubElement(labels, 'label')
     ElementTree.SubElement(label, 'name').text = c.name
-    ElementTree.SubElement(label, 'color').text = _hex(c.color)
+    ElementTree.SubElement(label, 'color').text = results.hex_color(c.color)
     ElementTree.SubElement(label, 'type').text = 'polygon'
   names = {c['id']: c['name'] for c in coco['categories']}
   for image in coco['images']:

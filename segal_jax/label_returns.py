@@ -29,6 +29,7 @@ import glob
 import io
 import os
 import pwd
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,8 @@ class Answer:
   file: where they came from; kind: 'png' or 'coco'; who: the file's owner
   (or the COCO export's contributor); returned_at: the file's modification
   time (ISO 8601, UTC); pixels: pixels newly labeled (in the requested
-  regions); cut: labeled pixels of the answer not taken in.
+  regions); cut: labeled pixels of the answer not taken in; seconds: how
+  long the annotator labeled it, where the tool says (None: unknown).
   """
   name: str
   label: np.ndarray
@@ -58,6 +60,23 @@ class Answer:
   returned_at: str
   pixels: int
   cut: int = 0
+  seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Received:
+  """An image's labels as an annotation tool's API gave them, before the checks.
+
+  label: [H, W] uint8 PNG values (the ignore value where nothing is drawn);
+  where: what to call it in a message (the tool's task); kind: the tool.
+  """
+  name: str
+  label: np.ndarray
+  where: str
+  kind: str
+  who: str
+  returned_at: str
+  seconds: float | None = None
 
 
 @dataclasses.dataclass
@@ -229,7 +248,8 @@ def _read_coco(path: str, request: dict, lookup_names: dict[str, int], values: n
   return ({} if problems else answers), problems, notes
 
 
-def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
+def check(request: dict[str, Any], request_dir: str, folder: str,
+          received: Sequence[Received] = (), waiting: dict[str, str] | None = None) -> Outcome:
   """Reads and checks what came back for `request` (see the module docstring).
 
   Args:
@@ -242,6 +262,11 @@ def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
       ones that left it: their labels need not stay).
     request_dir: the request's folder (`returned/` for COCO exports).
     folder: the image folder (its `labels/`).
+    received: labels an annotation tool's API gave (`Received`), checked
+      and cut like the files (taken before the COCO exports and PNGs, which
+      must agree with them).
+    waiting: image name -> why it is unanswered, in the tool's words (the
+      default line names the label file).
   """
   table = classes_lib.from_json(request['classes'])
   lookup, values, ignore = table.lookup(), table.values(), table.ignore
@@ -250,6 +275,19 @@ def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
   previous = {name: (read_label_any(os.path.join(request_dir, item['previous']))
                      if item.get('previous') else None) for name, item in items.items()}
   names = {c.name: i for i, c in enumerate(table.classes)}
+  for r in received:
+    item = items.get(r.name)
+    if item is None:
+      out.problems.append(f'{r.where}: {r.name} was not requested in cycle {request["cycle"]}; '
+                          'not used: answer only the requested images')
+      continue
+    problem = _check_values(r.where, r.label, item, lookup)
+    if problem:
+      out.problems.append(problem)
+      continue
+    kept, pixels, cut = taken(r.label, previous[r.name], region_mask(request_dir, item), ignore)
+    out.answers[r.name] = Answer(r.name, kept, r.where, r.kind, r.who, r.returned_at, pixels, cut,
+                                 r.seconds)
   for path in sorted(glob.glob(os.path.join(request_dir, RETURNED, '*.json'))):
     answers, problems, notes = _read_coco(path, request, names, values, previous, request_dir)
     out.problems += problems
@@ -280,8 +318,9 @@ def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
     answer = Answer(name, kept, png, 'png', owner(png), mtime_iso(png), pixels, cut)
     coco = out.answers.get(name)
     if coco is not None and not np.array_equal(coco.label, kept):
-      out.problems.append(f'{where} and {os.path.relpath(coco.file, request_dir)} both answer '
-                          f'{name}, differently; not used: keep one of them')
+      other = coco.file if coco.kind != 'coco' else os.path.relpath(coco.file, request_dir)
+      out.problems.append(f'{where} and {other} both answer {name}, differently; not used: '
+                          'keep one of them')
     elif coco is None:
       out.answers[name] = answer
   for name, item in items.items():
@@ -289,7 +328,8 @@ def check(request: dict[str, Any], request_dir: str, folder: str) -> Outcome:
     if answer is None or answer.pixels == 0:
       out.answers.pop(name, None)
       what = 'its requested regions are' if item.get('superpixels') is not None else 'it is'
-      out.unanswered.append(f'{name}: {what} not labeled yet ({item["label"]})')
+      out.unanswered.append((waiting or {}).get(name)
+                            or f'{name}: {what} not labeled yet ({item["label"]})')
   for name, answer in sorted(out.answers.items()):
     if answer.cut:
       out.notes.append(f'{name}: {answer.cut} labeled pixel(s) outside the requested regions or '

@@ -28,7 +28,7 @@ LAYERS = (
     ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
     ('selection', 'checkpoint', 'run_state'),
     ('figures', 'folder_scoring', 'prediction', 'label_requests', 'cycle_models',
-     'folder_changes'),
+     'folder_changes', 'label_studio_source'),
     ('loop',),
     ('experiment', 'plan', 'human', 'purchases'),
 )

@@ -16,6 +16,7 @@ subprocess imports JAX, 2-4 s).
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -283,6 +284,23 @@ def test_unknown_label_id(workdir, tmp_path):
   _run_fails(workdir, f'--dataset=image_folder:{folder}', '--dataset_config=',
              tfds=str(tmp_path / 'tfds'),
              words=(os.path.join(folder, 'labels', 'im2.png'), '[77]', 'label_mapping'))
+
+
+def test_label_studio_without_token_or_server_is_one_line_before_training(workdir, tmp_path,
+                                                                          monkeypatch):
+  folder = _image_folder(str(tmp_path / 'photos'))
+  flags = (f'--dataset=image_folder:{folder}', '--al_annotator=label_studio',
+           '--al_strategies=mc_variance')
+  monkeypatch.delenv('LABEL_STUDIO_TOKEN', raising=False)
+  _run_fails(workdir, *flags, words=('LABEL_STUDIO_TOKEN', 'which is not set', 'export'))
+  monkeypatch.setenv('LABEL_STUDIO_TOKEN', 'not-a-token-of-anyone')
+  with socket.socket() as s:  # a port nothing listens on
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  line = _run_fails(workdir, *flags, f'--label_studio_url=http://127.0.0.1:{port}',
+                    words=(f'Label Studio does not answer at http://127.0.0.1:{port}',
+                           'scripts/label_studio.sh start'))
+  assert 'not-a-token-of-anyone' not in line
 
 
 # --- launch.run: checkpoints and outputs --------------------------------------

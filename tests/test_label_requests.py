@@ -33,14 +33,6 @@ def test_label_studio_tasks_are_in_percent_of_the_image():
   assert (result['original_width'], result['original_height']) == (40, 20)
 
 
-def test_label_studio_config_lists_the_classes_and_colours():
-  view = ElementTree.fromstring(label_requests.label_studio_config(TABLE))
-  polygons = view.find('PolygonLabels')
-  assert polygons.get('toName') == 'image' and view.find('Image').get('value') == '$image'
-  assert [(l.get('value'), l.get('background')) for l in polygons] == [
-      ('soil', '#ff0010'), ('rust', '#00a000')]
-
-
 def test_cvat_xml_polygons():
   root = ElementTree.fromstring(label_requests.cvat_xml(COCO, TABLE))
   assert root.find('version').text == '1.1'
@@ -72,9 +64,29 @@ def test_labelling_record_time_per_unit():
   record = human.labelling_record(pending, outcome)
   assert record['returned_at'] == '2026-01-01T10:06:00+00:00'
   assert record['summary'] == {'labelled_units': 4, 'labelling_seconds': 360.0,
-                               'seconds_per_unit': 90.0, 'labelled_by': ['ana', 'bo']}
+                               'seconds_per_unit': 90.0, 'labelling_time': 'request to return',
+                               'labelled_by': ['ana', 'bo']}
   assert [(i['name'], i['units'], i['kind']) for i in record['items']] == [
       ('a', 3, 'png'), ('b', 1, 'coco')]
+
+
+def test_labelling_record_takes_the_annotators_own_time_when_every_answer_has_it():
+  pending = {'cycle': 2, 'unit': 'image', 'requested_at': '2026-01-01T10:00:00+00:00',
+             'items': [{'name': 'a', 'superpixels': None}, {'name': 'b', 'superpixels': None}]}
+  label = np.zeros((2, 2), np.uint8)
+  answer = lambda name, who, at, seconds: label_returns.Answer(
+      name, label, f'Label Studio task 1 ({name})', 'label_studio', who, at, 4, 0, seconds)
+  timed = label_returns.Outcome(answers={
+      'a': answer('a', 'ana@x', '2026-01-01T11:00:00+00:00', 41.5),
+      'b': answer('b', 'bo@x', '2026-01-01T12:00:00+00:00', 73.0)})
+  summary = human.labelling_record(pending, timed)['summary']
+  # 41.5 + 73 s of labelling, not the two hours from request to return.
+  assert (summary['labelling_seconds'], summary['seconds_per_unit'], summary['labelling_time']) == (
+      114.5, 57.25, 'annotators')
+  assert [i['seconds'] for i in human.labelling_record(pending, timed)['items']] == [41.5, 73.0]
+  timed.answers['b'] = answer('b', 'bo@x', '2026-01-01T12:00:00+00:00', None)
+  summary = human.labelling_record(pending, timed)['summary']
+  assert (summary['labelling_seconds'], summary['labelling_time']) == (7200.0, 'request to return')
 
 
 def test_people_take_the_folders_labels_and_request_open_regions():

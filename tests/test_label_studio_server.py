@@ -4,15 +4,12 @@ class name; the answers come back equal to the hidden labels.
 
 Needs a server started by `scripts/label_studio.sh start` (LABEL_STUDIO_URL,
 LABEL_STUDIO_TOKEN, and the LOCAL_FILES_DOCUMENT_ROOT it was started with) and
-its virtual environment (LS_VENV, default .ls-venv), whose SDK encodes the
-annotators' brush masks and decodes the predictions: an implementation of the
-format independent of `brush_rle`.
+its virtual environment, whose SDK encodes the annotators' brush masks and
+decodes the predictions (`tests/_label_studio_play`).
 """
 
-import json
 import os
 import shutil
-import subprocess
 import tempfile
 import urllib.request
 import uuid
@@ -23,10 +20,10 @@ from PIL import Image
 
 from segal_jax import label_studio
 from segal_jax.data import classes
+from tests import _label_studio_play as play
 
 pytestmark = [pytest.mark.slow, pytest.mark.label_studio]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 24, 32
 TABLE = classes.from_json({'ignore': 255, 'classes': [
     {'name': 'ground', 'color': [90, 60, 30], 'thing': False, 'value': 0},
@@ -34,27 +31,9 @@ TABLE = classes.from_json({'ignore': 255, 'classes': [
     {'name': 'pot', 'color': [200, 50, 50], 'thing': True, 'value': 12}]})
 VALUE = {c.name: c.value for c in TABLE.classes}
 
-_SDK = """
-import json, sys
-import numpy as np
-from label_studio_sdk.converter import brush
-job = json.load(sys.stdin)
-out = {'encoded': [[int(b) for b in brush.mask2rle(np.array(m, np.uint8) * 255)]
-                   for m in job['encode']],
-       'decoded': [(brush.decode_rle(r).reshape(job['h'], job['w'], 4)[..., 3] > 127).tolist()
-                   for r in job['decode']]}
-json.dump(out, sys.stdout)
-"""
-
 
 def _sdk(encode=(), decode=()):
-  """Masks -> RLEs and RLEs -> masks by Label Studio's own SDK, in its venv."""
-  python = os.path.join(REPO, os.environ.get('LS_VENV', '.ls-venv'), 'bin', 'python')
-  job = {'encode': [np.asarray(m).tolist() for m in encode], 'decode': list(decode),
-         'h': H, 'w': W}
-  out = subprocess.run([python, '-c', _SDK], input=json.dumps(job), capture_output=True,
-                       text=True, check=True, timeout=120)
-  return json.loads(out.stdout)
+  return play.sdk(H, W, encode, decode)
 
 
 # Hidden labels, in PNG values, drawn by hand.
@@ -67,28 +46,12 @@ def _blob():
   return out
 
 
-def _rects(rects):
-  """[(class, x0, y0, x1, y1)] painted in order -> (label, polygon regions)."""
-  out = np.full((H, W), 255, np.uint8)
-  regions = []
-  for name, x0, y0, x1, y1 in rects:
-    out[y0:y1, x0:x1] = VALUE[name]
-    pts = [[100 * x / W, 100 * y / H] for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
-    regions.append({'type': 'polygonlabels', 'from_name': 'label', 'to_name': 'image',
-                    'original_width': W, 'original_height': H,
-                    'value': {'points': pts, 'polygonlabels': [name]}})
-  return out, regions
+def _rects(rectangles):
+  return play.rects(rectangles, H, W, VALUE)
 
 
 def _brush_regions(label, names=None):
-  """One brush region per class of `label`, encoded by the SDK."""
-  present = [c for c in TABLE.classes if (label == c.value).any()]
-  rles = _sdk(encode=[label == c.value for c in present])['encoded']
-  return [{'type': 'brushlabels', 'from_name': 'brush', 'to_name': 'image',
-           'original_width': W, 'original_height': H,
-           'value': {'format': 'rle', 'rle': rle,
-                     'brushlabels': [(names or {}).get(c.name, c.name)]}}
-          for c, rle in zip(present, rles)]
+  return play.brush_regions(label, TABLE, names)
 
 
 @pytest.fixture
@@ -113,10 +76,7 @@ def _item(folder, name, uncertainty, truth):
   return label_studio.Item(name, path, uncertainty, prediction)
 
 
-def _annotate(client, task, annotator, result, seconds, cancelled=False):
-  return client.request('POST', f'/api/tasks/{task["id"]}/annotations/', {
-      'result': result, 'was_cancelled': cancelled, 'lead_time': seconds,
-      'completed_by': annotator['id']})
+_annotate = play.annotate
 
 
 def test_two_rounds_with_two_annotators(server):
@@ -130,9 +90,7 @@ def test_two_rounds_with_two_annotators(server):
            'd.png': np.flipud(_blob()), 'e.png': truth_e}
   uncertainty = {'a.png': 0.2, 'sub/b.png': 0.9, 'c.png': 0.4, 'd.png': 0.1, 'e.png': 3.0}
   items = {n: _item(folder, n, uncertainty[n], t) for n, t in truth.items()}
-  alice, bob = (client.request('POST', '/api/users/', {
-      'email': f'{who}-{uuid.uuid4().hex[:6]}@example.com', 'username': who})
-                for who in ('alice', 'bob'))
+  alice, bob = play.users(client, 'alice', 'bob')
 
   # Round 1: four images; pushing twice makes no second task.
   first = ['a.png', 'sub/b.png', 'c.png', 'd.png']
