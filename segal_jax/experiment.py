@@ -3,6 +3,7 @@
 Layout of the work directory:
 
   config.json                       the configuration the experiment ran with
+  environment.json                  the package versions and devices it ran on
   <strategy>/seed_<s>/metrics.jsonl per-cycle records (labeled images, cost, mIoU, ...)
   <strategy>/seed_<s>/selection_cycleNN.csv  the images chosen for cycle NN
   <strategy>/seed_<s>/checkpoints/  the run state and training state (Orbax, for resume)
@@ -18,11 +19,14 @@ Layout of the work directory:
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
+import platform
 import time
 from typing import Any, Callable, Sequence
 
+import jax
 import numpy as np
 from tensorflow_datasets.core import constants as tfds_constants
 
@@ -72,6 +76,29 @@ def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = Non
     # Its classes need not be the data's (`loop.initial_variables` keeps the trunk).
     checkpoint.load_model(config.init_checkpoint, arch=config.arch,
                           width_multiplier=config.width_multiplier)
+
+
+ENVIRONMENT_FILE = 'environment.json'
+# What numbers depend on beyond the flags: the same flags give other numbers
+# under other versions of these (XLA's kernels and fusions change between
+# releases), so the records carry them.
+_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'orbax-checkpoint', 'scikit-image',
+             'tensorflow-datasets', 'grain')
+
+
+def environment() -> dict[str, Any]:
+  """The software and devices a run's numbers come from (`ENVIRONMENT_FILE`)."""
+  versions = {}
+  for name in _PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  devices = jax.devices()
+  return {'python': platform.python_version(), 'platform': platform.platform(),
+          'packages': versions, 'backend': jax.default_backend(),
+          'devices': len(devices), 'device_kind': devices[0].device_kind,
+          'processes': jax.process_count(), 'cpu_count': os.cpu_count()}
 
 
 def run_dir(workdir: str, strategy: str, seed: int) -> str:
@@ -160,6 +187,7 @@ def _run(config, workdir, log, should_stop) -> list[dict[str, Any]]:
   log = log if parallel.is_writer() else (lambda *_: None)
   if parallel.is_writer():
     export.write_json(os.path.join(workdir, 'config.json'), config.to_json())
+    export.write_json(os.path.join(workdir, ENVIRONMENT_FILE), environment())
   log(f'data: {config.dataset}/{config.dataset_config}: {len(train_split)} train, '
       f'{len(val_split)} val images of {train_split.images.shape[1]}x'
       f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import jax
 import numpy as np
 import PIL.Image
 import pytest
@@ -93,5 +94,9 @@ def test_experiment_runs_end_to_end_on_an_image_folder(tmp_path):
     assert saved[0]['cost_instances'] == sum(cost[i] for i in initial)
     assert saved[1]['cost_instances'] == sum(cost[i] for i in labeled)
 
-  for name in ('config.json', 'results.md', 'miou_vs_images.png', 'miou_vs_cost.png'):
+  with open(os.path.join(workdir, 'environment.json')) as f:
+    env = json.load(f)
+  assert env['packages']['jax'] == jax.__version__ and env['devices'] == jax.device_count()
+  for name in ('config.json', 'environment.json', 'results.md', 'miou_vs_images.png',
+               'miou_vs_cost.png'):
     assert os.path.exists(os.path.join(workdir, name)), name

@@ -11,7 +11,7 @@ OUT=docs/results/long_curve
 
 keep() {  # keep NAME: copy a work directory's records into docs/results
   mkdir -p "$OUT/$1"
-  (cd "$W/$1" && find . \( -name metrics.jsonl -o -name 'selection_cycle*.csv' -o -name config.json \) \
+  (cd "$W/$1" && find . \( -name metrics.jsonl -o -name 'selection_cycle*.csv' -o -name config.json -o -name environment.json \) \
       -not -path './shared/*' -print0 | xargs -0 -I{} cp --parents {} "$OROOT/$OUT/$1/")
 }
 OROOT="$PWD"
