@@ -29,6 +29,7 @@ from segal_jax import label_requests
 from segal_jax import losses
 from segal_jax import metrics
 from segal_jax import models
+from segal_jax import optim
 from segal_jax import parallel
 from segal_jax import pool as pool_lib
 from segal_jax import run_state as run_state_lib
@@ -180,7 +181,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
         classes=train_split.classes, width_multiplier=config.width_multiplier,
         dropout_placement=config.dropout_placement, dropout_rate=config.dropout_rate)
   epochs, steps = train_schedule(config, len(labeled), warm, worth)
-  tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+  tx = optim.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule=config.train_schedule, total_steps=steps,
                             step_every=max(1, int(steps * config.train_step_fraction)))

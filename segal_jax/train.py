@@ -67,10 +67,6 @@ class ModelApply:
     return self.model.apply(variables, *args, **kwargs)
 
 
-# The optimizer lives in `optim`; the name stays here for its callers.
-make_optimizer = optim.make_optimizer
-
-
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
   """How a training image reaches the network: augmented, then normalised.
