@@ -295,8 +295,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
       (`experiment.image_costs`); else counted as images are labeled whole.
   """
   strategy = selection.get(strategy_name)
-  annotator = annotators.bind(annotator or annotators.from_config(config), seed=seed,
-                              segments=segments)
+  annotator = (annotator or annotators.from_config(config)).bind(seed=seed, segments=segments)
   os.makedirs(run_dir, exist_ok=True)
   log = log if parallel.is_writer() else (lambda *_: None)
   root = jax.random.key(seed)
@@ -358,7 +357,7 @@ def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, va
           ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats}, config, annotator,
           segments, segment_counts)
       chosen = selection.choose(config.al_unit, request)
-      if getattr(annotator, 'waits', False):  # people label between runs
+      if annotator.waits:  # people label between runs
         _request(run_dir, cycle + 1, state, pool, names, record, request, chosen, t0, t1)
       touched = chosen.chosen if chosen.picks is None else np.array(sorted(chosen.picks),
                                                                     np.int64)
@@ -406,7 +405,7 @@ def pool_names(split, annotator) -> list[str] | None:
   """The pool's image names when the annotator is people (their folder may grow
   or shrink between runs, so the run state keeps images by name); None: the
   pool is fixed and kept by position."""
-  return [str(i) for i in split.ids] if getattr(annotator, 'waits', False) else None
+  return [str(i) for i in split.ids] if annotator.waits else None
 
 
 def labeled_images(split) -> np.ndarray:
