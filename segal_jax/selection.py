@@ -403,9 +403,23 @@ def choose(unit: str, request: Request) -> Selection:
   return UNITS[unit].choose(request)
 
 
-def annotate(unit: str, request: Request, chosen: Selection) -> None:
-  """Has the annotator label what `choose` chose (updates `request.pool`)."""
+def annotate(unit: str, request: Request, chosen: Selection) -> dict[str, int]:
+  """Has the annotator label what `choose` chose (updates `request.pool`).
+
+  Returns:
+    What that added, as the records name it: {'new_labeled_pixels',
+    'new_instances'} over the images `chosen` touches, and 'new_cost' in the
+    budget's unit (`annotator.cost`).
+  """
+  r, annotator = request, request.annotator
+  touched = chosen.chosen if chosen.picks is None else np.array(sorted(chosen.picks), np.int64)
+  pixels, instances = annotator.labeled_counts(r.pool, r.split, touched)
+  cost = annotator.cost(r.pool, r.costs, r.split)
   UNITS[unit].annotate(request, chosen)
+  pixels_after, instances_after = annotator.labeled_counts(r.pool, r.split, touched)
+  return {'new_labeled_pixels': pixels_after - pixels,
+          'new_instances': instances_after - instances,
+          'new_cost': annotator.cost(r.pool, r.costs, r.split) - cost}
 
 
 def select(unit: str, request: Request) -> Selection:
