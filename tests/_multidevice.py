@@ -118,8 +118,8 @@ def check_train_step(mesh, images, labels):
   key = jax.random.key(7)
   inputs = train.InputSpec(MEAN, STD, (H, W), scale_range=(0.75, 1.25), flip=True)
   got, hist = train.fit(state0, lambda ids: {'image': images[ids], 'label': labels[ids]},
-                        np.arange(n), epochs=1, batch_size=n, key=key, inputs=inputs,
-                        progress=False, mesh=mesh)
+                        np.arange(n), schedule=train.Schedule(epochs=1, batch_size=n),
+                        key=key, inputs=inputs, runtime=train.Runtime(progress=False, mesh=mesh))
   assert got.params['conv']['kernel'].sharding.mesh.size == jax.device_count()
   assert got.params['conv']['kernel'].sharding.is_fully_replicated
   # The reference: fit's documented keys, the same batch on the default device.
