@@ -27,7 +27,6 @@ from segal_jax import cycle_models
 from segal_jax import export
 from segal_jax import figures
 from segal_jax import label_requests
-from segal_jax import losses
 from segal_jax import metrics
 from segal_jax import models
 from segal_jax import optim
