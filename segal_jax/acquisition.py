@@ -79,8 +79,9 @@ def _unit_outputs(r, cand: np.ndarray, num_segments: int) -> dict[str, np.ndarra
                               unit_features=c.al_feature_dim if c.al_diversity != 'none' else 0)
   return scoring.score_images(r.apply_fn, r.variables, r.split.images, cand,
                               jax.random.fold_in(r.keys['select'], 1), settings=settings,
-                              batch_size=c.eval_batch_size, progress=c.progress,
-                              segments=r.segments, desc='unit features')
+                              batches=scoring.Batches(c.eval_batch_size, progress=c.progress,
+                                                      desc='unit features'),
+                              segments=r.segments)
 
 
 def arrange(r, cand: np.ndarray, scores: np.ndarray,

@@ -24,7 +24,7 @@ The simulated protocols (`--al_protocol`; docs/protocols.md):
 Every annotator also counts its clicks (`clicks`, the cost model of
 `segal_jax.clicks`) whatever its budget unit, estimates a unit's clicks from a
 predicted segmentation (`expected_clicks`), and applies `noise.Noise` (seeded
-by the run, `bind`).
+by the run, `Annotator.bind`).
 
 `People` (`--al_annotator=human` or `label_studio`) is a team labelling an image folder between
 runs: the folder's labels are the truth, a chosen unit is requested
@@ -49,8 +49,17 @@ from segal_jax.errors import UserError
 
 
 class Annotator(Protocol):
-  """The interface `loop` and `selection` use (split: a pool with `labels`,
-  `instances`; segments: [N, H, W] superpixel ids or None)."""
+  """The interface `loop`, `selection` and `cycle_models` use (split: a pool
+  with `labels`, `instances`; segments: [N, H, W] superpixel ids or None).
+  Every member a caller reads is declared here."""
+
+  noise: noise_lib.Noise  # the annotator's errors (`noise.Noise()`: none)
+  mask: bool  # training labels are partial-label masks ([b, H, W, C] bool), not class ids
+  waits: bool  # people label between runs: a cycle ends by writing a request and stopping
+
+  def bind(self, *, seed: int, segments: np.ndarray | None) -> Annotator:
+    """The annotator of one run: its noise seeded by the run's `seed`, and for
+    region protocols the pool's superpixels ([N, H, W]) its labels come from."""
 
   def image_costs(self, split) -> np.ndarray:
     """[N] int64 cost of annotating each whole image of the pool."""
@@ -106,6 +115,8 @@ class InstanceOverlap:
   """
   rule: str = 'study'
   noise: noise_lib.Noise = noise_lib.Noise()
+  mask: ClassVar[bool] = False
+  waits: ClassVar[bool] = False
 
   def __post_init__(self):
     if self.rule not in oracle.COST_RULES:
@@ -115,6 +126,10 @@ class InstanceOverlap:
   @property
   def cost_rule(self) -> str:
     return self.rule
+
+  def bind(self, *, seed: int, segments: np.ndarray | None) -> InstanceOverlap:
+    del segments  # labels come from the instance map
+    return dataclasses.replace(self, noise=dataclasses.replace(self.noise, seed=int(seed)))
 
   @property
   def min_price(self) -> int:
@@ -241,9 +256,14 @@ class People:
   whole. `waits`: the loop ends a cycle by writing a request and stopping.
   Clicks are not counted (0) and their errors are not simulated."""
   waits: ClassVar[bool] = True
+  mask: ClassVar[bool] = False
   cost_rule: ClassVar[str] = 'units'
   min_price: ClassVar[int] = 1
   noise: ClassVar[noise_lib.Noise] = noise_lib.Noise()
+
+  def bind(self, *, seed: int, segments: np.ndarray | None) -> People:
+    del seed, segments  # the folder's own labels, without simulated errors
+    return self
 
   def image_costs(self, split) -> np.ndarray:
     return np.ones(len(split), np.int64)
@@ -358,17 +378,6 @@ def from_config(config) -> Annotator:
     return ANNOTATORS[HUMAN]
   return get(config.al_protocol, rule=config.al_cost_rule,
              noise=noise_lib.Noise(config.noise_flip, config.noise_erode))
-
-
-def bind(annotator: Annotator, *, seed: int, segments: np.ndarray | None) -> Annotator:
-  """The annotator of one run: its noise seeded by the run's `seed`, and for
-  region protocols the pool's superpixels ([N, H, W]) its labels come from."""
-  if any(f.name == 'noise' for f in dataclasses.fields(annotator)):
-    annotator = dataclasses.replace(
-        annotator, noise=dataclasses.replace(annotator.noise, seed=int(seed)))
-  if hasattr(annotator, 'segments'):
-    annotator = dataclasses.replace(annotator, segments=segments)
-  return annotator
 
 
 def label_error(annotator: Annotator, pool: pool_lib.PoolLabels, split, indices) -> float:

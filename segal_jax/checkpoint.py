@@ -243,10 +243,22 @@ def load_model(directory: str, *, arch: str | None = None,
     raise TypeError(f'unknown load_model arguments {sorted(unknown)}')
   directory = os.path.abspath(directory)
   variables, stored = _read(directory)
-  meta = dict(stored)
-  given = {'arch': arch, **overrides}
-  meta.update({k: v for k, v in given.items() if v is not None})
   found = _shapes({k: variables[k] for k in _COLLECTIONS if k in variables})
+  meta = _resolved_meta(directory, variables, stored, {'arch': arch, **overrides}, found)
+  _check_fits(directory, meta, stored, found, classes)
+  table = class_table(meta) or classes
+  meta['classes'] = None if table is None else table.to_json()
+  model = models.DRNSeg(**{k: meta[k] for k in MODEL_KEYS})
+  variables = jax.device_put({k: variables[k] for k in _COLLECTIONS if k in variables})
+  return model, variables, meta
+
+
+def _resolved_meta(directory: str, variables: dict, stored: dict, given: dict,
+                   found: dict) -> dict:
+  """What defines the network, in `load_model`'s order: `given` (None: not
+  given), the stored meta, the variables' shapes, then the defaults."""
+  meta = dict(stored)
+  meta.update({k: v for k, v in given.items() if v is not None})
   seg = variables['params'].get('seg', {}).get('kernel')
   if 'num_classes' not in meta and seg is not None:
     meta['num_classes'] = int(seg.shape[-1])
@@ -263,6 +275,13 @@ def load_model(directory: str, *, arch: str | None = None,
     from segal_jax.data import cityscapes  # pylint: disable=g-import-not-at-top
     meta.setdefault('mean', list(cityscapes.MEAN))
     meta.setdefault('std', list(cityscapes.STD))
+  return meta
+
+
+def _check_fits(directory: str, meta: dict, stored: dict, found: dict,
+                classes: classes_lib.ClassTable | None) -> None:
+  """Raises `UserError` unless the variables (`found`: their shapes) fit the
+  network `meta` describes and, when given, predict `classes`."""
   drn.get_arch(meta['arch'])  # UserError for an unknown name.
   if meta['dropout_placement'] not in drn.DROPOUT_AFTER:
     raise UserError(f'unknown dropout placement {meta["dropout_placement"]!r}',
@@ -282,11 +301,6 @@ def load_model(directory: str, *, arch: str | None = None,
                     f'{describe(classes)}',
                     'use a checkpoint trained on these classes (or --init_checkpoint, '
                     'which keeps only the trunk of another model)')
-  table = class_table(meta) or classes
-  meta['classes'] = None if table is None else table.to_json()
-  model = models.DRNSeg(**{k: meta[k] for k in MODEL_KEYS})
-  variables = jax.device_put({k: variables[k] for k in _COLLECTIONS if k in variables})
-  return model, variables, meta
 
 
 def load_trunk(directory: str, classes: classes_lib.ClassTable, **network

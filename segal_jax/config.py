@@ -240,6 +240,13 @@ def validate(config: ExperimentConfig) -> None:
   Raises:
     UserError: naming the first problem found and its fix.
   """
+  _check_counts(config)
+  _check_training(config)
+  _check_selection(config)
+
+
+def _check_counts(config: ExperimentConfig) -> None:
+  """Names that must be known, lists that must not be empty, counts in range."""
   for name, choices in _CHOICES.items():
     if getattr(config, name) not in choices:
       raise UserError(f'--{name}={getattr(config, name)} is not known',
@@ -264,6 +271,10 @@ def validate(config: ExperimentConfig) -> None:
   if config.train_epochs == 0 and config.train_min_steps == 0:
     raise UserError('--train_epochs and --train_min_steps are both 0, so nothing would train',
                     'set --train_epochs (e.g. 250) or --train_min_steps')
+
+
+def _check_training(config: ExperimentConfig) -> None:
+  """The network's and each cycle's training: rates, crops, early stopping."""
   if config.train_lr <= 0:
     raise UserError(f'--train_lr={config.train_lr} must be positive', 'set e.g. --train_lr=0.01')
   if config.width_multiplier <= 0:
@@ -290,6 +301,10 @@ def validate(config: ExperimentConfig) -> None:
   if not 0 < config.warm_start_fraction <= 1:
     raise UserError(f'--warm_start_fraction={config.warm_start_fraction} is outside (0, 1]',
                     'use e.g. 0.3')
+
+
+def _check_selection(config: ExperimentConfig) -> None:
+  """The annotator's noise, candidates and the acquisition steps."""
   if not 0 <= config.noise_flip <= 1:
     raise UserError(f'--noise_flip={config.noise_flip} is outside [0, 1]', 'use e.g. 0.05')
   if config.noise_erode < 0:

@@ -52,7 +52,7 @@ def first_cycle_key(config, annotator) -> str:
   """What a shared first cycle must match: the configuration but for what only
   steers later purchases, and the form the annotator gives labels in
   (class maps, or `multi_class`'s masks trained with another loss)."""
-  return config.first_cycle_fingerprint('masks' if getattr(annotator, 'mask', False) else 'classes')
+  return config.first_cycle_fingerprint('masks' if annotator.mask else 'classes')
 
 
 def load_shared(directory: str, key: str, config, model, train_split):

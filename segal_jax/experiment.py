@@ -201,12 +201,12 @@ def _run(config, workdir, log, should_stop) -> list[dict[str, Any]]:
   for seed in config.al_seeds:
     for strategy in config.al_strategies:
       try:
-        records += loop.run(config, strategy, seed, train_split, val_split, costs,
-                            run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
-                            init_variables=init_variables, segments=segments,
-                            segment_counts=counts,
-                            shared_dir=shared_dir(workdir, seed, config.al_shared_dir),
-                            image_clicks=image_clicks)
+        records += loop.run(loop.Run(
+            config, strategy, seed, train_split, val_split, costs,
+            run_dir(workdir, strategy, seed), log=log, should_stop=should_stop,
+            init_variables=init_variables, segments=segments, segment_counts=counts,
+            shared_dir=shared_dir(workdir, seed, config.al_shared_dir),
+            image_clicks=image_clicks))
       except label_requests.AwaitingLabels:
         if parallel.is_writer():  # the cycles so far, while people label
           summarize(workdir, collect(workdir))

@@ -264,6 +264,13 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
   for a in axes[0]:
     a.set_xlabel(x_label)
     a.grid(alpha=0.3)
+  _save_with_legend(path, fig, ax)
+  plt.close(fig)
+
+
+def _save_with_legend(path: str, fig, ax) -> None:
+  """Writes `fig` as a PNG with `ax`'s legend below the panels, in as many
+  rows as its labels need."""
   handles, labels = ax.get_legend_handles_labels()
   columns = min(len(labels), 4 if max(map(len, labels), default=0) < 40 else 2)
   fig.legend(handles, labels, loc='lower center', ncol=columns, fontsize='small',
@@ -273,7 +280,6 @@ def plot_curves(path: str, records: Sequence[dict[str, Any]], *, x_key: str = 'l
   fig.tight_layout(rect=(0, (0.22 * rows + 0.1) / (4.5 + 0.22 * rows), 1, 1))
   buf = io.BytesIO()
   fig.savefig(buf, format='png')
-  plt.close(fig)
   with atomic_open(path, 'wb') as f:
     f.write(buf.getvalue())
 

@@ -24,25 +24,23 @@ from segal_jax.data import classes as classes_lib
 
 
 def uncertainty_maps(apply_fn, variables, images: np.ndarray, ids: Sequence[int], key, *,
-                     measure: str, passes: int, mean, std, chunk: int | None = None,
-                     batch_size: int | None = None) -> np.ndarray:
+                     measure: str, passes: int, mean, std) -> np.ndarray:
   """[n, H, W] float32 maps of `images` [n, H, W, 3] uint8 (pool indices `ids`).
 
-  Computed by the one scorer with the same dropout keys as pool scoring, so a
-  map is the one its score was the mean of.
+  Computed by the one scorer, in one batch, with the same dropout keys as pool
+  scoring, so a map is the one its score was the mean of.
   """
-  settings = scoring.Settings(measure, passes=passes, chunk=chunk, mean=tuple(mean),
-                              std=tuple(std), keep_map=True)
+  settings = scoring.Settings(measure, passes=passes, mean=tuple(mean), std=tuple(std),
+                              keep_map=True)
   # This process's devices only: figures are drawn by the writing process alone,
   # so the scorer must not wait for the others.
   mesh = parallel.make_mesh(jax.local_devices())
   n = len(ids)
   if not n:
     return np.zeros((0, *np.shape(images)[1:3]), np.float32)
-  batch_size = batch_size or mesh.size * -(-n // mesh.size)  # one batch
+  one_batch = scoring.Batches(mesh.size * -(-n // mesh.size), mesh, False, 'maps')
   return scoring.score_images(apply_fn, variables, np.asarray(images), np.arange(n), key,
-                              settings=settings, batch_size=batch_size, progress=False,
-                              mesh=mesh, ids=np.asarray(ids), desc='maps')['map']
+                              settings=settings, batches=one_batch, ids=np.asarray(ids))['map']
 
 
 def cycle_figures(directory: str, cycle: int, request, chosen) -> None:

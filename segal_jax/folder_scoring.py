@@ -247,58 +247,29 @@ def score_folder(model: Any, variables: Any, meta: dict, images: str, out: str,
   names = list_images(images)
   measures = tuple(m for m in uncertainty.MEASURES
                    if _has_dropout(model) or not uncertainty.MEASURES[m].needs_mc)
-  mesh = parallel.default_mesh()
-  batch_size = config.batch_size * mesh.size
-  settings = scoring.Settings(measure, passes=config.mc_passes, chunk=config.mc_chunk,
-                              mean=tuple(meta['mean']), std=tuple(meta['std']), also=measures,
-                              keep_map=True)
-  variables, key = parallel.replicate((variables, jax.random.key(config.seed)), mesh)
+  batch_size, score = _batch_scorer(model, variables, meta, config, measures)
   stems = output_stems(names)
   os.makedirs(out, exist_ok=True)
-
   rows, bad, segment_scores = [], [], []
   loaded = pipeline.prefetch_map(loader(images, config), names, threads=config.workers,
                                  ahead=2 * batch_size)
   with tqdm.tqdm(total=len(names), desc='score images', unit='img',
                  disable=not config.progress) as bar:
     for batch in batches(loaded, batch_size, bad):
-      n, extras, batch_settings = len(batch), {}, settings
+      scored = score(batch)
       if config.unit == 'superpixel':
-        extras['segments'] = np.stack([b.segments for b in batch]).astype(np.int32)
-        # Rounded up, so one compiled scorer serves most batches.
-        num = -(-max(config.n_segments, int(extras['segments'].max()) + 1) // 32) * 32
-        batch_settings = dataclasses.replace(settings, num_segments=num)
-      scored = scoring.score_batch(
-          model.apply, variables, batch_settings, np.stack([b.image for b in batch]),
-          np.array([image_id(b.name) for b in batch], np.int32), key, batch_size=batch_size,
-          mesh=mesh, extras=extras)
-      if config.unit == 'superpixel':
-        for i, b in enumerate(batch):
-          s = int(b.segments.max()) + 1
-          counts, means = scored['segment_counts'][i, :s], scored['segment_means'][i, :s]
-          segment_scores.append(np.where(counts > 0, means, np.nan))
-      scores = {m: scored[m][:n] for m in measures}
-      maps = scored['map'][:n] if config.write_maps else None
-      for i, b in enumerate(batch):
-        rows.append((b.name, b.original, {m: float(scores[m][i]) for m in measures}))
-        if maps is not None:
-          annotations.write_png(
-              os.path.join(out, 'maps', stems[b.name] + '.png'),
-              annotations.heatmap(b.image, maps[i], cmap=config.colormap))
-      bar.update(n)
+        segment_scores += _segment_scores(batch, scored)
+      rows += [(b.name, b.original, {m: float(scored[m][i]) for m in measures})
+               for i, b in enumerate(batch)]
+      if config.write_maps:
+        _write_maps(os.path.join(out, 'maps'), stems, batch, scored['map'], config.colormap)
+      bar.update(len(batch))
     bar.update(len(names) - bar.n)
-
   if not rows:
     raise UserError(f'none of the {len(names)} image files in {images} could be read '
                     f'(e.g. {bad[0][0]}: {bad[0][1]})',
                     'check that they are valid JPEG or PNG images')
-
-  values = np.array([r[2][measure] for r in rows])
-  k = config.budget if config.unit == 'image' and config.budget else len(rows)
-  order = selection.top_k(values, k)
-  ranking = [rows[i][0] for i in order]
-  export.write_selection_csv(os.path.join(out, 'ranking.csv'), ranking, values[order])
-  _write_scores(os.path.join(out, 'scores.csv'), rows, measures)
+  ranking = _write_ranking(out, rows, measure, measures, config)
   result = {'scored': len(rows), 'unreadable': bad, 'ranking': ranking}
   log(f'scored {len(rows)} image(s) by {measure}; wrote {out}/ranking.csv, scores.csv'
       + (', maps/' if config.write_maps else ''))
@@ -309,6 +280,61 @@ def score_folder(model: Any, variables: Any, meta: dict, images: str, out: str,
     logging.warning('skipped %d unreadable file(s):\n%s', len(bad),
                     '\n'.join(f'  {name}: {reason}' for name, reason in bad))
   return result
+
+
+def _batch_scorer(model, variables, meta: dict, config: ScoreConfig, measures):
+  """(global batch size, score): `score(batch)` runs the one scorer on a list of
+  loaded images (their superpixels in superpixel mode) over every device."""
+  mesh = parallel.default_mesh()
+  batch_size = config.batch_size * mesh.size
+  settings = scoring.Settings(measure_of(config.strategy), passes=config.mc_passes,
+                              chunk=config.mc_chunk, mean=tuple(meta['mean']),
+                              std=tuple(meta['std']), also=measures, keep_map=True)
+  variables, key = parallel.replicate((variables, jax.random.key(config.seed)), mesh)
+
+  def score(batch: list[_Loaded]) -> dict[str, np.ndarray]:
+    extras, batch_settings = {}, settings
+    if config.unit == 'superpixel':
+      extras['segments'] = np.stack([b.segments for b in batch]).astype(np.int32)
+      # Rounded up, so one compiled scorer serves most batches.
+      num = -(-max(config.n_segments, int(extras['segments'].max()) + 1) // 32) * 32
+      batch_settings = dataclasses.replace(settings, num_segments=num)
+    return scoring.score_batch(
+        model.apply, variables, batch_settings, np.stack([b.image for b in batch]),
+        np.array([image_id(b.name) for b in batch], np.int32), key, batch_size=batch_size,
+        mesh=mesh, extras=extras)
+
+  return batch_size, score
+
+
+def _write_maps(directory: str, stems: dict[str, str], batch: list[_Loaded], maps,
+                colormap: str) -> None:
+  """Each image's uncertainty map ([H, W] of `maps`) over it as a PNG heat map."""
+  for b, heat in zip(batch, maps):
+    annotations.write_png(os.path.join(directory, stems[b.name] + '.png'),
+                          annotations.heatmap(b.image, heat, cmap=colormap))
+
+
+def _segment_scores(batch: list[_Loaded], scored: dict) -> list[np.ndarray]:
+  """[S_i] mean score of each superpixel of each image (NaN: no pixel)."""
+  out = []
+  for i, b in enumerate(batch):
+    s = int(b.segments.max()) + 1
+    counts, means = scored['segment_counts'][i, :s], scored['segment_means'][i, :s]
+    out.append(np.where(counts > 0, means, np.nan))
+  return out
+
+
+def _write_ranking(out: str, rows, measure: str, measures, config: ScoreConfig) -> list[str]:
+  """Writes ranking.csv (by `measure`, the budget's top in image mode) and
+  scores.csv (every measure); returns the ranked names."""
+  values = np.array([r[2][measure] for r in rows])
+  k = config.budget if config.unit == 'image' and config.budget else len(rows)
+  order = selection.top_k(values, k)
+  ranking = [rows[i][0] for i in order]
+  export.write_selection_csv(os.path.join(out, 'ranking.csv'), ranking, values[order])
+  _write_scores(os.path.join(out, 'scores.csv'), rows, measures)
+  return ranking
 
 
 def _write_scores(path: str, rows, measures) -> None:
@@ -329,12 +355,7 @@ def _superpixel_outputs(images, out, config, rows, segment_scores, stems, log, c
   else:
     table = classes_lib.from_json(classes)
     categories = annotations.categories(table) + [annotations.region_category(table)]
-  width = max(len(s) for s in segment_scores)
-  table = np.full((len(rows), width), np.nan, np.float32)
-  for i, s in enumerate(segment_scores):
-    table[i, :len(s)] = s
-  flat = selection.top_k(table, config.budget)
-  chosen = [divmod(int(f), width) for f in flat]  # (row, superpixel), best first
+  table, chosen = _top_superpixels(segment_scores, config.budget)
   by_image = collections.defaultdict(list)
   for rank, (row, seg) in enumerate(chosen):
     by_image[row].append((rank, seg))
@@ -373,11 +394,26 @@ def _superpixel_outputs(images, out, config, rows, segment_scores, stems, log, c
       coco_images, coco_annotations,
       f'the {len(chosen)} superpixels of highest mean {measure} (unlabelled pre-annotations)',
       categories))
-  with export.atomic_open(os.path.join(out, 'superpixels.csv')) as f:
+  _write_superpixels_csv(os.path.join(out, 'superpixels.csv'), csv_rows)
+  log(f'chose {len(chosen)} superpixel(s) in {len(todo)} image(s); wrote annotations.json, '
+      'superpixels.csv, masks/')
+  return [(rows[r][0], s) for r, s in chosen]
+
+
+def _top_superpixels(segment_scores: list[np.ndarray], budget: int):
+  """([images, S] scores, NaN-padded; the `budget` best (row, superpixel), best first)."""
+  width = max(len(s) for s in segment_scores)
+  table = np.full((len(segment_scores), width), np.nan, np.float32)
+  for i, s in enumerate(segment_scores):
+    table[i, :len(s)] = s
+  flat = selection.top_k(table, budget)
+  return table, [divmod(int(f), width) for f in flat]
+
+
+def _write_superpixels_csv(path: str, csv_rows) -> None:
+  """superpixels.csv: rank, name, superpixel, score, pixels (rows in rank order)."""
+  with export.atomic_open(path) as f:
     w = csv.writer(f)
     w.writerow(['rank', 'name', 'superpixel', 'score', 'pixels'])
     for r in csv_rows:
       w.writerow([r[0], r[1], r[2], f'{r[3]:.6g}', r[4]])
-  log(f'chose {len(chosen)} superpixel(s) in {len(todo)} image(s); wrote annotations.json, '
-      'superpixels.csv, masks/')
-  return [(rows[r][0], s) for r, s in chosen]

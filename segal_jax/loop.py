@@ -12,6 +12,7 @@ entry), save (the cycle's model through `cycle_models`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Callable
@@ -26,9 +27,9 @@ from segal_jax import cycle_models
 from segal_jax import export
 from segal_jax import figures
 from segal_jax import label_requests
-from segal_jax import losses
 from segal_jax import metrics
 from segal_jax import models
+from segal_jax import optim
 from segal_jax import parallel
 from segal_jax import pool as pool_lib
 from segal_jax import run_state as run_state_lib
@@ -150,63 +151,275 @@ class Preempted(UserError):
   """Training stopped on request (e.g. SIGTERM) after saving a checkpoint."""
 
 
-def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_lib.PoolLabels,
-                 run_dir, cycle, *, run_state: run_state_lib.RunState, desc: str,
-                 should_stop: Callable[[], bool] | None, log, init_variables: dict | None = None,
-                 loss_fn: losses.LossFn = losses.segmentation_loss,
-                 get_labels: Callable[[np.ndarray], np.ndarray], where: str = '',
-                 worth: float = 1.0):
-  """Trains one cycle, resuming from a mid-cycle checkpoint.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+  """What one run (a strategy with a seed) reads.
 
-  Every cycle starts from the same initial variables (the seed's, or
-  `init_variables`), or with `warm_start` from the previous cycle's model for
-  a fraction of the epochs.
+  costs: [len(train_split)] annotation cost of each full image
+    (`annotator.image_costs`).
+  run_dir: the run's own directory (records, checkpoints, selections).
+  log: takes the run's progress lines.
+  should_stop: polled after every epoch; when it returns True the training
+    state is checkpointed and `Preempted` is raised.
+  init_variables: start every cycle from these (see `initial_variables`)
+    instead of the seed's random initialisation.
+  segments: [N, H, W] superpixels of the pool (superpixel unit only).
+  segment_counts: [N] superpixels of each pool image (None: read from `segments`).
+  annotator: who labels the chosen units (default: `annotators.from_config(config)`,
+    the simulated annotator under `al_protocol` and `al_cost_rule`).
+  shared_dir: where the seed's first cycle is kept: the first strategy of the
+    seed to reach it trains it and saves the model there, the others load it
+    (the same initial set, key and network give the same model).
+  image_clicks: [len(train_split)] polygon clicks of each whole image, if known
+    (`experiment.image_costs`); else counted as images are labeled whole.
+  """
+  config: ExperimentConfig
+  strategy_name: str
+  seed: int
+  train_split: Any
+  val_split: Any
+  costs: np.ndarray
+  run_dir: str
+  log: Callable[[str], None] = print
+  should_stop: Callable[[], bool] | None = None
+  init_variables: dict | None = None
+  segments: np.ndarray | None = None
+  segment_counts: np.ndarray | None = None
+  annotator: annotators.Annotator | None = None
+  shared_dir: str | None = None
+  image_clicks: np.ndarray | None = None
+
+  @property
+  def strategy(self) -> selection.Strategy:
+    return selection.get(self.strategy_name)
+
+  @property
+  def cycles(self) -> int:
+    """The cycles of the run: one for the full-data line."""
+    return 1 if self.strategy.full else self.config.al_cycles
+
+  def key(self, name: str, cycle: int) -> jax.Array:
+    """The key of stream `name` at `cycle` (`stream_key`)."""
+    return stream_key(self.seed, name, cycle)
+
+  def desc(self, cycle: int) -> str:
+    return f'[{self.strategy_name} seed {self.seed}] cycle {cycle}'
+
+  def bound(self) -> Run:
+    """These inputs as the run uses them: the annotator bound to the run
+    (`Annotator.bind`), `log` silent but on the writing process."""
+    annotator = self.annotator or annotators.from_config(self.config)
+    return dataclasses.replace(
+        self, annotator=annotator.bind(seed=self.seed, segments=self.segments),
+        log=self.log if parallel.is_writer() else (lambda *_: None))
+
+
+def run(r: Run) -> list[dict[str, Any]]:
+  """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
+
+  A cycle trains (or loads the seed's shared first cycle, `_trained`), records,
+  buys the next labels unless it is the last (`_buy`) and saves the run state.
+  """
+  r = r.bound()
+  os.makedirs(r.run_dir, exist_ok=True)
+  model = build_model(r.config, r.train_split.num_classes, r.strategy_name)
+  state = _start(r)
+  names = pool_names(r.train_split, r.annotator)
+  # Pool image -> its polygon clicks.
+  click_cache = ({} if r.image_clicks is None
+                 else dict(enumerate(np.asarray(r.image_clicks).tolist())))
+  for cycle in range(state.next_cycle, r.cycles):
+    t0 = time.time()
+    pool = pool_lib.PoolLabels.from_json(state.pool, names)
+    ts, steps, shared = _trained(r, model, state, pool, cycle)
+    t_train = time.time() - t0
+    cycle_models.save_cycle_model(r.run_dir, cycle, model, ts, r.train_split, r.config)
+    record = _record(r, cycle, ts, pool, steps, t_train, click_cache)
+    record.update(next((x['summary'] for x in state.labelling if x['cycle'] == cycle), {}))
+    if 'ranking_accuracy' in record:
+      r.log(f'{r.desc(cycle)}: validation ranking accuracy {record["ranking_accuracy"]} '
+            f'(the study: {metrics.STUDY_RANKING_ACCURACY})')
+    if shared:
+      record['first_cycle_shared'] = True
+    t1 = time.time()
+    record.update(scored_units=0, scored_images=0, bought_units=0, new_labeled_pixels=0,
+                  new_instances=0, new_cost=0)
+    if cycle + 1 < r.cycles and buys(r.config, cycle):
+      _buy(r, cycle, ts, state, names, record, pool, (t0, t1))
+    record.update(select_seconds=round(time.time() - t1, 2),
+                  wall_seconds=round(time.time() - t0, 2))
+    state.records.append(record)
+    state.pool, state.images = pool.to_json(names), names
+    _save_state(r.run_dir, state)
+    r.log(f'{r.desc(cycle)}: {record["labeled_images"]} images, cost '
+          f'{record["cost_instances"]}, mIoU {record["miou"]:.4f} '
+          f'({record["wall_seconds"]:.0f} s); selection scored {record["scored_units"]} units '
+          f'in {record["scored_images"]} images and bought {record["bought_units"]} '
+          f'(cost {record["new_cost"]})')
+  return state.records
+
+
+def _start(r: Run) -> run_state_lib.RunState:
+  """The run's state: new (`initial_state`) or saved; a run waiting for people's
+  labels raises `label_requests.AwaitingLabels` again."""
+  state = load_state(r.run_dir, r.config)
+  if state is None:
+    return initial_state(r.config, r.strategy, r.train_split, jax.random.key(r.seed),
+                         r.annotator)
+  if state.pending is not None:
+    raise label_requests.AwaitingLabels(label_requests.instructions(
+        state.pending, label_requests.request_dir(r.run_dir, state.pending['cycle'])))
+  if state.next_cycle < r.cycles:
+    r.log(f'[{r.strategy_name} seed {r.seed}] resuming at cycle {state.next_cycle}')
+  return state
+
+
+def _trained(r: Run, model, state, pool: pool_lib.PoolLabels, cycle: int):
+  """(train state, steps, shared): the cycle's model, trained (`_train_cycle`),
+  or for a first cycle the seed's shares the model kept in `shared_dir`
+  (`shared`: True), which the first strategy to reach it trains and keeps."""
+  share = r.shared_dir if cycle == 0 and cycle_models.shares_first_cycle(r.strategy) else None
+  key = cycle_models.first_cycle_key(r.config, r.annotator)
+  shared = share and cycle_models.load_shared(share, key, r.config, model, r.train_split)
+  if shared:
+    r.log(f'{r.desc(cycle)}: the first cycle of seed {r.seed} is shared; its model was '
+          f'trained once ({share})')
+    return (*shared, True)
+  ts, steps = _train_cycle(r, model, state, pool, cycle)
+  if share:
+    cycle_models.save_shared(share, key, model, ts, steps, r.train_split, r.config)
+  return ts, steps, False
+
+
+def _buy(r: Run, cycle: int, ts, state, names, record: dict, pool, times) -> None:
+  """Chooses the next cycle's units and has them labeled (updates `pool`; the
+  record takes what selection counted and added), then writes the selection
+  CSV and figures. With people labelling, the run ends at their request
+  (`_request`; `times`: the cycle's and the selection's start)."""
+  request = selection.Request(
+      r.strategy, pool, r.train_split, r.costs,
+      {name: r.key(name, cycle) for name in ('candidates', 'score', 'select')},
+      ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats}, r.config, r.annotator,
+      r.segments, r.segment_counts)
+  chosen = selection.choose(r.config.al_unit, request)
+  if r.annotator.waits:  # people label between runs
+    _request(r, cycle + 1, state, names, record, request, chosen, times)
+  added = selection.annotate(r.config.al_unit, request, chosen)
+  record.update(chosen.counts, bought_units=len(chosen.names), **added)
+  if parallel.is_writer():
+    export.write_selection_csv(
+        os.path.join(r.run_dir, f'selection_cycle{cycle + 1:02d}.csv'), chosen.names,
+        chosen.scores)
+    figures.cycle_figures(os.path.join(r.run_dir, 'figures'), cycle + 1, request, chosen)
+
+
+def _train_cycle(r: Run, model, state: run_state_lib.RunState, pool: pool_lib.PoolLabels,
+                 cycle: int):
+  """Trains one cycle, resuming from a mid-cycle checkpoint; returns (train state, steps).
+
+  Every cycle starts from the same initial variables (`_initial_train_state`),
+  or with `warm_start` from the previous cycle's model for a fraction of the
+  epochs. The training labels are the annotator's; the length follows
+  `train_schedule` (scaled by what the labels are worth, `length_worth`).
 
   Every `ckpt_every_epochs` epochs (and when `should_stop()` turns true) the
   training state is saved with the active-learning state that identifies the
   cycle; a rerun restores it and continues at the next epoch, which gives
-  exactly the uninterrupted result (keys derive from the step and epoch).
-
-  `get_labels(indices)` gives the training labels (the annotator's); a
+  exactly the uninterrupted result (keys derive from the step and epoch). A
   `UserError` while training (e.g. a diverging loss) is raised again naming
-  `where` (the run and cycle). `worth` scales the length (`train_schedule`).
+  the run and cycle.
   """
-  get_batch = lambda idx: {'image': train_split.images[idx], 'label': get_labels(idx)}
-  labeled, tracker = _holdout(config, labels.images(), train_key, get_batch, train_split)
-  warm = config.warm_start and cycle > 0
-  if warm:  # start from the previous cycle's model (kept by cycle_models.save_cycle_model)
+  config, split = r.config, r.train_split
+  desc = f'{r.strategy_name} s{r.seed} c{cycle} train'
+  get_labels = lambda idx: r.annotator.labels(pool, split, idx)
+  get_batch = lambda idx: {'image': split.images[idx], 'label': get_labels(idx)}
+  train_key = r.key('train', cycle)
+  labeled, tracker = _holdout(config, pool.images(), train_key, get_batch, split)
+  worth = length_worth(pool, r.annotator.cost(pool, r.costs, split), r.costs)
+  epochs, steps = train_schedule(config, len(labeled), config.warm_start and cycle > 0, worth)
+  al_state = state.to_json()
+  ckpt = checkpoint.RunCheckpointer(os.path.join(r.run_dir, run_state_lib.RUN_CHECKPOINTS))
+  ts, start_epoch = _resume(ckpt, _initial_train_state(r, model, cycle, steps), tracker,
+                            al_state)
+  if start_epoch:
+    r.log(f'{desc}: resuming at epoch {start_epoch} of {epochs}')
+  try:
+    if not (tracker and tracker.stopped()):  # a resumed cycle may have converged already
+      weights = (labeled_share(get_labels, labeled, pool.full)
+                 if config.train_sampling == 'labeled_pixels' else None)
+      ts, _ = train.fit(
+          ts, get_batch, labeled,
+          schedule=train.Schedule(epochs, config.train_batch_size, start_epoch, weights),
+          key=train_key, inputs=train.InputSpec(split.mean, split.std, config.train_crop,
+                                                (config.train_scale_min, config.train_scale_max)),
+          loss_fn=r.strategy.training_loss(config),
+          runtime=train.Runtime(config.progress, desc,
+                                _epoch_end(r, ckpt, tracker, al_state, cycle, epochs)))
+  except stopping.Converged:
+    pass
+  except Preempted:
+    raise
+  except UserError as e:  # e.g. a diverging loss: say which run and cycle
+    raise UserError(f'{r.desc(cycle)}: {e.problem}', e.fix) from e
+  finally:
+    ckpt.close()
+  if tracker is None:
+    return ts, steps
+  if tracker.stopped():
+    steps = (tracker.epochs[-1] + 1) * (steps // epochs)
+    r.log(f'{desc}: held-out loss stopped improving; stopped after {steps} steps')
+  return tracker.result(ts), steps
+
+
+def _initial_train_state(r: Run, model, cycle: int, steps: int) -> train.TrainState:
+  """The state a cycle starts from: the seed's initial variables (or
+  `init_variables`; with `warm_start` the previous cycle's model) and the
+  optimizer scheduled over `steps`."""
+  config, init_variables = r.config, r.init_variables
+  if config.warm_start and cycle > 0:  # kept by cycle_models.save_cycle_model
     _, init_variables, _ = checkpoint.load_model(
-        cycle_models.cycle_model_dir(run_dir, cycle - 1), arch=config.arch,
-        classes=train_split.classes, width_multiplier=config.width_multiplier,
+        cycle_models.cycle_model_dir(r.run_dir, cycle - 1), arch=config.arch,
+        classes=r.train_split.classes, width_multiplier=config.width_multiplier,
         dropout_placement=config.dropout_placement, dropout_rate=config.dropout_rate)
-  epochs, steps = train_schedule(config, len(labeled), warm, worth)
-  tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+  tx = optim.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule=config.train_schedule, total_steps=steps,
                             step_every=max(1, int(steps * config.train_step_fraction)))
-  ts = train.create_train_state(model, init_key, image_shape=train_split.images.shape[1:], tx=tx)
+  init_key = jax.random.fold_in(jax.random.key(r.seed), _STREAMS['init'])
+  ts = train.create_train_state(model, init_key, image_shape=r.train_split.images.shape[1:],
+                                tx=tx)
   if init_variables is not None:
     # Saved models hold the segmentation network only: a loss-prediction head
     # keeps its fresh initialisation, and so does a classifier left out by
     # `initial_variables`.
     ts = ts.replace(params={**ts.params, **init_variables['params']},
                     batch_stats=init_variables.get('batch_stats', ts.batch_stats))
-  al_state = run_state.to_json()
+  return ts
+
+
+def _resume(ckpt: checkpoint.RunCheckpointer, ts, tracker, al_state: dict):
+  """(train state, first epoch to train): the cycle's mid-cycle checkpoint when
+  it is of this cycle (fingerprint, cycle and pool match `al_state`), else `ts`, 0."""
   identity = {k: al_state[k] for k in ('fingerprint', 'cycle', 'pool')}
-  ckpt = checkpoint.RunCheckpointer(os.path.join(run_dir, run_state_lib.RUN_CHECKPOINTS))
-  start_epoch = 0
   pack = tracker.pack if tracker else (lambda state: state)
   restored = ckpt.restore_latest(pack(ts)) if ckpt.all_steps() else None
   if restored is not None:
     _, saved, al = restored
     if saved is not None and {k: al.get(k) for k in identity} == identity:
-      ts, start_epoch = tracker.unpack(saved, al) if tracker else saved, int(al['epoch']) + 1
-      log(f'{desc}: resuming at epoch {start_epoch} of {epochs}')
+      return (tracker.unpack(saved, al) if tracker else saved), int(al['epoch']) + 1
+  return ts, 0
+
+
+def _epoch_end(r: Run, ckpt, tracker, al_state: dict, cycle: int, epochs: int):
+  """`fit`'s `on_epoch_end`: saves the training state every `ckpt_every_epochs`
+  epochs, on a stop request (then raises `Preempted`) and when the held-out
+  loss stopped improving (then raises `stopping.Converged`)."""
+  pack = tracker.pack if tracker else (lambda state: state)
 
   def on_epoch_end(epoch, state):
     converged = tracker is not None and tracker.on_epoch_end(epoch, state)
-    stop = should_stop is not None and should_stop()
-    every = config.ckpt_every_epochs
+    stop = r.should_stop is not None and r.should_stop()
+    every = r.config.ckpt_every_epochs
     if stop or converged or (every and (epoch + 1) % every == 0 and epoch + 1 < epochs):
       # A copy: the next train step donates (reuses) the state's buffers.
       ckpt.save(cycle * run_state_lib.STEPS_PER_CYCLE + epoch,
@@ -220,31 +433,7 @@ def _train_cycle(config, model, init_key, train_key, train_split, labels: pool_l
     if converged:
       raise stopping.Converged()
 
-  try:
-    if not (tracker and tracker.stopped()):  # a resumed cycle may have converged already
-      ts, _ = train.fit(ts, get_batch, labeled, epochs=epochs,
-                        batch_size=config.train_batch_size,
-                        key=train_key, inputs=train.InputSpec(
-                            train_split.mean, train_split.std, config.train_crop,
-                            (config.train_scale_min, config.train_scale_max)),
-                        progress=config.progress, desc=desc, start_epoch=start_epoch,
-                        on_epoch_end=on_epoch_end, loss_fn=loss_fn,
-                        weights=(labeled_share(get_labels, labeled, labels.full)
-                                 if config.train_sampling == 'labeled_pixels' else None))
-  except stopping.Converged:
-    pass
-  except Preempted:
-    raise
-  except UserError as e:  # e.g. a diverging loss: say which run and cycle
-    raise UserError(f'{where}: {e.problem}', e.fix) from e
-  finally:
-    ckpt.close()
-  if tracker is None:
-    return ts, steps
-  if tracker.stopped():
-    steps = (tracker.epochs[-1] + 1) * (steps // epochs)
-    log(f'{desc}: held-out loss stopped improving; stopped after {steps} steps')
-  return tracker.result(ts), steps
+  return on_epoch_end
 
 
 def _holdout(config, labeled, train_key, get_batch, split):
@@ -265,147 +454,29 @@ def _holdout(config, labeled, train_key, get_batch, split):
                                    min_delta=config.stop_min_delta)
 
 
-def run(config: ExperimentConfig, strategy_name: str, seed: int, train_split, val_split,
-        costs: np.ndarray, run_dir: str, *, log=print,
-        should_stop: Callable[[], bool] | None = None,
-        init_variables: dict | None = None,
-        segments: np.ndarray | None = None,
-        segment_counts: np.ndarray | None = None,
-        annotator: annotators.Annotator | None = None,
-        shared_dir: str | None = None,
-        image_clicks: np.ndarray | None = None) -> list[dict[str, Any]]:
-  """Runs (or resumes) one strategy with one seed; returns the per-cycle records.
-
-  Args:
-    costs: [len(train_split)] annotation cost of each full image
-      (`annotator.image_costs`).
-    should_stop: polled after every epoch; when it returns True the training
-      state is checkpointed and `Preempted` is raised.
-    init_variables: start every cycle from these (see `initial_variables`)
-      instead of the seed's random initialisation.
-    segments: [N, H, W] superpixels of the pool (superpixel unit only).
-    segment_counts: [N] superpixels of each pool image (None: read from `segments`).
-    annotator: who labels the chosen units (default: `annotators.from_config(config)`,
-      the simulated annotator under `al_protocol` and `al_cost_rule`).
-    shared_dir: where the seed's first cycle is kept: the first strategy of the
-      seed to reach it trains it and saves the model there, the others load it
-      (the same initial set, key and network give the same model).
-    image_clicks: [len(train_split)] polygon clicks of each whole image, if known
-      (`experiment.image_costs`); else counted as images are labeled whole.
-  """
-  strategy = selection.get(strategy_name)
-  annotator = annotators.bind(annotator or annotators.from_config(config), seed=seed,
-                              segments=segments)
-  os.makedirs(run_dir, exist_ok=True)
-  log = log if parallel.is_writer() else (lambda *_: None)
-  root = jax.random.key(seed)
-  stream = lambda name, cycle: stream_key(seed, name, cycle)
-  model = build_model(config, train_split.num_classes, strategy_name)
-  state = load_state(run_dir, config)
-  cycles = 1 if strategy.full else config.al_cycles
-  # Pool image -> its polygon clicks.
-  click_cache = {} if image_clicks is None else dict(enumerate(np.asarray(image_clicks).tolist()))
-  if state is None:
-    state = initial_state(config, strategy, train_split, root, annotator)
-  elif state.pending is not None:
-    raise label_requests.AwaitingLabels(label_requests.instructions(
-        state.pending, label_requests.request_dir(run_dir, state.pending['cycle'])))
-  elif state.next_cycle >= cycles:
-    return state.records
-  else:
-    log(f'[{strategy_name} seed {seed}] resuming at cycle {state.next_cycle}')
-  names = pool_names(train_split, annotator)
-  for cycle in range(state.next_cycle, cycles):
-    t0 = time.time()
-    pool = pool_lib.PoolLabels.from_json(state.pool, names)
-    desc = f'[{strategy_name} seed {seed}] cycle {cycle}'
-    share = shared_dir if cycle == 0 and cycle_models.shares_first_cycle(strategy) else None
-    key = cycle_models.first_cycle_key(config, annotator)
-    shared = share and cycle_models.load_shared(share, key, config, model, train_split)
-    if shared:
-      ts, steps = shared
-      log(f'{desc}: the first cycle of seed {seed} is shared; its model was trained once '
-          f'({share})')
-    else:
-      worth = length_worth(pool, annotator.cost(pool, costs, train_split), costs)
-      ts, steps = _train_cycle(
-          config, model, jax.random.fold_in(root, _STREAMS['init']), stream('train', cycle),
-          train_split, pool, run_dir, cycle, run_state=state,
-          desc=f'{strategy_name} s{seed} c{cycle} train', should_stop=should_stop, log=log,
-          init_variables=init_variables, loss_fn=strategy.training_loss(config),
-          get_labels=lambda idx, pool=pool: annotator.labels(pool, train_split, idx),
-          where=desc, worth=worth)
-      if share:
-        cycle_models.save_shared(share, key, model, ts, steps, train_split, config)
-    t_train = time.time() - t0
-    cycle_models.save_cycle_model(run_dir, cycle, model, ts, train_split, config)
-    record = _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool,
-                     annotator, costs, steps, t_train, click_cache)
-    record.update(next((r['summary'] for r in state.labelling if r['cycle'] == cycle), {}))
-    if 'ranking_accuracy' in record:
-      log(f'{desc}: validation ranking accuracy {record["ranking_accuracy"]} '
-          f'(the study: {metrics.STUDY_RANKING_ACCURACY})')
-    if shared:
-      record['first_cycle_shared'] = True
-    t1 = time.time()
-    record.update(scored_units=0, scored_images=0, bought_units=0, new_labeled_pixels=0,
-                  new_instances=0, new_cost=0)
-    if cycle + 1 < cycles and buys(config, cycle):
-      request = selection.Request(
-          strategy, pool, train_split, costs,
-          {name: stream(name, cycle) for name in ('candidates', 'score', 'select')},
-          ts.apply_fn, {'params': ts.params, 'batch_stats': ts.batch_stats}, config, annotator,
-          segments, segment_counts)
-      chosen = selection.choose(config.al_unit, request)
-      if getattr(annotator, 'waits', False):  # people label between runs
-        _request(run_dir, cycle + 1, state, pool, names, record, request, chosen, t0, t1)
-      touched = chosen.chosen if chosen.picks is None else np.array(sorted(chosen.picks),
-                                                                    np.int64)
-      before = annotator.labeled_counts(pool, train_split, touched)
-      cost_before = annotator.cost(pool, costs, train_split)
-      selection.annotate(config.al_unit, request, chosen)
-      after = annotator.labeled_counts(pool, train_split, touched)
-      record.update(chosen.counts, bought_units=len(chosen.names),
-                    new_labeled_pixels=after[0] - before[0], new_instances=after[1] - before[1],
-                    new_cost=annotator.cost(pool, costs, train_split) - cost_before)
-      if parallel.is_writer():
-        export.write_selection_csv(
-            os.path.join(run_dir, f'selection_cycle{cycle + 1:02d}.csv'), chosen.names,
-            chosen.scores)
-        figures.cycle_figures(os.path.join(run_dir, 'figures'), cycle + 1, request, chosen)
-    record.update(select_seconds=round(time.time() - t1, 2),
-                  wall_seconds=round(time.time() - t0, 2))
-    state.records.append(record)
-    state.pool, state.images = pool.to_json(names), names
-    _save_state(run_dir, state)
-    log(f'{desc}: {record["labeled_images"]} images, cost {record["cost_instances"]}, '
-        f'mIoU {record["miou"]:.4f} ({record["wall_seconds"]:.0f} s); selection scored '
-        f'{record["scored_units"]} units in {record["scored_images"]} images and bought '
-        f'{record["bought_units"]} (cost {record["new_cost"]})')
-  return state.records
-
-
-def _request(run_dir, cycle, state, pool, names, record, request, chosen, t0, t1) -> None:
+def _request(r: Run, cycle: int, state, names, record, request, chosen, times) -> None:
   """Ends the run at a labelling request for people: writes it, saves the state
-  with it pending, and raises `label_requests.AwaitingLabels`."""
-  config = request.config
+  with it pending, and raises `label_requests.AwaitingLabels` (`times`: the
+  cycle's and the selection's start)."""
+  t0, t1 = times
   pending = label_requests.write(
-      run_dir, cycle, config.dataset.partition(':')[2], request.split.classes, request, chosen)
+      r.run_dir, cycle, r.config.dataset.partition(':')[2], request.split.classes, request,
+      chosen)
   record.update(chosen.counts, bought_units=len(chosen.names),
                 select_seconds=round(time.time() - t1, 2),
                 wall_seconds=round(time.time() - t0, 2))
   state.records.append(record)
-  state.pool, state.images, state.pending = pool.to_json(names), names, pending
-  _save_state(run_dir, state)
+  state.pool, state.images, state.pending = request.pool.to_json(names), names, pending
+  _save_state(r.run_dir, state)
   raise label_requests.AwaitingLabels(label_requests.instructions(
-      pending, label_requests.request_dir(run_dir, cycle)))
+      pending, label_requests.request_dir(r.run_dir, cycle)))
 
 
 def pool_names(split, annotator) -> list[str] | None:
   """The pool's image names when the annotator is people (their folder may grow
   or shrink between runs, so the run state keeps images by name); None: the
   pool is fixed and kept by position."""
-  return [str(i) for i in split.ids] if getattr(annotator, 'waits', False) else None
+  return [str(i) for i in split.ids] if annotator.waits else None
 
 
 def labeled_images(split) -> np.ndarray:
@@ -450,13 +521,15 @@ def unit_name(config: ExperimentConfig) -> str:
   return '/'.join(parts)
 
 
-def _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool, annotator,
-            costs, steps, t_train, click_cache) -> dict[str, Any]:
+def _record(r: Run, cycle: int, ts, pool: pool_lib.PoolLabels, steps: int, t_train: float,
+            click_cache: dict[int, int]) -> dict[str, Any]:
   """The cycle's record: what is labeled, its cost (`cost_instances`: the study's
   instance count, or the budget's unit where that is not clicks; `cost_clicks`;
   `cost_images`: the budget's unit over a mean image's), the validation metrics
   and, for another protocol or a noisy annotator, `label_error` (the fraction
   of labeled pixels labeled wrongly, `annotators.label_error`)."""
+  config, train_split, val_split = r.config, r.train_split, r.val_split
+  annotator, costs = r.annotator, r.costs
   variables = {'params': ts.params, 'batch_stats': ts.batch_stats}
   val_get = lambda idx: {'image': val_split.images[idx], 'label': val_split.labels[idx]}
   val = train.evaluate(ts, val_get, len(val_split), batch_size=config.eval_batch_size,
@@ -466,7 +539,7 @@ def _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool
   if annotator.cost_rule == 'clicks':  # the study's count: instances labeled
     cost = annotator.labeled_counts(pool, train_split, pool.images())[1]
   record = {
-      'strategy': strategy_name, 'seed': seed, 'cycle': cycle, 'unit': unit_name(config),
+      'strategy': r.strategy_name, 'seed': r.seed, 'cycle': cycle, 'unit': unit_name(config),
       'labeled_images': int(len(pool.images())),
       'full_images': len(pool.full),
       'superpixels': pool.num_superpixels(),
@@ -484,7 +557,7 @@ def _record(config, strategy_name, seed, cycle, ts, train_split, val_split, pool
   if annotator.noise.active or config.al_protocol != annotators.DEFAULT:
     record['label_error'] = round(annotators.label_error(annotator, pool, train_split,
                                                          pool.images()), 6)
-  if selection.get(strategy_name).loss_head:
+  if r.strategy.loss_head:
     record['ranking_accuracy'] = export.nan_to_none([selection.validation_ranking_accuracy(
         ts.apply_fn, variables, val_split, batch_size=config.eval_batch_size,
         progress=config.progress)])[0]

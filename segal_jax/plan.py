@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from segal_jax import data
 from segal_jax import human
 from segal_jax import loop
+from segal_jax import optim
 from segal_jax import parallel
 from segal_jax import selection
 from segal_jax import train
@@ -138,7 +139,7 @@ def _compiled_step(config: ExperimentConfig, num_classes: int, strategy_name: st
   model = loop.build_model(config, num_classes, strategy_name)
   loss_fn = selection.get(strategy_name).training_loss(config)
   h, w = config.train_crop
-  tx = train.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+  tx = optim.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule=config.train_schedule, total_steps=1000, step_every=400)
   state = jax.eval_shape(lambda k: train.create_train_state(model, k, image_shape=(h, w, 3),

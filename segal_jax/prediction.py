@@ -50,6 +50,43 @@ def overlay(image: np.ndarray, label: np.ndarray, table: classes_lib.ClassTable)
   return np.where(painted[..., None], np.round(blend), image).astype(np.uint8)
 
 
+def _checked_table(meta: dict, size: tuple[int, int], batch_size: int
+                   ) -> classes_lib.ClassTable:
+  """The model's class table, once the model has one and `size`, `batch_size` are valid."""
+  if meta.get('classes') is None:
+    raise UserError(f'the model predicts {meta.get("num_classes")} classes with no names',
+                    'pass --classes=FILE (a classes.json of that many classes)')
+  table = classes_lib.from_json(meta['classes'])
+  if len(size) != 2 or min(size) < 8 or any(s % 8 for s in size):
+    raise UserError(f'the network size {size} is not two multiples of 8',
+                    'use e.g. --resize=512x1024')
+  if batch_size < 1:
+    raise UserError(f'--batch_size={batch_size} must be at least 1', 'pass e.g. --batch_size=4')
+  return table
+
+
+def _write_prediction(images: str, out: str, stem: str, item, prediction: np.ndarray,
+                      table: classes_lib.ClassTable, coco_images: list,
+                      coco_annotations: list) -> None:
+  """One image's mask (the table's PNG values) and overlay, at its own size; its
+  COCO image and annotations are appended to `coco_images`, `coco_annotations`.
+
+  Args:
+    item: the loaded image (`folder_scoring.loader`: `name`, `original` size).
+    prediction: [H, W] class ids at the network's size.
+  """
+  label = labels_lib.resize_nearest(prediction, item.original)
+  image, _ = folder_scoring.read_image(os.path.join(images, item.name), item.original)
+  annotations.write_png(os.path.join(out, 'masks', stem + '.png'), table.values()[label])
+  annotations.write_png(os.path.join(out, 'overlays', stem + '.png'),
+                        overlay(image, label, table))
+  image_id = len(coco_images) + 1
+  coco_images.append({'id': image_id, 'file_name': item.name, 'height': item.original[0],
+                      'width': item.original[1]})
+  coco_annotations += annotations.label_annotations(label, image_id, len(coco_annotations) + 1,
+                                                    table)
+
+
 def predict_folder(model: Any, variables: Any, meta: dict, images: str, out: str, *,
                    size: tuple[int, int], batch_size: int = 4, workers: int = 2,
                    progress: bool = True, log: Callable[[str], None] = print
@@ -71,15 +108,7 @@ def predict_folder(model: Any, variables: Any, meta: dict, images: str, out: str
     UserError: a model without a class table, a bad size, an empty folder, or
       no readable image.
   """
-  if meta.get('classes') is None:
-    raise UserError(f'the model predicts {meta.get("num_classes")} classes with no names',
-                    'pass --classes=FILE (a classes.json of that many classes)')
-  table = classes_lib.from_json(meta['classes'])
-  if len(size) != 2 or min(size) < 8 or any(s % 8 for s in size):
-    raise UserError(f'the network size {size} is not two multiples of 8',
-                    'use e.g. --resize=512x1024')
-  if batch_size < 1:
-    raise UserError(f'--batch_size={batch_size} must be at least 1', 'pass e.g. --batch_size=4')
+  table = _checked_table(meta, size, batch_size)
   names = folder_scoring.list_images(images)
   stems = folder_scoring.output_stems(names)
   step = _jitted(model.apply)
@@ -88,24 +117,14 @@ def predict_folder(model: Any, variables: Any, meta: dict, images: str, out: str
   loaded = pipeline.prefetch_map(folder_scoring.loader(images, config), names,
                                  threads=workers, ahead=2 * batch_size)
   coco_images, coco_annotations, done, bad = [], [], [], []
-  values = table.values()
   with tqdm.tqdm(total=len(names), desc='predict', unit='img', disable=not progress) as bar:
     for batch in folder_scoring.batches(loaded, batch_size, bad):
       pad = batch_size - len(batch)  # one compiled shape for every batch
       x = np.stack([b.image for b in batch] + [batch[0].image] * pad)
       pred = np.asarray(step(variables, x, mean=mean, std=std)).astype(np.uint8)
       for b, p in zip(batch, pred):
-        label = labels_lib.resize_nearest(p, b.original)
-        image, _ = folder_scoring.read_image(os.path.join(images, b.name), b.original)
-        stem = stems[b.name]
-        annotations.write_png(os.path.join(out, 'masks', stem + '.png'), values[label])
-        annotations.write_png(os.path.join(out, 'overlays', stem + '.png'),
-                              overlay(image, label, table))
-        image_id = len(coco_images) + 1
-        coco_images.append({'id': image_id, 'file_name': b.name, 'height': b.original[0],
-                            'width': b.original[1]})
-        coco_annotations += annotations.label_annotations(label, image_id,
-                                                          len(coco_annotations) + 1, table)
+        _write_prediction(images, out, stems[b.name], b, p, table, coco_images,
+                          coco_annotations)
         done.append(b.name)
       bar.update(len(batch))
     bar.update(len(names) - bar.n)

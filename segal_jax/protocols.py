@@ -19,7 +19,7 @@ Images labeled whole (the initial set) are drawn with polygons and cost their
 polygon clicks (`clicks`). What is labeled is the pool's state: the chosen
 superpixels (`pool.chosen`) and the unit ids paid (`pool.paid`, one per
 click); the labels are rebuilt from it, the ground truth and the pool's
-superpixels (`segments`, bound per run by `annotators.bind`).
+superpixels (`segments`, bound per run by `bind`).
 """
 
 from __future__ import annotations
@@ -81,9 +81,15 @@ class _Regions:
   noise: noise_lib.Noise = noise_lib.Noise()
   segments: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
   mask = False  # labels are partial-label masks
+  waits = False  # simulated: labels come at once
 
   cost_rule = 'clicks'
   min_price = 1
+
+  def bind(self, *, seed: int, segments: np.ndarray | None) -> _Regions:
+    """This protocol for one run: noise seeded by `seed`, labels from `segments`."""
+    return dataclasses.replace(self, segments=segments,
+                               noise=dataclasses.replace(self.noise, seed=int(seed)))
 
   def image_costs(self, split) -> np.ndarray:
     return np.array([image_clicks(split, i) for i in range(len(split.instances))], np.int64)
@@ -148,7 +154,7 @@ class _Regions:
       else:
         if self.segments is None:
           raise ValueError(f'{type(self).__name__} needs the pool superpixels '
-                           '(annotators.bind) to build labels')
+                           '(its bind) to build labels')
         given = self._partial(truth, np.asarray(self.segments[i]),
                               np.asarray(pool.chosen.get(i, []), np.int64), i, classes)
       out.append(given)

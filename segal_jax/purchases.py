@@ -133,7 +133,7 @@ def replay(config: config_lib.ExperimentConfig, seed: int, split, costs: np.ndar
   `al_cycles` pools for the cycles, the last of which buys nothing.
   """
   strategy = selection.get(REPLAYED)
-  annotator = annotators.bind(annotators.from_config(config), seed=seed, segments=segments)
+  annotator = annotators.from_config(config).bind(seed=seed, segments=segments)
   state = loop.initial_state(config, strategy, split, jax.random.key(seed), annotator)
   pool = pool_lib.PoolLabels.from_json(state.pool)
   pools = [copy_pool(pool)]
@@ -211,7 +211,7 @@ def _replay_rows(config, workdir: str | None, split, costs, log) -> tuple[list, 
   for seed in config.al_seeds:
     log(f'{workdir or config.al_unit}: replaying {REPLAYED} seed {seed}')
     pools = replay(config, seed, split, costs, segments, counts)
-    bound = annotators.bind(annotators.from_config(config), seed=seed, segments=segments)
+    bound = annotators.from_config(config).bind(seed=seed, segments=segments)
     initial[seed] = bound.labeled_counts(pools[0], split, pools[0].images())[0]
     recorded = sorted((r for r in records if r['strategy'] == REPLAYED and r['seed'] == seed),
                       key=lambda r: r['cycle'])

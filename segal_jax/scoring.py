@@ -207,12 +207,24 @@ def score_batch(apply_fn, variables, settings: Settings, images: np.ndarray, ids
   return {k: parallel.fetch(v) for k, v in out.items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class Batches:
+  """How `score_images` walks its images; none of it changes a score.
+
+  size: global batch size, a multiple of the mesh's device count.
+  mesh: devices to score on (default: `parallel.default_mesh()`, all).
+  progress: show a tqdm bar labelled `desc` (on the writing process).
+  """
+  size: int
+  mesh: jax.sharding.Mesh | None = None
+  progress: bool = True
+  desc: str = 'score pool'
+
+
 def score_images(apply_fn, variables, images, indices: np.ndarray, key: jax.Array, *,
-                 settings: Settings, batch_size: int, progress: bool = True,
-                 mesh: jax.sharding.Mesh | None = None, segments=None, labels=None,
-                 ids: np.ndarray | None = None, desc: str = 'score pool'
-                 ) -> dict[str, np.ndarray]:
-  """Scores `images[indices]` in global batches of `batch_size` on every device of `mesh`.
+                 settings: Settings, batches: Batches, segments=None, labels=None,
+                 ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """Scores `images[indices]` in global batches on every device (`batches`).
 
   Each process reads only its rows of every batch and receives every score,
   so all processes return the same arrays. The last batch is padded (its last
@@ -221,8 +233,6 @@ def score_images(apply_fn, variables, images, indices: np.ndarray, key: jax.Arra
   Args:
     images: [N, H, W, 3] uint8, indexable by arrays of indices.
     indices: [n] which images to score.
-    batch_size: global batch size, a multiple of the mesh's device count.
-    mesh: devices to score on (default: `parallel.default_mesh()`, all).
     segments: [N, H, W] int superpixels (with `settings.num_segments`).
     labels: [N, H, W] uint8 ground truth (for `TRUE_LOSS`).
     ids: [n] the images' dropout ids (default: `indices`, their pool indices).
@@ -230,15 +240,16 @@ def score_images(apply_fn, variables, images, indices: np.ndarray, key: jax.Arra
   Returns:
     {name: [len(indices), ...]} in `indices` order (see `jitted`).
   """
-  mesh = parallel.default_mesh() if mesh is None else mesh
+  mesh = parallel.default_mesh() if batches.mesh is None else batches.mesh
+  batch_size = batches.size
   parallel.check_batch_size(batch_size, '--eval_batch_size', mesh.size)
   rows = parallel.local_rows(batch_size, mesh)
   variables, key = parallel.replicate((variables, key), mesh)
   indices = np.asarray(indices)
   ids = indices if ids is None else np.asarray(ids)
   parts = []
-  bar = tqdm.tqdm(total=len(indices), desc=desc, unit='img',
-                  disable=not (progress and parallel.is_writer()), leave=False)
+  bar = tqdm.tqdm(total=len(indices), desc=batches.desc, unit='img',
+                  disable=not (batches.progress and parallel.is_writer()), leave=False)
   for start in range(0, len(indices), batch_size):
     idx = indices[start:start + batch_size]
     local = parallel.pad_rows(idx, batch_size)[rows]

@@ -200,7 +200,7 @@ class Request:
                                 num_segments=num_segments)
     out = scoring.score_images(self.apply_fn, self.variables, self.split.images, indices,
                                self.keys['score'], settings=settings,
-                               batch_size=c.eval_batch_size, progress=c.progress,
+                               batches=scoring.Batches(c.eval_batch_size, progress=c.progress),
                                segments=self.segments, labels=self.split.labels)
     return out['segment_means' if num_segments else 'scores']
 
@@ -216,7 +216,8 @@ class Request:
       chunk = np.asarray(indices[start:start + step])
       preds = scoring.score_images(self.apply_fn, self.variables, self.split.images, chunk,
                                    self.keys['score'], settings=settings,
-                                   batch_size=c.eval_batch_size, progress=False)['prediction']
+                                   batches=scoring.Batches(c.eval_batch_size, progress=False)
+                                   )['prediction']
       out += [self.annotator.expected_clicks(
           p, None if not num_segments else np.asarray(self.segments[i]), num_segments)
               for p, i in zip(preds, chunk.tolist())]
@@ -351,23 +352,36 @@ def _choose_superpixels(r: Request) -> Selection:
   # the records keep the (balanced) scores, not the per-click ratios.
   arranged, flat = acquisition.arrange(r, cand, ranked_by, flat)
   scores = arranged if ranked_by is scores else scores
-  flat = flat if budget_cost else flat[:budget]
-  if budget_cost:
-    tables: dict[int, dict[int, np.ndarray]] = {}
-    prices: dict[int, dict[int, int] | None] = {}  # id -> cost (None: 1 each), e.g. clicks
+  flat = _within_cost(r, cand, flat, num_segments) if budget_cost else flat[:budget]
+  return _superpixel_selection(r, cand, flat, scores, num_segments,
+                               {'scored_units': int(allowed.sum()), 'scored_images': len(cand)})
 
-    def ids_of(f):
-      row, sp = divmod(int(f), num_segments)
-      i = int(cand[row])
-      if i not in tables:
-        tables[i] = r.annotator.superpixel_ids(r.split, segments, i)
-        prices[i] = r.annotator.prices(r.split, i)
-      return i, tables[i].get(sp, np.zeros(0, np.int64))
 
-    taken, _ = oracle.fill_budget(map(ids_of, flat), budget_cost, r.pool.paid, overshoot=exact,
-                                  price=lambda i, ids: oracle.priced(prices[i], ids),
-                                  floor=r.annotator.min_price)
-    flat = flat[taken]
+def _within_cost(r: Request, cand: np.ndarray, flat: np.ndarray, num_segments: int):
+  """The ranked superpixels `flat` (flat indices into [len(cand), num_segments])
+  that `oracle.fill_budget` buys within `al_budget_cost`, an id paid once."""
+  tables: dict[int, dict[int, np.ndarray]] = {}
+  prices: dict[int, dict[int, int] | None] = {}  # id -> cost (None: 1 each), e.g. clicks
+
+  def ids_of(f):
+    row, sp = divmod(int(f), num_segments)
+    i = int(cand[row])
+    if i not in tables:
+      tables[i] = r.annotator.superpixel_ids(r.split, r.segments, i)
+      prices[i] = r.annotator.prices(r.split, i)
+    return i, tables[i].get(sp, np.zeros(0, np.int64))
+
+  taken, _ = oracle.fill_budget(map(ids_of, flat), r.config.al_budget_cost, r.pool.paid,
+                                overshoot=r.config.al_study_exact,
+                                price=lambda i, ids: oracle.priced(prices[i], ids),
+                                floor=r.annotator.min_price)
+  return flat[taken]
+
+
+def _superpixel_selection(r: Request, cand: np.ndarray, flat: np.ndarray, scores: np.ndarray,
+                          num_segments: int, counts: dict[str, int]) -> Selection:
+  """The `Selection` of the superpixels `flat` (flat indices into
+  [len(cand), num_segments] `scores`), in rank order."""
   rows, sps = np.divmod(flat, num_segments)
   picks: dict[int, list[int]] = {}
   ranked = []
@@ -377,9 +391,7 @@ def _choose_superpixels(r: Request) -> Selection:
   out_scores = np.asarray(scores).ravel()[flat] if r.strategy.measure else np.zeros(len(flat))
   top = np.array(list(dict.fromkeys(i for i, _ in ranked)), np.int64)
   return Selection([f'{r.split.ids[i]}/{sp}' for i, sp in ranked],
-                   out_scores.astype(np.float32), top,
-                   {'scored_units': int(allowed.sum()), 'scored_images': len(cand)},
-                   picks=picks)
+                   out_scores.astype(np.float32), top, counts, picks=picks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,9 +415,23 @@ def choose(unit: str, request: Request) -> Selection:
   return UNITS[unit].choose(request)
 
 
-def annotate(unit: str, request: Request, chosen: Selection) -> None:
-  """Has the annotator label what `choose` chose (updates `request.pool`)."""
+def annotate(unit: str, request: Request, chosen: Selection) -> dict[str, int]:
+  """Has the annotator label what `choose` chose (updates `request.pool`).
+
+  Returns:
+    What that added, as the records name it: {'new_labeled_pixels',
+    'new_instances'} over the images `chosen` touches, and 'new_cost' in the
+    budget's unit (`annotator.cost`).
+  """
+  r, annotator = request, request.annotator
+  touched = chosen.chosen if chosen.picks is None else np.array(sorted(chosen.picks), np.int64)
+  pixels, instances = annotator.labeled_counts(r.pool, r.split, touched)
+  cost = annotator.cost(r.pool, r.costs, r.split)
   UNITS[unit].annotate(request, chosen)
+  pixels_after, instances_after = annotator.labeled_counts(r.pool, r.split, touched)
+  return {'new_labeled_pixels': pixels_after - pixels,
+          'new_instances': instances_after - instances,
+          'new_cost': annotator.cost(r.pool, r.costs, r.split) - cost}
 
 
 def select(unit: str, request: Request) -> Selection:
@@ -434,8 +460,9 @@ def validation_ranking_accuracy(apply_fn, variables, split, *, batch_size: int,
   def scores(measure):
     settings = scoring.Settings(measure, mean=tuple(split.mean), std=tuple(split.std))
     return scoring.score_images(apply_fn, variables, split.images, indices, key,
-                                settings=settings, batch_size=batch_size, progress=progress,
-                                mesh=mesh, labels=split.labels)['scores']
+                                settings=settings,
+                                batches=scoring.Batches(batch_size, mesh, progress),
+                                labels=split.labels)['scores']
 
   labeled = np.asarray([np.any(np.asarray(split.labels[i]) != labels_lib.IGNORE) for i in indices])
   return metrics.ranking_accuracy(scores(LOSS_PREDICTION)[labeled],

@@ -67,10 +67,6 @@ class ModelApply:
     return self.model.apply(variables, *args, **kwargs)
 
 
-# The optimizer lives in `optim`; the name stays here for its callers.
-make_optimizer = optim.make_optimizer
-
-
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
   """How a training image reaches the network: augmented, then normalised.
@@ -285,24 +281,68 @@ def _epoch_batches(indices: np.ndarray, batch_size: int, key: jax.Array,
   return perm[:steps * batch_size].reshape(steps, batch_size)
 
 
-def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: int,
-        key: jax.Array, inputs: InputSpec, progress: bool = True, desc: str = 'train',
-        start_epoch: int = 0, on_epoch_end: Callable[[int, TrainState], None] | None = None,
-        mesh: jax.sharding.Mesh | None = None, prefetch: int = 2,
-        loss_fn: losses.LossFn | None = None,
-        weights: np.ndarray | None = None) -> tuple[TrainState, dict]:
-  """Trains for `epochs` passes over the images `indices` of `source`.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Schedule:
+  """Which images the steps of `fit` train on, in which order.
+
+  epochs: passes over the labeled images.
+  batch_size: global batch size, a multiple of the mesh's device count.
+  start_epoch: resume at this epoch; the state given to `fit` must then be
+    the state saved after epoch `start_epoch - 1` (its step selects the step
+    keys, so the result equals an uninterrupted run).
+  weights: [N] how often each labeled image is drawn, relative (e.g. its
+    labeled pixels): an epoch is then N draws with replacement; None or equal
+    weights: each image once an epoch.
+  """
+  epochs: int
+  batch_size: int
+  start_epoch: int = 0
+  weights: np.ndarray | None = None
+
+  def steps_per_epoch(self, n: int) -> int:
+    """Steps of one epoch over `n` images (the remainder is dropped; at least one)."""
+    return max(1, n // self.batch_size)
+
+  def batches(self, indices: np.ndarray, key: jax.Array) -> np.ndarray:
+    """[steps, batch_size] indices of every epoch from `start_epoch` on, in
+    order; epoch e is drawn with fold_in(key, e) (`_epoch_batches`)."""
+    epochs = [_epoch_batches(indices, self.batch_size, jax.random.fold_in(key, epoch),
+                             self.weights) for epoch in range(self.start_epoch, self.epochs)]
+    return np.concatenate(epochs) if epochs else np.zeros((0, self.batch_size), np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+  """How `fit` runs on this host; none of it changes the trained parameters.
+
+  progress: show a tqdm bar with the running loss (on process 0).
+  desc: bar label.
+  on_epoch_end: called with (epoch, state) after every epoch, e.g. to save
+    a checkpoint; it may raise to stop training.
+  mesh: devices to train on (default: `parallel.default_mesh()`, all).
+  prefetch: batches read (and sent to the devices) ahead of the step that
+    trains on them, on background threads (`data.pipeline`) and across epoch
+    boundaries; 0 reads each batch when it is needed. The batches and their
+    order are the same either way; with read-ahead the source is called from
+    reader threads and must be safe to call concurrently.
+  """
+  progress: bool = True
+  desc: str = 'train'
+  on_epoch_end: Callable[[int, TrainState], None] | None = None
+  mesh: jax.sharding.Mesh | None = None
+  prefetch: int = 2
+
+
+def fit(state: TrainState, source: Source, indices, *, schedule: Schedule, key: jax.Array,
+        inputs: InputSpec, loss_fn: losses.LossFn | None = None,
+        runtime: Runtime = Runtime()) -> tuple[TrainState, dict]:
+  """Trains for `schedule.epochs` passes over the images `indices` of `source`.
 
   Each epoch visits a permutation drawn from fold_in(fold_in(key, 0), epoch) in
   len(indices) // batch_size steps (the remainder is dropped; with fewer images
   than `batch_size`, one step on the images repeated). Step t (counted from the
   state's step) uses the key fold_in(fold_in(key, 1), t). The same inputs give
-  identical parameters, and the same up to float rounding on any number of
-  devices.
-
-  Batches are read ahead on background threads (`data.pipeline`), across epoch
-  boundaries, while the devices train; they are the same batches in the same
-  order as without read-ahead, so the result does not depend on `prefetch`.
+  identical parameters, the same up to float rounding on any number of devices.
 
   Args:
     state: initial TrainState; left intact (fit trains a copy, so the same
@@ -311,27 +351,13 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
       'label': [b, H, W] uint8} as host arrays. Each process asks only for its
       rows of every global batch.
     indices: [N] int, the labeled images (the same on every process).
-    epochs: passes over `indices`.
-    batch_size: global batch size, a multiple of the mesh's device count.
+    schedule: epochs, batch size, resumption and draw weights.
     key: PRNG key of the whole run.
     inputs: augmentation and normalisation of the training images.
-    progress: show a tqdm bar with the running loss (on process 0).
-    desc: bar label.
-    start_epoch: resume at this epoch; `state` must then be the state saved
-      after epoch `start_epoch - 1` (its step selects the step keys, so the
-      result equals an uninterrupted run).
-    on_epoch_end: called with (epoch, state) after every epoch, e.g. to save
-      a checkpoint; it may raise to stop training.
-    mesh: devices to train on (default: `parallel.default_mesh()`, all).
-    prefetch: batches read (and sent to the devices) ahead of the step that
-      trains on them; 0 reads each batch when it is needed. `source` is then
-      called from reader threads and must be safe to call concurrently.
     loss_fn: the training loss (default `losses.segmentation_loss`); if it has
       a `controls(epoch)` method, each epoch's step receives its result
       (`losses.JointLoss`: the loss-prediction head's warm-up and detaching).
-    weights: [N] how often each of `indices` is drawn, relative (e.g. its
-      labeled pixels): an epoch is then N draws with replacement; None or equal
-      weights: each image once an epoch.
+    runtime: progress bar, epoch hook, devices and read-ahead.
 
   Returns:
     (trained state, replicated over the mesh; {'loss': [...] mean loss per
@@ -343,48 +369,69 @@ def fit(state: TrainState, source: Source, indices, *, epochs: int, batch_size: 
     Whatever `source` raises, as it raised it.
   """
   indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-  if len(indices) == 0:
-    raise errors.UserError('there are no labeled images to train on',
-                           'label at least one image before training')
-  mesh = parallel.default_mesh() if mesh is None else mesh
-  parallel.check_batch_size(batch_size, '--train_batch_size', mesh.size)
+  mesh = _checked_mesh(indices, schedule, runtime)
   loss_fn = loss_fn or losses.segmentation_loss
   step_fn = inputs.step(mesh, loss_fn)
   mean, std = parallel.replicate(inputs.normalisation(), mesh)
-  perm_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-  step_key = parallel.replicate(step_key, mesh)
-  global_step = int(parallel.fetch(state.step))
+  step_key = parallel.replicate(jax.random.fold_in(key, 1), mesh)
+  first_step = int(parallel.fetch(state.step))
   state = parallel.replicate(state, mesh, copy=True)  # the step donates its input buffers
-  steps_per_epoch = max(1, len(indices) // batch_size)
+  steps = schedule.steps_per_epoch(len(indices))
+  bar = tqdm.tqdm(total=(schedule.epochs - schedule.start_epoch) * steps, desc=runtime.desc,
+                  disable=not (runtime.progress and parallel.is_writer()), leave=False,
+                  dynamic_ncols=True)
+  stream = _stream(source, schedule.batches(indices, jax.random.fold_in(key, 0)), mesh,
+                   runtime.prefetch)
   history = {'loss': [], 'lr': []}
-  bar = tqdm.tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc,
-                  disable=not (progress and parallel.is_writer()),
-                  leave=False, dynamic_ncols=True)
-  # The whole schedule up front, so reading runs ahead across epoch boundaries.
-  schedule = [_epoch_batches(indices, batch_size, jax.random.fold_in(perm_key, epoch), weights)
-              for epoch in range(start_epoch, epochs)]
-  schedule = (np.concatenate(schedule) if schedule
-              else np.zeros((0, batch_size), np.int64))
-  place = lambda b: parallel.shard_batch(b, mesh, batch_size)
-  stream = pipeline.batches(source, schedule, rows=parallel.local_rows(batch_size, mesh),
-                            prefetch=prefetch, place=place)
   with bar, contextlib.closing(stream):
-    for epoch in range(start_epoch, epochs):
-      epoch_losses, pending = [], None
+    for n, epoch in enumerate(range(schedule.start_epoch, schedule.epochs)):
       controls = parallel.replicate(loss_controls(loss_fn, epoch), mesh)
-      for _ in range(steps_per_epoch):
-        state, step_metrics = step_fn(state, next(stream), step_key, mean, std, controls)
-        # Read the previous step's loss while this one runs: keeps one step in flight.
-        if pending is not None:
-          epoch_losses.append(_step_loss(bar, epoch, *pending))
-        pending = (global_step, step_metrics)
-        global_step += 1
-      epoch_losses.append(_step_loss(bar, epoch, *pending))
-      history['loss'].append(float(np.mean(epoch_losses)))
-      history['lr'].append(float(parallel.fetch(pending[1]['lr'])))
-      if on_epoch_end is not None:
-        on_epoch_end(epoch, state)
+      step = functools.partial(_step_with, step_fn, step_key, mean, std, controls)
+      state, loss, lr = _epoch(state, stream, step, (epoch, first_step + n * steps, steps), bar)
+      history['loss'].append(loss)
+      history['lr'].append(lr)
+      if runtime.on_epoch_end is not None:
+        runtime.on_epoch_end(epoch, state)
   return state, history
+
+
+def _checked_mesh(indices: np.ndarray, schedule: Schedule, runtime: Runtime):
+  """The mesh `fit` trains on, once there are images and the batch splits over it."""
+  if len(indices) == 0:
+    raise errors.UserError('there are no labeled images to train on',
+                           'label at least one image before training')
+  mesh = parallel.default_mesh() if runtime.mesh is None else runtime.mesh
+  parallel.check_batch_size(schedule.batch_size, '--train_batch_size', mesh.size)
+  return mesh
+
+
+def _stream(source: Source, batches: np.ndarray, mesh, prefetch: int):
+  """The global batches of `batches` ([steps, batch_size] indices, the whole
+  schedule up front so reading runs ahead across epoch boundaries), each
+  process reading its rows, placed on `mesh`."""
+  batch_size = batches.shape[1]
+  return pipeline.batches(source, batches, rows=parallel.local_rows(batch_size, mesh),
+                          prefetch=prefetch,
+                          place=lambda b: parallel.shard_batch(b, mesh, batch_size))
+
+
+def _step_with(step_fn, step_key, mean, std, controls, state, batch):
+  return step_fn(state, batch, step_key, mean, std, controls)
+
+
+def _epoch(state, stream, step, where: tuple[int, int, int], bar):
+  """Runs one epoch (`where`: epoch, its first global step, steps); returns
+  (state, mean loss, the last step's rate)."""
+  epoch, first, steps = where
+  epoch_losses, pending = [], None
+  for global_step in range(first, first + steps):
+    state, step_metrics = step(state, next(stream))
+    # Read the previous step's loss while this one runs: keeps one step in flight.
+    if pending is not None:
+      epoch_losses.append(_step_loss(bar, epoch, *pending))
+    pending = (global_step, step_metrics)
+  epoch_losses.append(_step_loss(bar, epoch, *pending))
+  return state, float(np.mean(epoch_losses)), float(parallel.fetch(pending[1]['lr']))
 
 
 def _step_loss(bar, epoch: int, step: int, step_metrics) -> float:

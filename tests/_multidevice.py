@@ -118,8 +118,8 @@ def check_train_step(mesh, images, labels):
   key = jax.random.key(7)
   inputs = train.InputSpec(MEAN, STD, (H, W), scale_range=(0.75, 1.25), flip=True)
   got, hist = train.fit(state0, lambda ids: {'image': images[ids], 'label': labels[ids]},
-                        np.arange(n), epochs=1, batch_size=n, key=key, inputs=inputs,
-                        progress=False, mesh=mesh)
+                        np.arange(n), schedule=train.Schedule(epochs=1, batch_size=n),
+                        key=key, inputs=inputs, runtime=train.Runtime(progress=False, mesh=mesh))
   assert got.params['conv']['kernel'].sharding.mesh.size == jax.device_count()
   assert got.params['conv']['kernel'].sharding.is_fully_replicated
   # The reference: fit's documented keys, the same batch on the default device.
@@ -185,16 +185,16 @@ def check_scores(mesh, state, images):
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   pool = np.array([3, 0, 14, 9, 1, 12, 5, 8, 11, 2, 15, 7, 4])  # 13: the last batch is padded
   key, passes = jax.random.key(3), 4
-  kw = dict(settings=scoring.Settings('mc_variance', passes=passes, mean=MEAN, std=STD),
-            batch_size=8, progress=False)
+  settings = scoring.Settings('mc_variance', passes=passes, mean=MEAN, std=STD)
   model = TinySeg()
   recorder = _Recorder(images)
-  got = scoring.score_images(model.apply, variables, recorder, pool, key, mesh=mesh,
-                             **kw)['scores']
+  got = scoring.score_images(model.apply, variables, recorder, pool, key, settings=settings,
+                             batches=scoring.Batches(8, mesh, progress=False))['scores']
   own = _own_ids(mesh, np.concatenate([pool, np.repeat(pool[-1:], 3)]), 8)
   assert sorted(recorder.seen) == own, (recorder.seen, own)
-  one = scoring.score_images(model.apply, variables, images, pool, key,
-                             mesh=parallel.make_mesh(jax.local_devices()[:1]), **kw)['scores']
+  one_device = parallel.make_mesh(jax.local_devices()[:1])
+  one = scoring.score_images(model.apply, variables, images, pool, key, settings=settings,
+                             batches=scoring.Batches(8, one_device, progress=False))['scores']
   np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-8)
   # Reference: image i, pass d uses fold_in(fold_in(key, i), d); population
   # variance over passes, mean over classes, mean over pixels.
@@ -213,8 +213,8 @@ def check_scores(mesh, state, images):
     expected.append(np.var(np.stack(probs), axis=0).mean())
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
   try:
-    scoring.score_images(model.apply, variables, images, pool, key, mesh=mesh,
-                         **{**kw, 'batch_size': 12})
+    scoring.score_images(model.apply, variables, images, pool, key, settings=settings,
+                         batches=scoring.Batches(12, mesh, progress=False))
   except errors.UserError as e:
     assert 'multiple of 8' in str(e), e
   else:

@@ -139,7 +139,7 @@ def test_people_under_the_protocol_interface():
   np.testing.assert_array_equal(
       people.expected_clicks(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.int32), 3),
       [1.0, 1.0, 1.0])
-  bound = annotators.bind(people, seed=3, segments=None)
+  bound = people.bind(seed=3, segments=None)
   assert isinstance(bound, annotators.People) and not bound.noise.active
   with pytest.raises(UserError, match='al_annotator=human'):
     annotators.check_config(types.SimpleNamespace(al_protocol='human', al_unit='image'))

@@ -178,9 +178,9 @@ def test_schedule_values_reach_the_train_step(monkeypatch):
   images = rng.integers(0, 256, (4, 32, 64, 3), np.uint8)
   labels = rng.integers(0, 5, (4, 32, 64), np.uint8)
   train.fit(ts, lambda idx: {'image': images[idx], 'label': labels[idx]}, np.arange(4),
-            epochs=3, batch_size=4, key=jax.random.key(1),
-            inputs=train.InputSpec((0.5,) * 3, (0.2,) * 3, (32, 64)), progress=False,
-            loss_fn=losses.JointLoss.from_config(config))
+            schedule=train.Schedule(epochs=3, batch_size=4), key=jax.random.key(1),
+            inputs=train.InputSpec((0.5,) * 3, (0.2,) * 3, (32, 64)),
+            runtime=train.Runtime(progress=False), loss_fn=losses.JointLoss.from_config(config))
   assert seen == [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
 
 

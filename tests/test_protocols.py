@@ -40,8 +40,8 @@ def _split():
 
 
 def _annotator(name, **kw):
-  return annotators.bind(dataclasses.replace(annotators.get(name), **kw), seed=0,
-                         segments=np.stack([SEGMENTS] * 2))
+  return dataclasses.replace(annotators.get(name), **kw).bind(
+      seed=0, segments=np.stack([SEGMENTS] * 2))
 
 
 def _annotate(name, sps, **kw):

@@ -21,7 +21,7 @@ def test_true_loss_scores_equal_numpy_cross_entropy():
   idx = np.array([5, 0, 3, 2, 1])
   got = scoring.score_images(model.apply, variables, images, idx, jax.random.key(1),
                              settings=scoring.Settings('true_loss', mean=mean, std=std),
-                             batch_size=2, progress=False, labels=labels)['scores']
+                             batches=scoring.Batches(2, progress=False), labels=labels)['scores']
   x = (images[idx] / 255.0 - np.array(mean)) / np.array(std)
   logits = np.asarray(model.apply(variables, jnp.asarray(x, jnp.float32), train=False)[0],
                       np.float64)
@@ -49,7 +49,8 @@ def test_true_loss_superpixel_means_equal_numpy_over_labeled_pixels():
   idx = np.array([2, 0, 1])
   got = scoring.score_images(model.apply, variables, images, idx, jax.random.key(1),
                              settings=scoring.Settings('true_loss', num_segments=5),
-                             batch_size=2, progress=False, labels=labels, segments=segments)
+                             batches=scoring.Batches(2, progress=False), labels=labels,
+                             segments=segments)
   logits = np.asarray(model.apply(variables, jnp.asarray(images[idx] / 255.0, jnp.float32),
                                   train=False)[0], np.float64)
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))

@@ -94,7 +94,8 @@ def test_eval_step_confusion_matches_numpy():
 
 def test_fit_is_deterministic_and_key_dependent():
   data = _dataset(6)
-  kw = dict(epochs=2, batch_size=2, inputs=_inputs((12, 24)), progress=False)
+  kw = dict(schedule=train.Schedule(epochs=2, batch_size=2), inputs=_inputs((12, 24)),
+            runtime=train.Runtime(progress=False))
   init = _state()
   a, hist = train.fit(init, _source(data), np.arange(6), key=jax.random.key(1), **kw)
   # The initial state survives (train_step donates buffers, fit trains a copy).
@@ -109,9 +110,9 @@ def test_fit_is_deterministic_and_key_dependent():
 
 def test_fit_with_fewer_images_than_batch_size():
   data = _dataset(3)
-  state, hist = train.fit(_state(), _source(data), np.array([0, 2]), epochs=2,
-                          batch_size=4, key=jax.random.key(0), inputs=_inputs((H, W)),
-                          progress=False)
+  state, hist = train.fit(_state(), _source(data), np.array([0, 2]),
+                          schedule=train.Schedule(epochs=2, batch_size=4), key=jax.random.key(0),
+                          inputs=_inputs((H, W)), runtime=train.Runtime(progress=False))
   assert int(state.step) == 2 and np.isfinite(hist['loss']).all()
 
 
@@ -123,7 +124,8 @@ def test_second_fit_and_evaluate_do_not_retrace(monkeypatch):
   monkeypatch.setattr(train, '_eval_step', chex.assert_max_traces(train._eval_step, n=1))
   train._jitted_eval_step.cache_clear()  # pylint: disable=protected-access
   data = _dataset(4)
-  kw = dict(epochs=1, batch_size=2, inputs=_inputs((10, 14)), progress=False)
+  kw = dict(schedule=train.Schedule(epochs=1, batch_size=2), inputs=_inputs((10, 14)),
+            runtime=train.Runtime(progress=False))
   model = TinySeg(num_classes=C)
   state, _ = train.fit(_state(model), _source(data), np.arange(4),
                        key=jax.random.key(0), **kw)
@@ -167,8 +169,9 @@ def test_evaluate_counts_each_image_once():
 def test_fit_reports_non_finite_loss_with_epoch_and_step():
   data = _dataset(4)
   with pytest.raises(errors.UserError, match='epoch 0, step 1'):
-    train.fit(_state(lr=float('nan')), _source(data), np.arange(4), epochs=1,
-              batch_size=2, key=jax.random.key(0), inputs=_inputs((H, W)), progress=False)
+    train.fit(_state(lr=float('nan')), _source(data), np.arange(4),
+              schedule=train.Schedule(epochs=1, batch_size=2), key=jax.random.key(0),
+              inputs=_inputs((H, W)), runtime=train.Runtime(progress=False))
 
 
 def _overfit_images(tmp_path):
@@ -190,8 +193,9 @@ def test_small_drn_overfits_a_handful_of_images(tmp_path):
                                    tx=tx)
   ev = dict(batch_size=8, mean=MEAN, std=STD, num_classes=19, progress=False)
   before = train.evaluate(state, _source(data), 8, **ev)
-  state, hist = train.fit(state, _source(data), np.arange(8), epochs=100, batch_size=4,
-                          key=jax.random.key(0), progress=False,
+  state, hist = train.fit(state, _source(data), np.arange(8),
+                          schedule=train.Schedule(epochs=100, batch_size=4),
+                          key=jax.random.key(0), runtime=train.Runtime(progress=False),
                           inputs=_inputs(image.shape[1:3], scale_range=(1.0, 1.0), flip=False))
   after = train.evaluate(state, _source(data), 8, **ev)
   assert hist['loss'][-1] < 0.5 * hist['loss'][0]

@@ -79,77 +79,125 @@ def _log_uniform(rng, lo, hi, size=None):
   return np.exp(rng.uniform(np.log(lo), np.log(max(hi, lo)), size))
 
 
+class _Placement:
+  """What placing a scene's objects shares: the canvas, the generator, the
+  street, the depth range and colour spread; `items` collects the
+  [(depth, painter)] of every object.
+
+  `x` is the across-street position last drawn for any object. Parked
+  bicycles are painted there, not at their own rack: a quirk of the
+  generator that the synthetic data sets were built with, kept so that they
+  stay the same.
+  """
+
+  def __init__(self, cv, rng, st, z_near: float):
+    self.cv, self.rng, self.st = cv, rng, st
+    self.z_near, self.z_far = z_near, min(st.z_end * 0.95, MAX_OBJECT_DEPTH)
+    self.spread = COLOR_JITTER
+    self.items = []
+    self.x = None
+
+  def lane(self) -> float:
+    return self.rng.uniform(self.st.road[0] + 1.2, self.st.road[1] - 1.2)
+
+  def walk(self, side) -> float:
+    st = self.st
+    return (self.rng.uniform(st.facade[0] + 0.5, st.road[0] - 0.6) if side == 0
+            else self.rng.uniform(st.road[1] + 0.6, st.facade[1] - 0.5))
+
+  def depth(self, near: float, far: float) -> float:
+    return _log_uniform(self.rng, near, far)
+
+  def vehicle(self, name, x, z, side) -> None:
+    cv, rng = self.cv, self.rng
+    paint = vehicles.pick_paint(rng, name, self.spread)
+    inst = cv.new_instance(vehicles.LABEL_IDS[name])
+    self.items.append((z, lambda: vehicles.PAINTERS[name](cv, rng, x, z, side, paint, inst)))
+
+
 def _place_objects(cv, rng, st, z_near):
   """Returns [(depth, painter)] for every object of the scene, unsorted."""
-  spread, z_far = COLOR_JITTER, min(st.z_end * 0.95, MAX_OBJECT_DEPTH)
-  items = []
-  lane = lambda: rng.uniform(st.road[0] + 1.2, st.road[1] - 1.2)
-  walk = lambda side: (rng.uniform(st.facade[0] + 0.5, st.road[0] - 0.6) if side == 0
-                       else rng.uniform(st.road[1] + 0.6, st.facade[1] - 0.5))
+  p = _Placement(cv, rng, st, z_near)
+  _place_vehicles(p)
+  _place_people(p)
+  _place_street_furniture(p)
+  return p.items
 
-  def vehicle(name, x, z, side):
-    paint = vehicles.pick_paint(rng, name, spread)
-    inst = cv.new_instance(vehicles.LABEL_IDS[name])
-    items.append((z, lambda: vehicles.PAINTERS[name](cv, rng, x, z, side, paint, inst)))
 
+def _place_vehicles(p: _Placement) -> None:
+  """Cars (parked, driving, crossing) and the odd truck, bus or train."""
+  rng, st = p.rng, p.st
   for _ in range(rng.poisson(MEAN_CARS)):
     parked = rng.random() < 0.5
-    x = (st.road[rng.integers(2)] * 0.75 if parked else lane())
-    vehicle('car', x, _log_uniform(rng, z_near, z_far), False)
+    p.x = (st.road[rng.integers(2)] * 0.75 if parked else p.lane())
+    p.vehicle('car', p.x, p.depth(p.z_near, p.z_far), False)
   cross_z = None if st.cross is None else (st.cross[0] + st.cross[1]) / 2
   if cross_z is not None:
     for _ in range(rng.poisson(1.0)):
-      vehicle('car', rng.uniform(st.facade[0], st.facade[1]), cross_z + rng.uniform(-3, 3), True)
-  for name, p in (('truck', P_TRUCK), ('bus', P_BUS), ('train', P_TRAIN)):
-    if rng.random() < p:
+      p.vehicle('car', rng.uniform(st.facade[0], st.facade[1]), cross_z + rng.uniform(-3, 3),
+                True)
+  for name, prob in (('truck', P_TRUCK), ('bus', P_BUS), ('train', P_TRAIN)):
+    if rng.random() < prob:
       side_view = cross_z is not None and rng.random() < 0.5
-      z = cross_z if side_view else _log_uniform(rng, z_near * 1.3, z_far)
-      x = rng.uniform(-6, 6) if side_view else (
-          (st.road[0] + st.road[1]) / 2 if name == 'train' else lane())
-      vehicle(name, x, z, side_view)
+      z = cross_z if side_view else p.depth(p.z_near * 1.3, p.z_far)
+      p.x = rng.uniform(-6, 6) if side_view else (
+          (st.road[0] + st.road[1]) / 2 if name == 'train' else p.lane())
+      p.vehicle(name, p.x, z, side_view)
+
+
+def _place_people(p: _Placement) -> None:
+  """Pedestrians, cyclists and motorcyclists (some motorcycles parked)."""
+  cv, rng, st, spread = p.cv, p.rng, p.st, p.spread
   for _ in range(rng.poisson(MEAN_PERSONS)):
     crossing = rng.random() < 0.15
-    x = lane() if crossing else walk(rng.integers(2))
-    z = _log_uniform(rng, z_near * 0.9, z_far)
+    x = p.x = p.lane() if crossing else p.walk(rng.integers(2))
+    z = p.depth(p.z_near * 0.9, p.z_far)
     inst = cv.new_instance(street.PERSON)
-    items.append((z, lambda x=x, z=z, c=crossing, i=inst:
-                  street.person(cv, rng, x, z, c or rng.random() < 0.3, i, spread)))
+    p.items.append((z, lambda x=x, z=z, c=crossing, i=inst:
+                    street.person(cv, rng, x, z, c or rng.random() < 0.3, i, spread)))
   riders = [(False, rng.random() < P_CYCLIST), (True, rng.random() < P_MOTORCYCLE)]
   for motor, present in riders:
     for _ in range(rng.integers(1, 3) if present else 0):
-      x = st.road[rng.integers(2)] * rng.uniform(0.6, 0.85)
-      z = _log_uniform(rng, z_near, z_far)
+      x = p.x = st.road[rng.integers(2)] * rng.uniform(0.6, 0.85)
+      z = p.depth(p.z_near, p.z_far)
       side_view = rng.random() < (0.5 if motor else 0.25)
       if motor and rng.random() < 0.2:  # parked, no rider
-        vehicle('motorcycle', walk(rng.integers(2)), z, True)
+        p.vehicle('motorcycle', p.walk(rng.integers(2)), z, True)
         continue
       r_inst = cv.new_instance(street.RIDER)
       b_inst = cv.new_instance(street.MOTORCYCLE if motor else street.BICYCLE)
-      items.append((z, lambda x=x, z=z, s=side_view, r=r_inst, b=b_inst, m=motor:
-                    street.rider(cv, rng, x, z, s, r, b, m, spread)))
+      p.items.append((z, lambda x=x, z=z, s=side_view, r=r_inst, b=b_inst, m=motor:
+                      street.rider(cv, rng, x, z, s, r, b, m, spread)))
+
+
+def _place_street_furniture(p: _Placement) -> None:
+  """Parked bicycles, poles (signs, lights), rows of trees and litter bins."""
+  cv, rng, st, spread = p.cv, p.rng, p.st, p.spread
+  z_near, z_far = p.z_near, p.z_far
   if rng.random() < P_PARKED_BICYCLES:
-    side, z0 = rng.integers(2), _log_uniform(rng, z_near, z_far / 2)
-    x = st.facade[side] + (0.8 if side == 0 else -0.8)
+    side, z0 = rng.integers(2), p.depth(z_near, z_far / 2)
+    p.x = st.facade[side] + (0.8 if side == 0 else -0.8)
     for k in range(rng.integers(1, 5)):
       inst = cv.new_instance(street.BICYCLE)
       z = z0 + 0.7 * k
-      items.append((z, lambda z=z, i=inst: street.bicycle(cv, rng, x, z, True, i, spread)))
+      # At `p.x` when painted: the last object's position (see `_Placement`).
+      p.items.append((z, lambda z=z, i=inst: street.bicycle(cv, rng, p.x, z, True, i, spread)))
   for _ in range(rng.poisson(MEAN_POLES)):
     side = rng.integers(2)
-    x = st.road[side] + (-0.5 if side == 0 else 0.5)
-    z = _log_uniform(rng, z_near, z_far)
-    items.append((z, lambda x=x, z=z, d=1 if side == 0 else -1:
-                  street.pole(cv, rng, x, z, d, P_SIGN, P_LIGHT, P_ARM)))
+    x = p.x = st.road[side] + (-0.5 if side == 0 else 0.5)
+    z = p.depth(z_near, z_far)
+    p.items.append((z, lambda x=x, z=z, d=1 if side == 0 else -1:
+                    street.pole(cv, rng, x, z, d, P_SIGN, P_LIGHT, P_ARM)))
   for side in range(2):
     if rng.random() < P_TREES:
-      x = st.road[side] + (-1.0 if side == 0 else 1.0)
+      x = p.x = st.road[side] + (-1.0 if side == 0 else 1.0)
       gap = rng.uniform(7, 14)
       for z in np.arange(rng.uniform(z_near, z_near + gap), z_far, gap):
-        items.append((z, lambda x=x, z=z: street.tree(cv, rng, x, z, spread, TEXTURE)))
+        p.items.append((z, lambda x=x, z=z: street.tree(cv, rng, x, z, spread, TEXTURE)))
   for _ in range(rng.poisson(MEAN_BINS)):
-    x, z = walk(rng.integers(2)), _log_uniform(rng, z_near, z_far / 2)
-    items.append((z, lambda x=x, z=z: street.litter_bin(cv, rng, x, z)))
-  return items
+    x = p.x = p.walk(rng.integers(2))
+    z = p.depth(z_near, z_far / 2)
+    p.items.append((z, lambda x=x, z=z: street.litter_bin(cv, rng, x, z)))
 
 
 def _ego_vehicle(cv, rng):

@@ -133,17 +133,21 @@ def paint_ground(cv: draw.Canvas, rng: np.random.Generator, st: Street, spread: 
     cv.darken(top, 0, x < boundary, rng.uniform(0.45, 0.75))
 
 
-def _facade_pixels(cv, rng, kind, height, low, color, wall, pitch, floor, zcol, v, valid,
-                   spread, fence_color):
+_LOT_FIELDS = ('kind', 'height', 'low', 'color', 'wall', 'pitch', 'floor')
+
+
+def _facade_pixels(cv, rng, lot: dict, zcol, v, valid, spread, fence_color):
   """Paints one row of lots given per-column lot attributes.
 
   Args:
-    kind, height, low, pitch, floor: [1, W] per-column lot attributes.
-    color, wall: [1, W, 3] building and wall colours per column.
+    lot: the per-column lot attributes (`_LOT_FIELDS`): 'kind', 'height',
+      'low', 'pitch', 'floor' [1, W]; 'color', 'wall' [1, W, 3] building and
+      wall colours.
     zcol: [1, W] depth along the facade of each column (for windows/slats).
     v: [H, W] height above ground of each pixel on the facade.
     valid: [1, W] columns covered by this facade.
   """
+  kind, height, low, color, wall, pitch, floor = (lot[k] for k in _LOT_FIELDS)
   ragged = np.sin(zcol * 1.7) * 0.8 + np.sin(zcol * 4.3) * 0.4
   green = np.isin(kind, (LOT_PARK, LOT_FENCE))
   top = np.where(green, height + ragged, height)
@@ -187,9 +191,8 @@ def paint_facades(cv: draw.Canvas, rng: np.random.Generator, st: Street, spread:
   far['wall'] = far['color']
   v = cv.cam_h - (ys - cv.y_h) * st.z_end / cv.f
   valid = (xcol >= st.facade[0] - 1) & (xcol <= st.facade[1] + 1)
-  _facade_pixels(cv, rng, *(far[k][seg] for k in ('kind', 'height', 'low', 'color', 'wall',
-                                                    'pitch', 'floor')),
-                 xcol, v, valid, spread, fence_color)
+  _facade_pixels(cv, rng, {k: far[k][seg] for k in _LOT_FIELDS}, xcol, v, valid, spread,
+                 fence_color)
   for side, lots in enumerate(st.lots):
     dx = xs - cv.x_v
     valid = dx * (1 if side else -1) > 1e-3
@@ -198,6 +201,5 @@ def paint_facades(cv: draw.Canvas, rng: np.random.Generator, st: Street, spread:
     lot = np.clip(np.searchsorted(lots['edges'], zcol) - 1, 0, len(lots['kind']) - 1)
     zcol = np.where(valid, zcol, 1.0)
     v = cv.cam_h - (ys - cv.y_h) * zcol / cv.f
-    _facade_pixels(cv, rng, *(lots[k][lot] for k in ('kind', 'height', 'low', 'color', 'wall',
-                                                       'pitch', 'floor')),
-                   zcol, v, valid, spread, fence_color)
+    _facade_pixels(cv, rng, {k: lots[k][lot] for k in _LOT_FIELDS}, zcol, v, valid, spread,
+                   fence_color)

@@ -41,15 +41,26 @@ def _ground_shadow(cv, fr, half_w):
   cv.darken(y0, x0, (np.abs(u) < half_w * 1.1) & (v < 0.12) & (v > -0.25), 0.45)
 
 
+def _box_frame(cv, rng, at, side, sizes):
+  """(frame, half extent across the view, height) of a box-shaped vehicle at
+  `at` (x, z metres) whose (length, width, height) are drawn uniformly from
+  `sizes` ((low, high) each, in that order), its ground shadow painted; None
+  when it is out of view."""
+  length, width, height = (rng.uniform(low, high) for low, high in sizes)
+  half = (length if side else width) / 2
+  fr = cv.frame(*at, half, height)
+  if fr is None:
+    return None
+  _ground_shadow(cv, fr, half)
+  return fr, half, height
+
+
 def car(cv, rng, x_m, z_m, side, paint, inst):
   """A car: lower body, narrower cabin with glass, wheels, lights."""
-  length, width, height = rng.uniform(3.9, 4.8), rng.uniform(1.65, 1.9), rng.uniform(1.35, 1.6)
-  half = (length if side else width) / 2
-  fr = cv.frame(x_m, z_m, half, height)
-  if fr is None:
+  box = _box_frame(cv, rng, (x_m, z_m), side, ((3.9, 4.8), (1.65, 1.9), (1.35, 1.6)))
+  if box is None:
     return
-  y0, x0, u, v, s = fr
-  _ground_shadow(cv, fr, half)
+  (y0, x0, u, v, s), half, height = box
   belt = height * rng.uniform(0.55, 0.65)
   if side:
     r = 0.33
@@ -76,13 +87,10 @@ def car(cv, rng, x_m, z_m, side, paint, inst):
 
 def truck(cv, rng, x_m, z_m, side, paint, inst):
   """A truck: tall plain cargo box, a cab (seen from the side), dual wheels."""
-  length, width, height = rng.uniform(6.5, 10.0), rng.uniform(2.3, 2.55), rng.uniform(2.9, 3.8)
-  half = (length if side else width) / 2
-  fr = cv.frame(x_m, z_m, half, height)
-  if fr is None:
+  box = _box_frame(cv, rng, (x_m, z_m), side, ((6.5, 10.0), (2.3, 2.55), (2.9, 3.8)))
+  if box is None:
     return
-  y0, x0, u, v, s = fr
-  _ground_shadow(cv, fr, half)
+  (y0, x0, u, v, s), half, height = box
   box_paint = paint if rng.random() < 0.5 else draw.jitter(rng, VEHICLE_PAINT[1], 0.08)
   if side:
     r = 0.48
@@ -114,13 +122,10 @@ def truck(cv, rng, x_m, z_m, side, paint, inst):
 
 def bus(cv, rng, x_m, z_m, side, paint, inst):
   """A bus: long box with a band of large windows, two axles."""
-  length, width, height = rng.uniform(11.0, 13.0), rng.uniform(2.45, 2.6), rng.uniform(2.9, 3.3)
-  half = (length if side else width) / 2
-  fr = cv.frame(x_m, z_m, half, height)
-  if fr is None:
+  box = _box_frame(cv, rng, (x_m, z_m), side, ((11.0, 13.0), (2.45, 2.6), (2.9, 3.3)))
+  if box is None:
     return
-  y0, x0, u, v, s = fr
-  _ground_shadow(cv, fr, half)
+  (y0, x0, u, v, s), half, height = box
   body = (np.abs(u) < half) & (v > 0.3) & (v < height)
   if side:
     r = 0.5

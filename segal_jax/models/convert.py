@@ -130,16 +130,7 @@ def variables_from_torch(state_dict: Mapping[str, Any], arch: str = 'drn_d_22',
     UserError: naming the key that is unknown, missing or of the wrong shape.
   """
   kind = drn.get_arch(arch).kind
-  keys = list(state_dict)
-  strip = 'module.' if keys and all(k.startswith('module.') for k in keys) else ''
-  layout = _detect_layout([k[len(strip):] for k in keys])
-  arrays = {}  # canonical name -> (file key, float32 array)
-  for k in keys:
-    name = _to_canonical(k[len(strip):], layout, kind)
-    if _ignored(name):
-      continue
-    arrays[name] = (k, np.asarray(state_dict[k], dtype=np.float32))
-
+  arrays, layout = _canonical_arrays(state_dict, kind)
   if 'seg.weight' in arrays:
     found = arrays['seg.weight'][1].shape[0]
     if num_classes is not None and num_classes != found:
@@ -154,28 +145,9 @@ def variables_from_torch(state_dict: Mapping[str, Any], arch: str = 'drn_d_22',
   out = {}
   used = set()
   for collection in ('params', 'batch_stats'):  # Weights first: clearer errors.
-    tree = shapes[collection]
-    flat = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-      path = tuple(p.key for p in path)
-      name = _canonical_name(path, kind)
-      if fresh_head and name.startswith('seg.'):
-        continue
-      if name not in arrays:
-        raise UserError(
-            f'the checkpoint lacks {_from_canonical(name, layout, kind)!r} that {arch} needs',
-            'check --arch (and the width) matches the checkpoint')
-      file_key, array = arrays[name]
-      value = _to_flax(array)
-      if value.shape != leaf.shape:
-        want = tuple(leaf.shape) if value.ndim != 4 else tuple(
-            leaf.shape[i] for i in (3, 2, 0, 1))
-        raise UserError(
-            f'{file_key!r} has shape {tuple(array.shape)}, {arch} expects {want}',
-            'check --arch (and the width) matches the checkpoint')
-      used.add(name)
-      flat[path] = value
-    out[collection] = _unflatten(flat)
+    skip = (lambda name: name.startswith('seg.')) if fresh_head else (lambda name: False)
+    out[collection] = _unflatten(_collection(shapes[collection], arrays, (arch, kind, layout),
+                                             skip, used))
   unknown = [arrays[n][0] for n in arrays if n not in used]
   if unknown:
     raise UserError(f'unknown key {unknown[0]!r} in the checkpoint for {arch}'
@@ -187,6 +159,56 @@ def variables_from_torch(state_dict: Mapping[str, Any], arch: str = 'drn_d_22',
         jnp.zeros((1, 1, 1, shapes['params']['seg']['kernel'].shape[2])))
     out['params']['seg'] = jax.tree.map(np.asarray, head['params'])
   return out
+
+
+def _canonical_arrays(state_dict: Mapping[str, Any], kind: str):
+  """({canonical name: (file key, float32 array)} of the keys that count, the
+  checkpoint's layout); a `module.` prefix on every key (DataParallel) is dropped."""
+  keys = list(state_dict)
+  strip = 'module.' if keys and all(k.startswith('module.') for k in keys) else ''
+  layout = _detect_layout([k[len(strip):] for k in keys])
+  arrays = {}
+  for k in keys:
+    name = _to_canonical(k[len(strip):], layout, kind)
+    if _ignored(name):
+      continue
+    arrays[name] = (k, np.asarray(state_dict[k], dtype=np.float32))
+  return arrays, layout
+
+
+def _collection(tree, arrays: dict, network: tuple, skip, used: set) -> dict:
+  """{path: Flax array} of one collection's leaves (`tree`: expected shapes)
+  from `arrays`, but those whose canonical name `skip` says; names taken go
+  into `used`.
+
+  Args:
+    network: (arch, kind, layout), for the messages and names.
+
+  Raises:
+    UserError: a leaf the checkpoint lacks, or one of another shape.
+  """
+  arch, kind, layout = network
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    path = tuple(p.key for p in path)
+    name = _canonical_name(path, kind)
+    if skip(name):
+      continue
+    if name not in arrays:
+      raise UserError(
+          f'the checkpoint lacks {_from_canonical(name, layout, kind)!r} that {arch} needs',
+          'check --arch (and the width) matches the checkpoint')
+    file_key, array = arrays[name]
+    value = _to_flax(array)
+    if value.shape != leaf.shape:
+      want = tuple(leaf.shape) if value.ndim != 4 else tuple(
+          leaf.shape[i] for i in (3, 2, 0, 1))
+      raise UserError(
+          f'{file_key!r} has shape {tuple(array.shape)}, {arch} expects {want}',
+          'check --arch (and the width) matches the checkpoint')
+    used.add(name)
+    flat[path] = value
+  return flat
 
 
 def _unflatten(flat: dict[tuple[str, ...], np.ndarray]) -> dict:

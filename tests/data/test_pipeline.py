@@ -159,8 +159,15 @@ class _Tiny(nn.Module):
     return nn.Conv(C, (1, 1))(x), {}
 
 
-_FIT = dict(batch_size=2, progress=False,
-            inputs=train.InputSpec((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (6, 10)))
+_INPUTS = train.InputSpec((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (6, 10))
+
+
+def _fit(state, source, indices, *, epochs, key, prefetch, start_epoch=0, on_epoch_end=None):
+  """`train.fit` in batches of 2, without a bar."""
+  return train.fit(state, source, indices, schedule=train.Schedule(epochs, 2, start_epoch),
+                   key=key, inputs=_INPUTS,
+                   runtime=train.Runtime(progress=False, on_epoch_end=on_epoch_end,
+                                         prefetch=prefetch))
 
 
 def _state():
@@ -175,8 +182,8 @@ def _assert_same(a, b):
 
 def test_fit_with_prefetch_is_bit_identical_to_synchronous_reading():
   pool, calls = _pool(12), {0: [], 3: []}
-  results = {p: train.fit(_state(), _source(pool, calls[p], delay=0.001), np.arange(1, 12),
-                          epochs=3, key=jax.random.key(4), prefetch=p, **_FIT)
+  results = {p: _fit(_state(), _source(pool, calls[p], delay=0.001), np.arange(1, 12),
+                     epochs=3, key=jax.random.key(4), prefetch=p)
              for p in (0, 3)}
   _assert_same(results[0][0], results[3][0])
   assert results[0][1] == results[3][1]
@@ -185,10 +192,10 @@ def test_fit_with_prefetch_is_bit_identical_to_synchronous_reading():
 
 def test_fit_resumed_with_prefetch_equals_an_uninterrupted_run():
   pool = _pool(8)
-  kw = dict(key=jax.random.key(2), prefetch=2, **_FIT)
-  full, _ = train.fit(_state(), _source(pool), np.arange(8), epochs=3, **kw)
-  part, _ = train.fit(_state(), _source(pool), np.arange(8), epochs=1, **kw)
-  resumed, hist = train.fit(part, _source(pool), np.arange(8), epochs=3, start_epoch=1, **kw)
+  kw = dict(key=jax.random.key(2), prefetch=2)
+  full, _ = _fit(_state(), _source(pool), np.arange(8), epochs=3, **kw)
+  part, _ = _fit(_state(), _source(pool), np.arange(8), epochs=1, **kw)
+  resumed, hist = _fit(part, _source(pool), np.arange(8), epochs=3, start_epoch=1, **kw)
   _assert_same(full, resumed)
   assert len(hist['loss']) == 2
 
@@ -202,8 +209,7 @@ def test_fit_reports_a_failing_source_and_stops_its_readers():
       raise OSError('record 5 is corrupt')
     return _source(pool)(ids)
   with pytest.raises(OSError, match='record 5 is corrupt'):
-    train.fit(_state(), source, np.arange(8), epochs=3, key=jax.random.key(0),
-              prefetch=2, **_FIT)
+    _fit(_state(), source, np.arange(8), epochs=3, key=jax.random.key(0), prefetch=2)
   assert _wait_for_no_readers()
 
 
@@ -212,6 +218,6 @@ def test_fit_stopped_by_on_epoch_end_stops_its_readers():
     del state
     raise RuntimeError(f'stop after epoch {epoch}')
   with pytest.raises(RuntimeError, match='stop after epoch 0'):
-    train.fit(_state(), _source(_pool(8), delay=0.005), np.arange(8), epochs=5,
-              key=jax.random.key(0), prefetch=4, on_epoch_end=stop, **_FIT)
+    _fit(_state(), _source(_pool(8), delay=0.005), np.arange(8), epochs=5,
+         key=jax.random.key(0), prefetch=4, on_epoch_end=stop)
   assert _wait_for_no_readers()
