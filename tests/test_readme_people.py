@@ -33,7 +33,7 @@ def readme_commands():
 def test_the_block_is_make_run_answer_run():
   commands = readme_commands()
   assert [c[:3] for c in commands] == [
-      ['python', 'scripts/make_folder.py', 'marks'], ['python', '-m', 'launch.run'],
+      ['python', 'scripts/make_folder.py', 'blobs'], ['python', '-m', 'launch.run'],
       ['python', 'scripts/make_folder.py', commands[2][2]], ['python', '-m', 'launch.run']]
   assert commands[1] == commands[3]  # "rerun the same command"
   assert commands[1][3] == '--flagfile=configs/folder_cpu.flags'
@@ -55,11 +55,12 @@ def test_the_readme_round_runs_as_written(tmp_path):
   make, run, answer, rerun = readme_commands()
   _run(tmp_path, make)
   plan = _run(tmp_path, run + ['--dry_run'])
-  assert re.search(r'cycle 0: train on 20 images, \d+ epochs, 500 steps \(about', plan)
+  steps = re.search(r'cycle 0: train on \d+ images, \d+ epochs, (\d+) steps \(about', plan)
+  assert 500 <= int(steps.group(1)) < 520, plan  # the recipe's minimum, in whole epochs
   out = _run(tmp_path, run + SHORTER)
   assert re.search(r'mc_variance cycle 0: \d+ training steps, about .* on this machine', out)
   assert 'cycle 1 asks for 20 image(s) to be labeled' in out
-  labels = tmp_path / 'marks' / 'labels' / 'train'
+  labels = tmp_path / 'blobs' / 'labels' / 'train'
   assert len(os.listdir(labels)) == 20
   _run(tmp_path, answer)
   assert len(os.listdir(labels)) == 40
