@@ -60,6 +60,10 @@ class ExperimentConfig:
   train_crop: tuple[int, ...] = _f((128, 256), 'Training crop height,width.')
   train_scale_min: float = _f(0.5, 'Smallest random scale of training augmentation.')
   train_scale_max: float = _f(2.0, 'Largest random scale of training augmentation.')
+  train_class_balance: bool = _f(False, 'Weight each labeled pixel\'s loss by 1/sqrt of its '
+                                 'class\'s share of the batch\'s labeled pixels, so rare and '
+                                 'small classes are not drowned by the background.',
+                                 omit_default=True)
   stop_holdout: float = _f(0.0, 'Hold out this fraction of the labeled images and stop a '
                            "cycle's training when their loss stops improving, keeping the best "
                            'model (0: off); train_epochs/train_min_steps then cap the length.')

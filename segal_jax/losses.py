@@ -86,6 +86,33 @@ def per_image_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return per_pixel.sum(axis=(1, 2)) / jnp.maximum(valid.sum(axis=(1, 2)), 1)
 
 
+def balanced_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Cross-entropy over labeled pixels, each weighted by 1/sqrt(f_c), f_c the
+  share of the batch's labeled pixels in its class c; the weighted mean.
+
+  With 98% background, a class on 0.1% of the pixels weighs 31 times a
+  background pixel, so a few thin objects are not drowned (plain
+  cross-entropy then learns to predict the background everywhere). The
+  weights come from the labels only, so they carry no gradient.
+
+  Args:
+    logits: [..., C] float.
+    labels: [...] int class ids or `labels.IGNORE` (a [..., C] partial-label
+      mask has no single class a pixel: `masked_cross_entropy` is returned).
+
+  Returns:
+    [] float32; 0 (not NaN) when no pixel is labeled.
+  """
+  if labels.ndim == logits.ndim:
+    return masked_cross_entropy(logits, labels)
+  per_pixel, valid = pixel_cross_entropy(logits, labels)
+  classes = jnp.where(valid, labels.astype(jnp.int32), 0)
+  counts = jnp.zeros(logits.shape[-1], jnp.float32).at[classes].add(valid.astype(jnp.float32))
+  share = counts / jnp.maximum(valid.sum(), 1)
+  weight = jnp.where(valid, jax.lax.rsqrt(jnp.maximum(share[classes], 1e-12)), 0.0)
+  return (weight * per_pixel).sum() / jnp.maximum(weight.sum(), 1e-12)
+
+
 def margin_ranking_loss(predicted: jax.Array, true: jax.Array, margin: float) -> jax.Array:
   """Ranking loss of the predicted losses against the true ones, over pairs.
 
@@ -125,10 +152,26 @@ def segmentation_loss(apply_fn, params, batch_stats, images: jax.Array, labels: 
     (loss, (BatchNorm updates, {})).
   """
   del controls
+  logits, updates = _train_logits(apply_fn, params, batch_stats, images, dropout_key)
+  return masked_cross_entropy(logits, labels), (updates, {})
+
+
+def balanced_segmentation_loss(apply_fn, params, batch_stats, images: jax.Array,
+                               labels: jax.Array, dropout_key: jax.Array,
+                               controls: jax.Array | None = None
+                               ) -> tuple[jax.Array, tuple[dict, dict]]:
+  """`segmentation_loss` with `balanced_cross_entropy` (--train_class_balance)."""
+  del controls
+  logits, updates = _train_logits(apply_fn, params, batch_stats, images, dropout_key)
+  return balanced_cross_entropy(logits, labels), (updates, {})
+
+
+def _train_logits(apply_fn, params, batch_stats, images, dropout_key):
+  """(logits, BatchNorm updates) of the network in training mode."""
   (logits, _), updates = apply_fn(
       {'params': params, 'batch_stats': batch_stats}, images, train=True,
       rngs={'dropout': dropout_key}, mutable=['batch_stats'])
-  return masked_cross_entropy(logits, labels), (updates, {})
+  return logits, updates
 
 
 @dataclasses.dataclass(frozen=True)

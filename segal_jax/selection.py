@@ -62,7 +62,10 @@ class Strategy:
 
   def training_loss(self, config) -> losses.LossFn:
     """The train step's loss function under `config` (an `ExperimentConfig`)."""
-    return losses.JointLoss.from_config(config) if self.loss_head else losses.segmentation_loss
+    if self.loss_head:
+      return losses.JointLoss.from_config(config)
+    return (losses.balanced_segmentation_loss if config.train_class_balance
+            else losses.segmentation_loss)
 
   @property
   def mc(self) -> bool:

@@ -205,3 +205,27 @@ def test_train_step_adds_weighted_ranking_loss():
   assert float(m['loss']) == pytest.approx(float(m['ce']) + 0.5 * float(m['rank_loss']), rel=1e-5)
   assert not np.allclose(np.asarray(new.params[models.LOSS_HEAD]['out']['kernel']),
                          np.asarray(ts.params[models.LOSS_HEAD]['out']['kernel']))
+
+
+def test_balanced_cross_entropy_against_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+  labels = np.zeros((2, 5, 6), np.uint8)
+  labels[0, 1, 2:4] = 3  # a thin object on 2 of 60 pixels
+  labels[1, 0, :] = 255  # unlabeled
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  valid = labels != 255
+  y = np.where(valid, labels, 0)
+  ce = -np.take_along_axis(log_p, y[..., None], -1)[..., 0]
+  share = np.bincount(y[valid], minlength=4) / valid.sum()
+  weight = np.where(valid, 1 / np.sqrt(share[y]), 0)
+  expected = (weight * ce).sum() / weight.sum()
+  got = losses.balanced_cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  # One class only: every weight is equal, so it is the plain mean.
+  np.testing.assert_allclose(
+      losses.balanced_cross_entropy(jnp.asarray(logits), jnp.zeros((2, 5, 6), jnp.uint8)),
+      losses.masked_cross_entropy(jnp.asarray(logits), jnp.zeros((2, 5, 6), jnp.uint8)),
+      rtol=1e-5)
+  assert losses.balanced_cross_entropy(jnp.asarray(logits),
+                                       jnp.full((2, 5, 6), 255, jnp.uint8)) == 0.0
