@@ -98,7 +98,29 @@ def environment() -> dict[str, Any]:
   return {'python': platform.python_version(), 'platform': platform.platform(),
           'packages': versions, 'backend': jax.default_backend(),
           'devices': len(devices), 'device_kind': devices[0].device_kind,
-          'processes': jax.process_count(), 'cpu_count': os.cpu_count()}
+          'processes': jax.process_count(), 'cpu_count': os.cpu_count(), 'cpu': _cpu()}
+
+
+# XLA compiles for the host's vector extensions, so two CPUs that differ in
+# these sum in other orders and a long training run ends elsewhere.
+_CPU_FLAGS = ('avx', 'avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'neon')
+
+
+def _cpu() -> dict[str, Any]:
+  """The host CPU's model and the vector extensions XLA may compile for."""
+  model, flags = platform.processor(), set()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name':
+          model = value.strip()
+        elif key.strip() in ('flags', 'Features'):
+          flags = set(value.split())
+          break
+  except OSError:
+    pass
+  return {'model': model, 'extensions': [f for f in _CPU_FLAGS if f in flags]}
 
 
 def run_dir(workdir: str, strategy: str, seed: int) -> str:
