@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from segal_jax import data
+from segal_jax import folder_changes
 from segal_jax import human
 from segal_jax import loop
 from segal_jax import optim
@@ -58,8 +59,11 @@ class CyclePlan:
   buy: int
 
 
-def cycles(config: ExperimentConfig, strategy_name: str, pool_size: int) -> list[CyclePlan]:
-  """The plan of one strategy (every seed runs the same plan)."""
+def cycles(config: ExperimentConfig, strategy_name: str, pool_size: int,
+           initial: int | None = None) -> list[CyclePlan]:
+  """The plan of one strategy (every seed runs the same plan), from `initial`
+  labeled images (default `--al_initial`; people's runs: the labels there are)."""
+  initial = config.al_initial if initial is None else initial
   strategy = selection.get(strategy_name)
   if strategy.full:
     epochs, steps = loop.train_schedule(config, pool_size)
@@ -72,11 +76,11 @@ def cycles(config: ExperimentConfig, strategy_name: str, pool_size: int) -> list
     # A cost budget is priced from labels the plan does not read: al_budget
     # then stands for the units it buys (the flagfiles set it to about that).
     bought = min(cycle, config.al_label_cycles or cycle) * config.al_budget
-    labeled = min(pool_size, config.al_initial + bought)
+    labeled = min(pool_size, initial + bought)
     epochs, steps = loop.train_schedule(config, labeled, config.warm_start and cycle > 0)
     last = cycle + 1 == config.al_cycles or not loop.buys(config, cycle)
     if superpixel:
-      open_images = pool_size - config.al_initial
+      open_images = pool_size - initial
       needed = math.ceil(config.al_budget / config.sp_segments)
       images = _subset(open_images, config.sp_candidate_factor, needed)
       units = images * config.sp_segments
@@ -206,6 +210,9 @@ def describe(config: ExperimentConfig, *, flops: bool = True, timed: bool = True
   where, pool = check_data(config)
   # People's runs start from what is labeled, not from --al_initial.
   selection.check_config(config, pool_size=None if human.enabled(config) else pool)
+  initial = None
+  if human.enabled(config):
+    pool, initial = _people_start(config)
   lines = [f'data: {config.dataset}/{config.dataset_config}: {where}; pool of {pool} images',
            f'init: {config.init_checkpoint or "random initialisation"}',
            f'seeds: {",".join(map(str, config.al_seeds))}; unit: {config.al_unit}; '
@@ -216,7 +223,7 @@ def describe(config: ExperimentConfig, *, flops: bool = True, timed: bool = True
               'not --al_initial)' if human.enabled(config) else '')]
   total_flops = 0.0
   for name in config.al_strategies:
-    plan = cycles(config, name, pool)
+    plan = cycles(config, name, pool, initial)
     step_flops, seconds = (step_cost(config, _num_classes(config), name, timed=timed)
                            if flops else (float('nan'), float('nan')))
     steps = sum(c.train_steps for c in plan)
@@ -258,7 +265,7 @@ def first_cycle_note(config: ExperimentConfig) -> str:
     return ''
   _, pool = check_data(config)
   name = config.al_strategies[0]
-  _, steps = (loop.train_schedule(config, _labeled_now(config)) if human.enabled(config)
+  _, steps = (loop.train_schedule(config, _people_start(config)[1]) if human.enabled(config)
               else (0, cycles(config, name, pool)[0].train_steps))
   _, seconds = step_cost(config, _num_classes(config), name)
   line = (f'{name} cycle 0: {steps} training steps, about {duration(steps * seconds)} on this '
@@ -269,11 +276,16 @@ def first_cycle_note(config: ExperimentConfig) -> str:
   return line
 
 
-def _labeled_now(config: ExperimentConfig) -> int:
-  """The label files of an image folder now (what people's first cycle trains on)."""
-  labels_dir = os.path.join(config.dataset[len(data.IMAGE_FOLDER_PREFIX):], 'labels')
-  return max(1, sum(f.lower().endswith('.png') for _, _, files in os.walk(labels_dir)
-                    for f in files))
+def _people_start(config: ExperimentConfig) -> tuple[int, int]:
+  """(pool images, labeled ones among them) of a people run's folder as it is
+  now: without a val/ folder, `human.HOLDOUT` of the labeled images are held
+  out to validate and leave both."""
+  folder = config.dataset[len(data.IMAGE_FOLDER_PREFIX):]
+  names = folder_changes.pool_images(folder, [])
+  labeled = sum(os.path.exists(folder_changes.label_file(folder, n)) for n in names)
+  held = 0 if folder_changes.has_val_folder(folder) else min(
+      labeled, max(1, round(human.HOLDOUT * labeled)))
+  return len(names) - held, max(1, labeled - held)
 
 
 def _num_classes(config: ExperimentConfig) -> int:

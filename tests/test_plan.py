@@ -159,3 +159,24 @@ def test_first_cycle_note_warns_of_hours_on_a_cpu(tmp_path, monkeypatch):
   assert 'configs/folder_cpu.flags' in note
   monkeypatch.setattr(plan, 'step_cost', lambda *a, **k: (1e9, 0.5))
   assert 'folder_cpu' not in plan.first_cycle_note(config)
+
+
+def test_people_plan_scores_the_unlabeled_images_of_the_folder(tmp_path):
+  # 30 images, 6 labeled, one of them held out to validate: the first cycle
+  # trains on 5 and scores the 24 unlabeled, whatever --al_initial says (the
+  # README's round once planned to score none).
+  folder = tmp_path / 'crops'
+  for sub in ('images', 'labels'):
+    (folder / sub).mkdir(parents=True)
+  for k in range(30):
+    PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / 'images' / f'{k:02d}.png')
+    if k < 6:
+      PIL.Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / 'labels' / f'{k:02d}.png')
+  config = config_lib.ExperimentConfig(dataset=f'image_folder:{folder}', dataset_config='',
+                                       al_annotator='human', al_strategies=('mc_variance',),
+                                       al_initial=150, al_budget=4, al_cycles=2, mc_passes=5,
+                                       al_candidate_factor=0)
+  text = plan.describe(config, flops=False, timed=False)
+  assert 'pool of 29 images' in text and 'cycle 0: train on 5 images' in text
+  assert 'score 24 units in 24 images x 5 passes; buy 4 images' in text
+  assert 'at random' not in text
