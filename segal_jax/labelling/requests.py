@@ -28,6 +28,7 @@ in the folder's `labels/` or as COCO exports in `returned/`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import os
@@ -83,6 +84,21 @@ def predict(apply_fn, variables, images: np.ndarray, mean, std) -> np.ndarray:
                    for k in range(len(images))]).astype(np.uint8)
 
 
+@dataclasses.dataclass
+class _Writing:
+  """What every image of one request is written with, and the documents it adds to."""
+  out: str
+  folder: str
+  table: Any
+  request: Any
+  chosen: Any
+  score: dict[str, float]
+  items: list = dataclasses.field(default_factory=list)
+  suggestions: list = dataclasses.field(default_factory=list)
+  regions: list = dataclasses.field(default_factory=list)
+  images: list = dataclasses.field(default_factory=list)
+
+
 def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict[str, Any]:
   """Writes the request of `cycle` (see the module docstring); returns `request.json`.
 
@@ -103,66 +119,82 @@ def write(run_dir: str, cycle: int, folder: str, table, request, chosen) -> dict
                                   passes=config.mc_passes, mean=split.mean, std=split.std)
   predicted = predict(request.apply_fn, request.variables, np.asarray(split.images[indices]),
                       split.mean, split.std)
-  items, suggestions, regions, images = [], [], [], []
-  score = _image_scores(chosen, config.al_unit)
+  w = _Writing(out, folder, table, request, chosen, _image_scores(chosen, config.al_unit))
   for k, i in enumerate(indices.tolist()):
-    name = split.ids[i]
-    source = image_file(folder, name)
-    stem = name.replace('/', '__')
-    with Image.open(source) as im:
-      size = (im.height, im.width)
-    item = {'name': name, 'image': source, 'label': os.path.join(folder, 'labels', name + '.png'),
-            'height': size[0], 'width': size[1], 'superpixels': None,
-            'copy': os.path.join('images', stem + os.path.splitext(source)[1]),
-            'prediction': os.path.join('predictions', stem + '.png'),
-            'uncertainty': score.get(name, 0.0)}
-    os.makedirs(os.path.join(out, 'images'), exist_ok=True)
-    shutil.copy2(source, os.path.join(out, item['copy']))
-    annotations.write_png(os.path.join(out, 'maps', stem + '.png'),
-                          annotations.heatmap(np.asarray(split.images[i]), maps[k]))
-    guess = labels_lib.resize_nearest(predicted[k], size)
-    region = None
-    if chosen.picks is not None:
-      sps = sorted(chosen.picks[i])
-      segments = labels_lib.resize_nearest(np.asarray(request.segments[i]), size)
-      region = np.isin(segments, sps)
-      item.update(superpixels=sps, mask=os.path.join('masks', stem + '.png'))
-      annotations.write_png(os.path.join(out, item['mask']), annotations.id_mask(segments, sps))
-      for s in sps:
-        regions.append(annotations.coco_annotation(len(regions) + 1, k + 1, segments == s,
+    _write_item(w, k, i, maps[k], predicted[k])
+  _write_documents(w, cycle)
+  return _write_record(w, cycle, config.al_unit)
+
+
+def _write_item(w: _Writing, k: int, i: int, heat: np.ndarray, predicted: np.ndarray) -> None:
+  """Image `i` (the request's `k`th): its copy, heat map, masks and suggestions."""
+  split, out = w.request.split, w.out
+  name = split.ids[i]
+  source = image_file(w.folder, name)
+  stem = name.replace('/', '__')
+  with Image.open(source) as im:
+    size = (im.height, im.width)
+  item = {'name': name, 'image': source, 'label': os.path.join(w.folder, 'labels', name + '.png'),
+          'height': size[0], 'width': size[1], 'superpixels': None,
+          'copy': os.path.join('images', stem + os.path.splitext(source)[1]),
+          'prediction': os.path.join('predictions', stem + '.png'),
+          'uncertainty': w.score.get(name, 0.0)}
+  os.makedirs(os.path.join(out, 'images'), exist_ok=True)
+  shutil.copy2(source, os.path.join(out, item['copy']))
+  annotations.write_png(os.path.join(out, 'maps', stem + '.png'),
+                        annotations.heatmap(np.asarray(split.images[i]), heat))
+  guess = labels_lib.resize_nearest(predicted, size)
+  if w.chosen.picks is not None:
+    sps = sorted(w.chosen.picks[i])
+    segments = labels_lib.resize_nearest(np.asarray(w.request.segments[i]), size)
+    region = np.isin(segments, sps)
+    item.update(superpixels=sps, mask=os.path.join('masks', stem + '.png'))
+    annotations.write_png(os.path.join(out, item['mask']), annotations.id_mask(segments, sps))
+    for s in sps:
+      w.regions.append(annotations.coco_annotation(len(w.regions) + 1, k + 1, segments == s,
                                                    superpixel=s))
-      if os.path.exists(item['label']):
-        item['previous'] = os.path.join('previous', stem + '.png')
-        os.makedirs(os.path.join(out, 'previous'), exist_ok=True)
-        shutil.copy2(item['label'], os.path.join(out, item['previous']))
-    if region is not None:  # suggestions inside the requested regions only
-      guess = np.where(region, guess, labels_lib.IGNORE).astype(np.uint8)
-    annotations.write_png(os.path.join(out, item['prediction']), guess)
-    suggestions += annotations.label_annotations(guess, k + 1, len(suggestions) + 1, table)
-    images.append({'id': k + 1, 'file_name': item['copy'], 'height': size[0],
+    if os.path.exists(item['label']):
+      item['previous'] = os.path.join('previous', stem + '.png')
+      os.makedirs(os.path.join(out, 'previous'), exist_ok=True)
+      shutil.copy2(item['label'], os.path.join(out, item['previous']))
+    # suggestions inside the requested regions only
+    guess = np.where(region, guess, labels_lib.IGNORE).astype(np.uint8)
+  annotations.write_png(os.path.join(out, item['prediction']), guess)
+  w.suggestions += annotations.label_annotations(guess, k + 1, len(w.suggestions) + 1, w.table)
+  w.images.append({'id': k + 1, 'file_name': item['copy'], 'height': size[0],
                    'width': size[1]})
-    items.append(item)
-  coco = annotations.coco_document(images, suggestions,
+  w.items.append(item)
+
+
+def _write_documents(w: _Writing, cycle: int) -> None:
+  """The request's COCO documents, tool imports and ranking CSV."""
+  out = w.out
+  coco = annotations.coco_document(w.images, w.suggestions,
                                    f'cycle {cycle}: the model\'s masks as suggestions',
-                                   annotations.categories(table))
+                                   annotations.categories(w.table))
   formats.write_json(os.path.join(out, 'coco.json'), coco)
-  if regions:
+  if w.regions:
     formats.write_json(os.path.join(out, 'regions.json'), annotations.coco_document(
-        images, regions, f'cycle {cycle}: the regions to label'))
+        w.images, w.regions, f'cycle {cycle}: the regions to label'))
   formats.write_json(os.path.join(out, 'label_studio.json'), label_studio_tasks(coco, out, cycle))
-  _write_text(os.path.join(out, 'label_studio.xml'), results.labelling_config(table) + '\n')
-  _write_text(os.path.join(out, 'cvat.xml'), cvat_xml(coco, table))
-  formats.write_selection_csv(os.path.join(out, 'to_label.csv'), chosen.names, chosen.scores)
-  os.makedirs(os.path.join(out, label_returns.RETURNED), exist_ok=True)
-  labeled = label_returns.label_names(folder)
-  record = {'cycle': cycle, 'unit': config.al_unit, 'folder': folder,
+  _write_text(os.path.join(out, 'label_studio.xml'), results.labelling_config(w.table) + '\n')
+  _write_text(os.path.join(out, 'cvat.xml'), cvat_xml(coco, w.table))
+  formats.write_selection_csv(os.path.join(out, 'to_label.csv'), w.chosen.names,
+                              w.chosen.scores)
+
+
+def _write_record(w: _Writing, cycle: int, unit: str) -> dict[str, Any]:
+  """`request.json` (what was asked, and the folder's labels then) and README.txt."""
+  os.makedirs(os.path.join(w.out, label_returns.RETURNED), exist_ok=True)
+  labeled = label_returns.label_names(w.folder)
+  record = {'cycle': cycle, 'unit': unit, 'folder': w.folder,
             'requested_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec='seconds'),
-            'classes': table.to_json(), 'items': items, 'labeled': labeled,
-            'label_files': {n: file_stamp(os.path.join(folder, 'labels', n + '.png'))
+            'classes': w.table.to_json(), 'items': w.items, 'labeled': labeled,
+            'label_files': {n: file_stamp(os.path.join(w.folder, 'labels', n + '.png'))
                             for n in labeled}}
-  formats.write_json(os.path.join(out, FILE), record)
-  _write_text(os.path.join(out, 'README.txt'), instructions(record, out))
+  formats.write_json(os.path.join(w.out, FILE), record)
+  _write_text(os.path.join(w.out, 'README.txt'), instructions(record, w.out))
   return record
 
 

@@ -269,12 +269,36 @@ def check(request: dict[str, Any], request_dir: str, folder: str,
       default line names the label file).
   """
   table = classes_lib.from_json(request['classes'])
-  lookup, values, ignore = table.lookup(), table.values(), table.ignore
   items = {item['name']: item for item in request['items']}
-  out = Outcome()
-  previous = {name: (read_label_any(os.path.join(request_dir, item['previous']))
-                     if item.get('previous') else None) for name, item in items.items()}
-  names = {c.name: i for i, c in enumerate(table.classes)}
+  c = _Checking(request, request_dir, folder, table, items, {
+      name: (read_label_any(os.path.join(request_dir, item['previous']))
+             if item.get('previous') else None) for name, item in items.items()})
+  _take_received(c, received)
+  _take_coco(c)
+  _take_pngs(c)
+  _mark_unanswered(c, waiting)
+  _note_cuts(c.out)
+  _check_folder(c)
+  return c.out
+
+
+@dataclasses.dataclass
+class _Checking:
+  """One request's check: what was asked, and the outcome so far."""
+  request: dict[str, Any]
+  request_dir: str
+  folder: str
+  table: Any
+  items: dict[str, dict[str, Any]]
+  previous: dict[str, np.ndarray | None]  # name -> its label file's bytes at request time
+  out: Outcome = dataclasses.field(default_factory=lambda: Outcome())
+
+
+def _take_received(c: _Checking, received: Sequence[Received]) -> None:
+  """Labels an annotation tool's API gave, checked and cut like the files."""
+  out, items, previous, request, request_dir, _ = (
+      c.out, c.items, c.previous, c.request, c.request_dir, c.folder)
+  lookup, ignore = c.table.lookup(), c.table.ignore
   for r in received:
     item = items.get(r.name)
     if item is None:
@@ -288,6 +312,14 @@ def check(request: dict[str, Any], request_dir: str, folder: str,
     kept, pixels, cut = taken(r.label, previous[r.name], region_mask(request_dir, item), ignore)
     out.answers[r.name] = Answer(r.name, kept, r.where, r.kind, r.who, r.returned_at, pixels, cut,
                                  r.seconds)
+
+
+def _take_coco(c: _Checking) -> None:
+  """COCO exports in `returned/`; one answering an image differently from the API is a problem."""
+  out, _, previous, request, request_dir, _ = (
+      c.out, c.items, c.previous, c.request, c.request_dir, c.folder)
+  names = {cl.name: i for i, cl in enumerate(c.table.classes)}
+  values = c.table.values()
   for path in sorted(glob.glob(os.path.join(request_dir, RETURNED, '*.json'))):
     answers, problems, notes = _read_coco(path, request, names, values, previous, request_dir)
     out.problems += problems
@@ -297,6 +329,13 @@ def check(request: dict[str, Any], request_dir: str, folder: str,
         out.problems.append(f'{name} is answered differently by {out.answers[name].file} and '
                             f'{path}; not used: keep one of them')
       out.answers[name] = answer
+
+
+def _take_pngs(c: _Checking) -> None:
+  """The folder's label PNGs of the requested images."""
+  out, items, previous, _, request_dir, folder = (
+      c.out, c.items, c.previous, c.request, c.request_dir, c.folder)
+  lookup, ignore = c.table.lookup(), c.table.ignore
   for name, item in items.items():
     png = item['label']
     if not os.path.exists(png):
@@ -323,6 +362,10 @@ def check(request: dict[str, Any], request_dir: str, folder: str,
                           'keep one of them')
     elif coco is None:
       out.answers[name] = answer
+
+
+def _mark_unanswered(c: _Checking, waiting: dict[str, str] | None) -> None:
+  out, items = c.out, c.items
   for name, item in items.items():
     answer = out.answers.get(name)
     if answer is None or answer.pixels == 0:
@@ -330,12 +373,20 @@ def check(request: dict[str, Any], request_dir: str, folder: str,
       what = 'its requested regions are' if item.get('superpixels') is not None else 'it is'
       out.unanswered.append((waiting or {}).get(name)
                             or f'{name}: {what} not labeled yet ({item["label"]})')
+
+
+def _note_cuts(out: Outcome) -> None:
   for name, answer in sorted(out.answers.items()):
     if answer.cut:
       out.notes.append(f'{name}: {answer.cut} labeled pixel(s) outside the requested regions or '
                        'on pixels labeled before were not taken in (an answer adds labels '
                        'where they were asked for; edit the label file after intake to '
                        'correct earlier labels)')
+
+
+def _check_folder(c: _Checking) -> None:
+  """Labels nobody asked for, and earlier labels that are gone."""
+  out, items, request, folder = c.out, c.items, c.request, c.folder
   requested, labeled = set(items), set(request['labeled'])
   withdrawn = request.get('withdrawn') or []
   renamed = (f'; {", ".join(withdrawn)} left the folder and a renamed image counts as a '
@@ -351,4 +402,3 @@ def check(request: dict[str, Any], request_dir: str, folder: str,
     if not os.path.exists(path):
       out.problems.append(f'labels/{name}.png, labeled before cycle {request["cycle"]}, is gone; '
                           'restore it')
-  return out

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from segal_jax import formats
 from segal_jax.errors import UserError
 from segal_jax.reporting import endpoints
 from segal_jax.reporting import statistics
@@ -58,7 +59,7 @@ def line_names(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
 def full_reference(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
   """The `full` strategy's mIoU over its seeds ({'mean', 'low', 'high', 'n'}), or None."""
   values = [r['miou'] for r in records if r['strategy'] == 'full']
-  return _interval_json(statistics.interval(values)) if values else None
+  return endpoints.interval_json(statistics.interval(values)) if values else None
 
 
 def per_class(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -137,19 +138,20 @@ def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = Non
     _check_reference(runs, reference)
   stats = statistics.compare(runs, None if full is None else full['mean'], reference=reference)
   names = line_names(runs)
-  opt = lambda iv: None if iv is None else _interval_json(iv)
+  opt = lambda iv: None if iv is None else endpoints.interval_json(iv)
   strategies = []
   for (strategy, unit), entry in stats['curves'].items():
     strategies.append({
         'name': names[strategy, unit], 'strategy': strategy,
         'unit': unit, 'seeds': [int(s) for s in runs[strategy, unit].seeds],
         'cycles': [{'cycle': c['cycle'], 'n': c['n'], 'labeled_images': c['images'],
-                    'cost_instances': c['cost'], 'miou': _interval_json(c['miou']),
+                    'cost_instances': c['cost'], 'miou': endpoints.interval_json(c['miou']),
                     'diff_vs_reference': opt(c['diff'])} for c in entry['cycles']],
-        'auc': _interval_json(entry['auc']), 'auc_diff_vs_reference': opt(entry['auc_diff']),
+        'auc': endpoints.interval_json(entry['auc']),
+        'auc_diff_vs_reference': opt(entry['auc_diff']),
         'budgets': [{'fraction': t, 'miou': b['miou'],
-                     'cost_instances': nan_to_none([b['cost']])[0],
-                     'saving_vs_reference_pct': nan_to_none([b['saving_pct']])[0],
+                     'cost_instances': formats.nan_to_none([b['cost']])[0],
+                     'saving_vs_reference_pct': formats.nan_to_none([b['saving_pct']])[0],
                      'saving_is_lower_bound': b['saving_is_lower_bound']}
                     for t, b in entry['budgets'].items()]})
   auc_range = stats['auc_range']
