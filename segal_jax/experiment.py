@@ -38,7 +38,7 @@ from segal_jax import errors
 from segal_jax import formats
 from segal_jax.labelling import requests as label_requests
 from segal_jax.labelling import session as human
-from segal_jax.loop import cycle as loop
+from segal_jax import loop
 from segal_jax import models
 from segal_jax.models import convert
 from segal_jax import parallel

@@ -29,7 +29,7 @@ from segal_jax.data import labels
 from segal_jax.data import synthetic_city
 from segal_jax.errors import UserError
 from segal_jax.labelling import session as human
-from segal_jax.loop import cycle as loop
+from segal_jax import loop
 from segal_jax import parallel
 from segal_jax.selection import strategies as selection
 from segal_jax.training import optim

@@ -41,7 +41,7 @@ from segal_jax.data import labels as labels_lib
 from segal_jax.errors import UserError
 from segal_jax import experiment
 from segal_jax import formats
-from segal_jax.loop import cycle as loop
+from segal_jax import loop
 from segal_jax.reporting import geometry
 from segal_jax.selection import strategies as selection
 from segal_jax.state import pool as pool_lib

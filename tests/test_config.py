@@ -129,7 +129,7 @@ def test_negative_sp_candidate_factor():
 
 
 def test_label_cycles_stop_purchases_after_that_many_cycles():
-  from segal_jax.loop import cycle as loop
+  from segal_jax import loop
   every = config_lib.ExperimentConfig(al_cycles=5)
   control = dataclasses.replace(every, al_label_cycles=3)
   assert [loop.buys(every, c) for c in range(4)] == [True] * 4

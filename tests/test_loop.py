@@ -11,7 +11,7 @@ from segal_jax import config as config_lib
 from segal_jax.data import classes
 from segal_jax.errors import UserError
 from segal_jax import experiment
-from segal_jax.loop import cycle as loop
+from segal_jax import loop
 from segal_jax import models
 from segal_jax.selection import strategies as selection
 from segal_jax.state import checkpoint

@@ -114,7 +114,7 @@ def test_tracker_keeps_best_variables_and_round_trips():
 @pytest.mark.slow
 def test_loop_stops_early_and_a_resumed_cycle_matches(tmp_path):
   from segal_jax import experiment  # pylint: disable=g-import-not-at-top
-  from segal_jax.loop import cycle as loop  # pylint: disable=g-import-not-at-top
+  from segal_jax import loop  # pylint: disable=g-import-not-at-top
   from test_loop import TINY  # pylint: disable=g-import-not-at-top
   # A 99% drop is never reached: each cycle stops after evaluations at epochs 0, 1, 2.
   config = dataclasses.replace(

@@ -8,8 +8,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from segal_jax import formats
 from segal_jax.errors import UserError
+from segal_jax import formats
 from segal_jax.reporting import endpoints
 from segal_jax.reporting import statistics
 
