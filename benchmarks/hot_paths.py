@@ -40,15 +40,15 @@ from benchmarks import _sizes as sizes
 from benchmarks import profile_ops
 from benchmarks import selection_step
 from benchmarks import side_by_side
+from segal_jax.annotation import oracle
 from segal_jax import data
 from segal_jax import errors
 from segal_jax import models
-from segal_jax import optim
-from segal_jax import oracle
 from segal_jax import parallel
-from segal_jax import scoring
-from segal_jax import superpixels
-from segal_jax import train
+from segal_jax.scoring import scorer as scoring
+from segal_jax.scoring import superpixels
+from segal_jax.training import optim
+from segal_jax.training import train
 
 
 GROUPS = ('mc', 'segment_means', 'partial_labels', 'watershed', 'memory', 'train',

@@ -28,7 +28,7 @@ from benchmarks import _harness as harness
 from benchmarks import _reference as reference
 from benchmarks import side_by_side
 from segal_jax import models
-from segal_jax import uncertainty
+from segal_jax.scoring import uncertainty
 
 _HLO_LINE = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]*)"')
 

@@ -21,9 +21,9 @@ import numpy as np
 
 from benchmarks import _harness as harness
 from benchmarks import _reference as reference
-from segal_jax import acquisition
-from segal_jax import diversity
-from segal_jax import selection
+from segal_jax.selection import arrange as acquisition
+from segal_jax.selection import diversity
+from segal_jax.selection import strategies as selection
 
 SEGMENTS = 100  # superpixels an image
 DIM = 32        # projected feature dimensions (--al_feature_dim)

@@ -84,7 +84,10 @@ def _jax_task(task: str, s: PeerSize) -> Callable[[], Any]:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from segal_jax import models, optim, train, uncertainty  # pylint: disable=import-outside-toplevel
+  from segal_jax import models  # pylint: disable=import-outside-toplevel
+  from segal_jax.scoring import uncertainty
+  from segal_jax.training import optim
+  from segal_jax.training import train
 
   def model(placement):
     return models.DRNSeg(arch='drn_d_22', num_classes=19, dropout_placement=placement,

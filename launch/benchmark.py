@@ -15,7 +15,7 @@ from absl import flags
 
 from benchmarks import hot_paths as benchmark
 from launch import _app
-from segal_jax import export
+from segal_jax import formats
 
 _SIZE = flags.DEFINE_enum('size', 'small', list(benchmark.SIZES),
                           'tiny: seconds (tests); small: CPU-sized; '
@@ -43,7 +43,7 @@ def main(argv):
         f"size={report['size']}\n")
   print(benchmark.format_table(report))
   if _OUT.value:
-    export.write_json(_OUT.value, report)  # atomic: a complete report or the old one
+    formats.write_json(_OUT.value, report)  # atomic: a complete report or the old one
     print(f'\nwrote {_OUT.value}')
 
 

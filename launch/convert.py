@@ -3,7 +3,7 @@
   python -m launch.convert --source=drn_d_22_cityscapes.pth --arch=drn_d_22 --out=DIR
 
 The written checkpoint holds {'params', 'batch_stats'} for `DRNSeg` and the
-architecture, classes and width as its meta (`segal_jax.checkpoint.save_model`),
+architecture, classes and width as its meta (`segal_jax.state.checkpoint.save_model`),
 so it is what `python -m launch.score --checkpoint=DIR` reads (normalisation
 defaults to Cityscapes', dropout to --dropout_placement=stages, rate 0.5).
 """
@@ -11,7 +11,7 @@ defaults to Cityscapes', dropout to --dropout_placement=stages, rate 0.5).
 from absl import flags
 
 from launch import _app
-from segal_jax import checkpoint
+from segal_jax.state import checkpoint
 
 _SOURCE = flags.DEFINE_string('source', None, 'PyTorch .pth file (a state dict).')
 _ARCH = flags.DEFINE_string('arch', 'drn_d_22', 'DRN architecture of the checkpoint.')

@@ -4,7 +4,7 @@
 
 Writes masks/*.png (label PNGs in the class table's values), overlays/*.png (the
 classes painted over each image) and predictions.json (COCO polygons); see
-`segal_jax.prediction`. --checkpoint is a model directory from training
+`segal_jax.inference.prediction`. --checkpoint is a model directory from training
 (`<run>/models/cycle_NN`); its class table travels with it. --classes names the
 classes of a model that does not carry a table, and must match one that does.
 """
@@ -12,10 +12,10 @@ classes of a model that does not carry a table, and must match one that does.
 from absl import flags
 
 from launch import _app
-from segal_jax import checkpoint
-from segal_jax import folder_scoring
-from segal_jax import prediction
 from segal_jax.data import classes
+from segal_jax.inference import folder_scoring
+from segal_jax.inference import prediction
+from segal_jax.state import checkpoint
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Model checkpoint directory.')
 _IMAGES = flags.DEFINE_string('images', None, 'Folder of JPEG/PNG images.')

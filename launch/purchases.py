@@ -21,8 +21,8 @@ from absl import flags
 
 from launch import _app
 from launch import _flags
-from segal_jax import purchases
 from segal_jax.errors import UserError
+from segal_jax import purchases
 
 _RECORDS = flags.DEFINE_list(
     'records', None, 'Work directories of launch.run experiments on the same data (one unit '

@@ -21,9 +21,9 @@ import os
 from absl import flags
 
 from launch import _app
-from segal_jax import experiment
-from segal_jax import export
 from segal_jax.errors import UserError
+from segal_jax import experiment
+from segal_jax import reporting
 
 _WORKDIR = flags.DEFINE_list(
     'workdir', None, 'The work directory of an experiment, or several, comma-separated, whose '
@@ -64,7 +64,7 @@ def _full_reference() -> dict | None:
             'source': '--full_miou'}
   if _REFERENCE_WORKDIR.value:
     where = ','.join(_REFERENCE_WORKDIR.value)
-    full = export.full_reference(experiment.collect_many(_REFERENCE_WORKDIR.value))
+    full = reporting.full_reference(experiment.collect_many(_REFERENCE_WORKDIR.value))
     if full is None:
       raise UserError(f'no finished run of the full strategy under {where}',
                       'run launch.run with --flagfile=configs/synthetic/full.flags there, or '
@@ -76,7 +76,7 @@ def _full_reference() -> dict | None:
 def main(argv):
   del argv
   full = _full_reference()
-  reference = None if _REFERENCE.value is None else export.parse_reference(_REFERENCE.value)
+  reference = None if _REFERENCE.value is None else reporting.parse_reference(_REFERENCE.value)
   workdirs = _WORKDIR.value
   if len(workdirs) > 1 and not _OUT.value:
     raise UserError(f'{len(workdirs)} work directories are merged but --out is not set',

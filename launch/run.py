@@ -27,10 +27,10 @@ from launch import _distributed
 from launch import _flags
 from segal_jax import data
 from segal_jax import experiment
-from segal_jax import export
-from segal_jax import label_requests
+from segal_jax.labelling import requests as label_requests
 from segal_jax import parallel
 from segal_jax import plan
+from segal_jax import reporting
 
 _WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Where results and state are written.')
 _DRY_RUN = flags.DEFINE_bool(
@@ -70,7 +70,7 @@ def main(argv):
   if not parallel.is_writer():
     return
   print('\nvalidation mIoU per cycle (mean ± std over seeds):')
-  print(export.format_table(records))
+  print(reporting.format_table(records))
   print(f'\nwrote {_WORKDIR.value}/results.md, miou_vs_images.png, miou_vs_cost.png '
         'and per-run metrics.jsonl')
 

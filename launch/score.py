@@ -5,7 +5,7 @@
 
 Writes ranking.csv (SuperAnnotate's name,entropy_value upload format), scores.csv,
 maps/*.png and, with --unit=superpixel, annotations.json (COCO polygons),
-superpixels.csv and masks/*.png; see `segal_jax.folder_scoring` for the layout.
+superpixels.csv and masks/*.png; see `segal_jax.inference.folder_scoring` for the layout.
 --checkpoint is a model directory from training or from `launch.convert`
 (for a converted one without metadata, also pass --arch).
 """
@@ -13,9 +13,9 @@ superpixels.csv and masks/*.png; see `segal_jax.folder_scoring` for the layout.
 from absl import flags
 
 from launch import _app
-from segal_jax import checkpoint
-from segal_jax import folder_scoring
 from segal_jax.data import classes
+from segal_jax.inference import folder_scoring
+from segal_jax.state import checkpoint
 
 _D = folder_scoring.ScoreConfig()
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Model checkpoint directory.')

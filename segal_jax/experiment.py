@@ -30,22 +30,23 @@ import jax
 import numpy as np
 from tensorflow_datasets.core import constants as tfds_constants
 
-from segal_jax import _lock
-from segal_jax import annotators
-from segal_jax import checkpoint
+from segal_jax.annotation import annotators
+from segal_jax.annotation import oracle
 from segal_jax import config as config_lib
 from segal_jax import data
 from segal_jax import errors
-from segal_jax import export
-from segal_jax import human
-from segal_jax import label_requests
+from segal_jax import formats
+from segal_jax.labelling import requests as label_requests
+from segal_jax.labelling import session as human
 from segal_jax import loop
 from segal_jax import models
-from segal_jax import oracle
-from segal_jax import parallel
-from segal_jax import selection
-from segal_jax import superpixels
 from segal_jax.models import convert
+from segal_jax import parallel
+from segal_jax import reporting
+from segal_jax.scoring import superpixels
+from segal_jax.selection import strategies as selection
+from segal_jax.state import checkpoint
+from segal_jax.state import lock as _lock
 
 
 def validate(config: config_lib.ExperimentConfig, *, pool_size: int | None = None) -> None:
@@ -166,7 +167,7 @@ def image_costs(config: config_lib.ExperimentConfig, split) -> dict[str, np.ndar
     pass
   out = {rule: annotators.get(rule=rule).image_costs(split) for rule in oracle.COST_RULES}
   if parallel.is_writer():
-    export.write_json(path, {'ids': [str(i) for i in split.ids],
+    formats.write_json(path, {'ids': [str(i) for i in split.ids],
                              'build': getattr(split, 'build', ''),
                              **{rule: v.tolist() for rule, v in out.items()}})
   return out
@@ -208,8 +209,8 @@ def _run(config, workdir, log, should_stop) -> list[dict[str, Any]]:
       loop.load_state(run_dir(workdir, strategy, seed), config)
   log = log if parallel.is_writer() else (lambda *_: None)
   if parallel.is_writer():
-    export.write_json(os.path.join(workdir, 'config.json'), config.to_json())
-    export.write_json(os.path.join(workdir, ENVIRONMENT_FILE), environment())
+    formats.write_json(os.path.join(workdir, 'config.json'), config.to_json())
+    formats.write_json(os.path.join(workdir, ENVIRONMENT_FILE), environment())
   log(f'data: {config.dataset}/{config.dataset_config}: {len(train_split)} train, '
       f'{len(val_split)} val images of {train_split.images.shape[1]}x'
       f'{train_split.images.shape[2]} ({time.time() - t0:.0f} s)')
@@ -256,7 +257,7 @@ def collect(workdir: str) -> list[dict[str, Any]]:
   records = []
   for root, _, files in sorted(os.walk(workdir)):
     if loop.METRICS_FILE in files:
-      records += export.read_jsonl(os.path.join(root, loop.METRICS_FILE))
+      records += formats.read_jsonl(os.path.join(root, loop.METRICS_FILE))
   return records
 
 
@@ -296,7 +297,7 @@ def summarize(workdir: str, records: list[dict[str, Any]],
   axis of the comparison, 'instances' (records' `cost_instances`) or 'clicks'
   (`cost_clicks`; summary.json's `cost_instances` fields then hold clicks and
   its `cost_unit` says so). `reference`: the line every line is compared with
-  (`export.summary`).
+  (`reporting.summary`).
   """
   if cost == 'clicks':
     missing = [r for r in records if 'cost_clicks' not in r]
@@ -304,15 +305,15 @@ def summarize(workdir: str, records: list[dict[str, Any]],
       raise errors.UserError(f'{len(missing)} records have no cost in clicks (runs made before '
                              'clicks were recorded)', 'report them with --cost=instances')
     records = [dict(r, cost_instances=r['cost_clicks']) for r in records]
-  comparison = dict(export.summary(records, full, reference, with_clicks=cost == 'instances'),
+  comparison = dict(reporting.summary(records, full, reference, with_clicks=cost == 'instances'),
                     cost_unit=cost)
-  export.write_json(os.path.join(workdir, 'summary.json'), comparison)
-  export.plot_curves(os.path.join(workdir, 'miou_vs_images.png'), records,
+  formats.write_json(os.path.join(workdir, 'summary.json'), comparison)
+  reporting.plot_curves(os.path.join(workdir, 'miou_vs_images.png'), records,
                      comparison=comparison)
-  export.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
+  reporting.plot_curves(os.path.join(workdir, 'miou_vs_cost.png'), records, x_key='cost_instances',
                      x_label=f'annotation cost ({cost})', comparison=comparison)
-  export.plot_per_class(os.path.join(workdir, 'per_class_iou.png'), comparison)
-  text = export.format_summary(comparison) + export.format_labelling(records)
-  with export.atomic_open(os.path.join(workdir, 'results.md')) as f:
+  reporting.plot_per_class(os.path.join(workdir, 'per_class_iou.png'), comparison)
+  text = reporting.format_summary(comparison) + reporting.format_labelling(records)
+  with formats.atomic_open(os.path.join(workdir, 'results.md')) as f:
     f.write(text)
   return text

@@ -21,20 +21,20 @@ import zipfile
 import jax
 import jax.numpy as jnp
 
-from segal_jax import data
-from segal_jax import folder_changes
-from segal_jax import human
-from segal_jax import loop
-from segal_jax import optim
-from segal_jax import parallel
-from segal_jax import selection
-from segal_jax import train
 from segal_jax.config import ExperimentConfig
+from segal_jax import data
 from segal_jax.data import cityscapes
 from segal_jax.data import image_folder
 from segal_jax.data import labels
 from segal_jax.data import synthetic_city
 from segal_jax.errors import UserError
+from segal_jax.labelling import folder_changes
+from segal_jax.labelling import session as human
+from segal_jax import loop
+from segal_jax import parallel
+from segal_jax.selection import strategies as selection
+from segal_jax.training import optim
+from segal_jax.training import train
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,17 +34,17 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from segal_jax import annotators
+from segal_jax.annotation import annotators
+from segal_jax.annotation import oracle
 from segal_jax import config as config_lib
-from segal_jax import experiment
-from segal_jax import export
-from segal_jax import geometry
-from segal_jax import loop
-from segal_jax import oracle
-from segal_jax import pool as pool_lib
-from segal_jax import selection
 from segal_jax.data import labels as labels_lib
 from segal_jax.errors import UserError
+from segal_jax import experiment
+from segal_jax import formats
+from segal_jax import loop
+from segal_jax.reporting import geometry
+from segal_jax.selection import strategies as selection
+from segal_jax.state import pool as pool_lib
 
 REPLAYED = 'random'  # the one strategy whose purchases need no model
 
@@ -276,15 +276,15 @@ def analyze(sources: Sequence[tuple[config_lib.ExperimentConfig, str | None]], o
   }
   if curve_rows:
     _write_csv(os.path.join(out, 'curves.csv'), curve_rows)
-  export.write_json(os.path.join(out, 'purchases.json'), summary)
+  formats.write_json(os.path.join(out, 'purchases.json'), summary)
   if with_geometry:
-    export.write_json(os.path.join(out, 'geometry.json'), pool_geometry(config, split))
+    formats.write_json(os.path.join(out, 'geometry.json'), pool_geometry(config, split))
   plot(os.path.join(out, 'purchases.png'), summary)
   return summary
 
 
 def _write_csv(path: str, rows: Sequence[dict]) -> None:
-  with export.atomic_open(path) as f:
+  with formats.atomic_open(path) as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
     writer.writeheader()
     writer.writerows(rows)
@@ -335,6 +335,6 @@ def plot(path: str, summary: dict[str, Any]) -> None:
   for ax in axes[:2]:
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  with export.atomic_open(path, 'wb') as f:
+  with formats.atomic_open(path, 'wb') as f:
     fig.savefig(f, format='png')
   plt.close(fig)

@@ -24,10 +24,10 @@ import numpy as np
 
 from segal_jax import config as config_lib
 from segal_jax import errors
-from segal_jax import optim
 from segal_jax import parallel
-from segal_jax import scoring
-from segal_jax import train
+from segal_jax.scoring import scorer as scoring
+from segal_jax.training import optim
+from segal_jax.training import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

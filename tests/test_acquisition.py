@@ -1,4 +1,4 @@
-"""Tests for segal_jax.acquisition: class weights by hand, and the steps between ranking
+"""Tests for segal_jax.selection.arrange: class weights by hand, and the steps between ranking
 and buying on the hand-made pool of test_selection (scores and unit outputs replaced)."""
 
 import dataclasses
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from benchmarks import _reference as reference
-from segal_jax import acquisition
-from segal_jax import annotators
+from segal_jax.annotation import annotators
 from segal_jax import config as config_lib
 from segal_jax.errors import UserError
+from segal_jax.selection import arrange as acquisition
 from tests.test_selection import SPLIT, _choose, _pool, _ranked, scored  # pylint: disable=unused-import
 
 S = 6  # superpixels of the hand map
@@ -143,7 +143,7 @@ def test_reorder_picks_what_the_numpy_selection_picks():
   cls = rng.integers(0, classes, (n, S))
   feats = rng.normal(size=(n, S, 4)).astype(np.float32)
   counts = rng.integers(0, 100, classes)
-  from segal_jax import selection  # pylint: disable=g-import-not-at-top
+  from segal_jax.selection import strategies as selection  # pylint: disable=g-import-not-at-top
   ranked = selection.top_k(scores, scores.size)
   _, got = acquisition.reorder(scores, ranked, classes=cls,
                                weights=acquisition.class_weights(counts), cap=2,

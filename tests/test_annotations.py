@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 import skimage.draw
 
-from segal_jax import annotations
 from segal_jax.data import classes
+from segal_jax.formats import annotation_files as annotations
 
 
 def _vertices(polygon):

@@ -6,9 +6,9 @@ import types
 import numpy as np
 import pytest
 
-from segal_jax import annotators
-from segal_jax import pool as pool_lib
+from segal_jax.annotation import annotators
 from segal_jax.errors import UserError
+from segal_jax.state import pool as pool_lib
 
 
 def _split():
@@ -54,7 +54,7 @@ def test_instance_overlap_costs_labels_and_superpixels():
 
 
 def test_whole_touched_buys_the_images_of_ranked_superpixels_whole():
-  from segal_jax import oracle  # pylint: disable=g-import-not-at-top
+  from segal_jax.annotation import oracle  # pylint: disable=g-import-not-at-top
   ann, split = annotators.get('whole_touched', rule='instances'), _split()
   assert isinstance(ann, annotators.WholeTouched) and ann.cost_rule == 'instances'
   segments = np.zeros((2, 4, 4), np.int32)

@@ -1,36 +1,37 @@
-"""The layout: library modules import only lower layers, never launch/ or benchmarks/.
+"""The layout: subpackages as layers; the library never imports launch/ or benchmarks/.
 
-The layer order follows DESIGN.md §2 (data flows top to bottom there: data,
-models, uncertainty, superpixels, oracle, losses, scoring, selection, train,
-checkpoint, loop, export, parallel). Two kinds of module sit lower here than
-in that list because every layer uses them: the foundations (`errors`,
-`config`, `parallel`, atomic writes) and the output writers (`export`,
-`annotations`). A module may import modules of its own layer or below; every
-module of `segal_jax` must have a layer, so a new one is placed on purpose.
-docs/architecture.md describes each module.
+Each subpackage of `segal_jax` (and each top-level module) is one unit, placed
+in a layer, lowest first (data flows top to bottom in DESIGN.md §2). A module
+may import its own unit or units of lower layers, and the units' imports form
+no cycle. Every unit must have a layer, so a new one is placed on purpose.
+docs/architecture.md describes each unit.
 """
 
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LAYERS = (
-    ('errors', '_files', '_lock', 'config', 'parallel'),
+    ('errors', 'config', 'parallel'),
     ('data',),
     ('models',),
-    ('uncertainty', 'superpixels', 'metrics', 'oracle', 'clicks', 'noise', 'statistics',
-     'endpoints', 'export', 'annotations', 'diversity', 'label_returns', 'brush_rle',
-     'label_studio_results', 'label_studio', 'geometry', 'optim'),
-    ('losses', 'pool', 'protocols'),
-    ('scoring', 'annotators', 'train', 'stopping', 'acquisition'),
-    ('selection', 'checkpoint', 'run_state'),
-    ('figures', 'folder_scoring', 'prediction', 'label_requests', 'cycle_models',
-     'folder_changes', 'label_studio_source'),
+    ('formats',),
+    ('state',),
+    ('training',),
+    ('scoring',),
+    ('annotation',),
+    ('selection',),
+    ('reporting',),
+    ('inference',),
+    ('labelling',),
     ('loop',),
-    ('experiment', 'plan', 'human', 'purchases'),
+    ('experiment', 'plan'),
+    ('purchases',),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
@@ -142,3 +143,32 @@ def test_the_cycle_finder_finds_a_cycle_however_deep():
   assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': set()}) is None
   assert _cycle({'a': {'b'}, 'b': {'a'}}) == ['a', 'b', 'a']
   assert _cycle({'x': {'a'}, 'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+
+
+def test_units_import_one_another_without_a_cycle():
+  graph = {}
+  for module, path in LIBRARY.items():
+    if module != 'segal_jax':
+      graph.setdefault(_unit(module), set()).update(
+          _unit(n) for n in _imports(path)
+          if n.startswith('segal_jax.') and _unit(n) in LAYER and _unit(n) != _unit(module))
+  assert graph['loop'], 'the reader found no imports between units'
+  cycle = _cycle(graph)
+  assert cycle is None, f'import cycle {" -> ".join(cycle or [])}: move the shared piece down'
+
+
+def test_no_library_module_is_left_at_the_top_level_unplaced():
+  top = sorted(m.split('.')[1] for m in LIBRARY if m.count('.') == 1)
+  assert set(top) <= set(LAYER), f'modules outside every layer: {sorted(set(top) - set(LAYER))}'
+
+
+@pytest.mark.parametrize('module', ['uncertainty', 'superpixels'])
+def test_uncertainty_and_superpixels_import_alone(module):
+  # Other JAX code imports them without training, data sets or the rest of the library.
+  heavy = ['tensorflow_datasets', 'tensorflow', 'optax', 'flax', 'orbax', 'grain',
+           'segal_jax.training', 'segal_jax.data', 'segal_jax.state', 'segal_jax.scoring.scorer']
+  code = (f'import sys\nfrom segal_jax.scoring import {module}\n'
+          f'print(",".join(m for m in {heavy!r} if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       check=True, cwd=REPO)
+  assert out.stdout.strip() == '', f'importing {module} also imported {out.stdout.strip()}'

@@ -14,11 +14,11 @@ from benchmarks import _harness as harness
 from benchmarks import _reference as reference
 from benchmarks import hot_paths as benchmark
 from benchmarks import side_by_side
-from segal_jax import errors
-from segal_jax import oracle
-from segal_jax import superpixels
-from segal_jax import uncertainty
+from segal_jax.annotation import oracle
 from segal_jax import data
+from segal_jax import errors
+from segal_jax.scoring import superpixels
+from segal_jax.scoring import uncertainty
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from segal_jax import brush_rle
 from segal_jax import errors
+from segal_jax.labelling import brush_rle
 
 # 5 bits word size - 1 (7), then the four widths - 1 (3, 4, 8, 16 bits).
 _HEADER_TAIL = '00111' + '0010' + '0011' + '0111' + '1111'

@@ -14,12 +14,12 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from segal_jax import checkpoint
-from segal_jax import models
-from segal_jax import run_state
 from segal_jax.data import cityscapes
 from segal_jax.data import classes
 from segal_jax.errors import UserError
+from segal_jax import models
+from segal_jax.state import checkpoint
+from segal_jax.state import run_state
 
 ARCH, WIDTH, CLASSES = 'drn_d_22', 0.25, 5
 

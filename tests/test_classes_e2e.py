@@ -11,13 +11,13 @@ import PIL.Image
 import pytest
 import skimage.measure
 
-from segal_jax import checkpoint
-from segal_jax import experiment
-from segal_jax import models
-from segal_jax import run_state
 from segal_jax.config import ExperimentConfig
 from segal_jax.data import classes
 from segal_jax.errors import UserError
+from segal_jax import experiment
+from segal_jax import models
+from segal_jax.state import checkpoint
+from segal_jax.state import run_state
 from tests.test_folder_scoring import he_variables
 
 H, W = 32, 64

@@ -27,9 +27,9 @@ import PIL.Image
 import pytest
 
 from launch import _app
-from segal_jax import checkpoint
 from segal_jax import data
 from segal_jax import models
+from segal_jax.state import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/synthetic/tiny.flags'  # relative: the commands run in ROOT

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from segal_jax import clicks
+from segal_jax.annotation import clicks
 
 
 def _square():

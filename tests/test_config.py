@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from segal_jax import config as config_lib
-from segal_jax import experiment
 from segal_jax.errors import UserError
+from segal_jax import experiment
 
 BASE = config_lib.ExperimentConfig()
 
@@ -103,14 +103,14 @@ def test_cityscapes_configs_start_from_the_imagenet_trunk():
 
 
 def test_cost_rule_choices_are_the_oracles():
-  from segal_jax import oracle  # pylint: disable=g-import-not-at-top
+  from segal_jax.annotation import oracle  # pylint: disable=g-import-not-at-top
   assert config_lib._CHOICES['al_cost_rule'] == oracle.COST_RULES  # pylint: disable=protected-access
   with pytest.raises(UserError, match='al_cost_rule'):
     config_lib.validate(dataclasses.replace(BASE, al_cost_rule='pixels'))
 
 
 def test_annotator_choices_and_fingerprint():
-  from segal_jax import annotators  # pylint: disable=g-import-not-at-top
+  from segal_jax.annotation import annotators  # pylint: disable=g-import-not-at-top
   assert annotators.HUMAN in config_lib._CHOICES['al_annotator']  # pylint: disable=protected-access
   assert annotators.HUMAN in annotators.ANNOTATORS
   with pytest.raises(UserError, match='al_annotator'):

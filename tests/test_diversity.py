@@ -1,4 +1,4 @@
-"""Tests for segal_jax.diversity: k-center greedy against NumPy, the per-image cap."""
+"""Tests for segal_jax.selection.diversity: k-center greedy against NumPy, the per-image cap."""
 
 import hypothesis
 import hypothesis.extra.numpy as hnp
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import strategies as st
 
 from benchmarks import _reference as reference
-from segal_jax import diversity
+from segal_jax.selection import diversity
 
 
 @pytest.mark.parametrize('seed,n,dim,k', [(0, 200, 8, 20), (1, 1000, 32, 50), (2, 37, 3, 37)])

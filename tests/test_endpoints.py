@@ -1,5 +1,5 @@
 """The report's tests against hand-computed cases, closed forms, brute-force
-enumeration and simulation (segal_jax/endpoints.py)."""
+enumeration and simulation (segal_jax/reporting/endpoints.py)."""
 
 import itertools
 import math
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from segal_jax import endpoints
-from segal_jax import statistics
+from segal_jax.reporting import endpoints
+from segal_jax.reporting import statistics
 
 
 def test_holm_by_hand():

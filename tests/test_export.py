@@ -10,10 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from segal_jax import annotations
-from segal_jax import experiment
-from segal_jax import export
 from segal_jax.errors import UserError
+from segal_jax import experiment
+from segal_jax import formats
+from segal_jax.formats import annotation_files as annotations
+from segal_jax import reporting
 
 
 def _records():
@@ -29,9 +30,9 @@ def _records():
 
 def test_atomic_open_keeps_old_file_on_error(tmp_path):
   path = tmp_path / 'a.json'
-  export.write_json(str(path), {'x': 1})
+  formats.write_json(str(path), {'x': 1})
   with pytest.raises(RuntimeError):
-    with export.atomic_open(str(path)) as f:
+    with formats.atomic_open(str(path)) as f:
       f.write('{"x": 2, "trunc')
       raise RuntimeError('crash during write')
   assert path.read_text().replace(' ', '').replace('\n', '') == '{"x":1}'
@@ -42,7 +43,7 @@ def test_atomic_open_keeps_old_file_on_error(tmp_path):
 def test_written_files_follow_the_umask(tmp_path, umask, mode):
   old = os.umask(umask)
   try:
-    export.write_json(str(tmp_path / 'request.json'), {'x': 1})
+    formats.write_json(str(tmp_path / 'request.json'), {'x': 1})
     annotations.write_png(str(tmp_path / 'labels' / 'a.png'), np.zeros((2, 3), np.uint8))
   finally:
     os.umask(old)
@@ -52,38 +53,38 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
 
 def test_selection_csv_format(tmp_path):
   path = tmp_path / 's.csv'
-  export.write_selection_csv(str(path), ['img_b', 'img_a'], [0.75, 0.5])
+  formats.write_selection_csv(str(path), ['img_b', 'img_a'], [0.75, 0.5])
   rows = list(csv.reader(path.open()))
   assert rows == [['name', 'entropy_value'], ['img_b', '0.75'], ['img_a', '0.5']]
 
 
 def test_jsonl_round_trip(tmp_path):
   path = str(tmp_path / 'm.jsonl')
-  export.write_jsonl(path, _records())
-  assert export.read_jsonl(path) == _records()
+  formats.write_jsonl(path, _records())
+  assert formats.read_jsonl(path) == _records()
 
 
 def test_table_mean_and_std():
-  table = export.format_table(_records())
+  table = reporting.format_table(_records())
   lines = table.splitlines()
   assert lines[0].split() == ['cycle', 'labeled', 'mc_variance', 'random']
   # cycle 1: random seeds give 0.40 and 0.42 -> mean 0.41, std 0.01.
   assert '0.4100 ± 0.0100' in lines[3]
   assert '0.4300 ± 0.0100' in lines[3]
-  md = export.format_table(_records(), markdown=True)
+  md = reporting.format_table(_records(), markdown=True)
   assert md.splitlines()[1].startswith('|---')
 
 
 def test_plot_is_png(tmp_path):
   path = tmp_path / 'p.png'
-  export.plot_curves(str(path), _records())
+  reporting.plot_curves(str(path), _records())
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_mixed_units_are_separate_lines():
   records = [dict(r, unit='image') for r in _records()]
   records += [dict(r, unit='superpixel', miou=r['miou'] + 0.05) for r in _records()]
-  header = export.format_table(records).splitlines()[0].split()
+  header = reporting.format_table(records).splitlines()[0].split()
   assert header == ['cycle', 'labeled', 'mc_variance/image', 'mc_variance/superpixel',
                     'random/image', 'random/superpixel']
 
@@ -94,7 +95,7 @@ def test_mixed_units_are_separate_lines():
 
 
 def test_summary_by_hand():
-  s = export.summary(_records(), {'mean': 0.5, 'low': None, 'high': None, 'n': 1,
+  s = reporting.summary(_records(), {'mean': 0.5, 'low': None, 'high': None, 'n': 1,
                                   'source': '--full_miou'})
   assert [e['name'] for e in s['strategies']] == ['random', 'mc_variance']
   random, mc = s['strategies']
@@ -124,13 +125,13 @@ def test_summary_full_from_records_never_reached_and_one_seed():
   records = [r for r in _records() if r['seed'] == 0]
   records.append({'strategy': 'full', 'seed': 0, 'cycle': 0, 'labeled_images': 1000,
                   'cost_instances': 5000, 'miou': 0.9})
-  s = export.summary(records)
+  s = reporting.summary(records)
   assert s['full_data']['mean'] == 0.9 and 'full' in s['full_data']['source']
   assert [e['name'] for e in s['strategies']] == ['random', 'mc_variance']  # full: a level
   random = s['strategies'][0]
   assert random['cycles'][0]['miou']['low'] is None  # one seed: no interval
   assert random['budgets'][0]['cost_instances'] is None  # 0.81 is never reached
-  md = export.format_summary(s)
+  md = reporting.format_summary(s)
   assert 'not reached' in md and '0.3000 (n=1, no interval)' in md
   assert 'Full-data mIoU: 0.9000' in md
 
@@ -138,7 +139,7 @@ def test_summary_full_from_records_never_reached_and_one_seed():
 def test_summary_missing_seed_pairs_common_seeds():
   # mc_variance lacks seed 1: its differences pair seed 0 only.
   records = [r for r in _records() if not (r['strategy'] == 'mc_variance' and r['seed'] == 1)]
-  mc = export.summary(records)['strategies'][1]
+  mc = reporting.summary(records)['strategies'][1]
   assert mc['seeds'] == [0] and mc['cycles'][1]['diff_vs_reference']['n'] == 1
   assert mc['cycles'][1]['diff_vs_reference']['mean'] == pytest.approx(0.02)
   assert mc['cycles'][1]['diff_vs_reference']['low'] is None
@@ -146,7 +147,7 @@ def test_summary_missing_seed_pairs_common_seeds():
 
 def test_summary_refuses_two_runs_of_one_seed():
   with pytest.raises(UserError, match='two runs of random'):
-    export.summary(_records() + _records()[:1])
+    reporting.summary(_records() + _records()[:1])
 
 
 def test_report_files_from_a_workdir(tmp_path):
@@ -175,23 +176,23 @@ def test_per_class_iou_at_the_last_cycle_by_hand(tmp_path):
       r['per_class'] = named[r['seed'], r['cycle']]
     elif r['strategy'] == 'mc_variance' and r['cycle'] == 2:
       r['per_class'] = {'soil': 0.9, 'rust': None}
-  s = export.summary(records)
+  s = reporting.summary(records)
   assert s['per_class_iou'] == {'random': {'soil': pytest.approx(0.6), 'rust': 0.2},
                                 'mc_variance': {'soil': pytest.approx(0.9), 'rust': None}}
-  text = export.format_summary(s)
+  text = reporting.format_summary(s)
   assert '| class | random | mc_variance |' in text
   assert '| soil | 0.6000 | 0.9000 |' in text and '| rust | 0.2000 | - |' in text
-  export.plot_per_class(str(tmp_path / 'p.png'), s)
+  reporting.plot_per_class(str(tmp_path / 'p.png'), s)
   assert (tmp_path / 'p.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-  export.plot_per_class(str(tmp_path / 'none.png'), export.summary(_records()))
+  reporting.plot_per_class(str(tmp_path / 'none.png'), reporting.summary(_records()))
   assert not (tmp_path / 'none.png').exists()  # no record names its classes
 
 
 @pytest.mark.slow
 def test_launch_report_reference_workdir(tmp_path):
   work, ref = tmp_path / 'work', tmp_path / 'ref'
-  export.write_jsonl(str(work / 'random' / 'seed_0' / 'metrics.jsonl'), _records()[:3])
-  export.write_jsonl(str(ref / 'full' / 'seed_0' / 'metrics.jsonl'),
+  formats.write_jsonl(str(work / 'random' / 'seed_0' / 'metrics.jsonl'), _records()[:3])
+  formats.write_jsonl(str(ref / 'full' / 'seed_0' / 'metrics.jsonl'),
                      [{'strategy': 'full', 'seed': 0, 'cycle': 0, 'labeled_images': 100,
                        'cost_instances': 600, 'miou': 0.4}])
   run = lambda *a: subprocess.run([sys.executable, '-m', 'launch.report', f'--workdir={work}',
@@ -211,7 +212,7 @@ def test_launch_report_reference_workdir(tmp_path):
   proc = run(f'--reference_workdir={work}')
   assert proc.returncode == 1 and 'no finished run of the full strategy' in proc.stderr
   ref2 = tmp_path / 'ref2'  # seeds finished in another directory: the line is their mean
-  export.write_jsonl(str(ref2 / 'full' / 'seed_1' / 'metrics.jsonl'),
+  formats.write_jsonl(str(ref2 / 'full' / 'seed_1' / 'metrics.jsonl'),
                      [{'strategy': 'full', 'seed': 1, 'cycle': 0, 'labeled_images': 100,
                        'cost_instances': 600, 'miou': 0.5}])
   assert run(f'--reference_workdir={ref},{ref2}').returncode == 0
@@ -221,10 +222,10 @@ def test_launch_report_reference_workdir(tmp_path):
 
 def test_summary_single_cost_has_no_auc():
   # Only the first cycle: every run sits at cost 55, a range of zero width.
-  s = export.summary([r for r in _records() if r['cycle'] == 0])
+  s = reporting.summary([r for r in _records() if r['cycle'] == 0])
   assert s['auc_range'] is None and s['strategies'][0]['auc']['mean'] is None
   json.dumps(s, allow_nan=False)
-  assert 'no cost range common to all runs' in export.format_summary(s)
+  assert 'no cost range common to all runs' in reporting.format_summary(s)
 
 
 def test_report_in_clicks(tmp_path):

@@ -3,8 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from segal_jax import figures
 from segal_jax.data import classes
+from segal_jax.reporting import figures
 
 
 def test_selection_figure_layout(tmp_path):

@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from segal_jax import experiment
-from segal_jax import human
-from segal_jax import label_requests
-from segal_jax import pool as pool_lib
-from segal_jax import run_state
 from segal_jax.data import image_folder
 from segal_jax.errors import UserError
+from segal_jax import experiment
+from segal_jax.labelling import requests as label_requests
+from segal_jax.labelling import session as human
+from segal_jax.state import pool as pool_lib
+from segal_jax.state import run_state
 from tests.test_human import COLORS, H, VALUES, W, _config, _pending, _read, _run
 
 N_LABELED, N_UNLABELED, BUDGET = 8, 16, 4
@@ -302,7 +302,7 @@ def test_partial_files_of_a_killed_writer_are_removed(tmp_path):
 
 
 def test_follow_names_added_and_removed_images():
-  from segal_jax import folder_changes  # pylint: disable=g-import-not-at-top
+  from segal_jax.labelling import folder_changes  # pylint: disable=g-import-not-at-top
   state = run_state.RunState('f', pool_lib.PoolLabels(full=[0], chosen={1: [3]}).to_json(
       ['b', 'c']), [], images=['b', 'c', 'd'])
   logs = []

@@ -1,4 +1,4 @@
-"""Tests of scoring a folder of images (`segal_jax.folder_scoring`, `launch.score`)."""
+"""Tests of scoring a folder of images (`segal_jax.inference.folder_scoring`, `launch.score`)."""
 
 import csv
 import functools
@@ -15,12 +15,12 @@ from PIL import Image
 import pytest
 import skimage.draw
 
-from segal_jax import checkpoint
-from segal_jax import models
-from segal_jax import folder_scoring
-from segal_jax import superpixels
-from segal_jax import uncertainty
 from segal_jax.errors import UserError
+from segal_jax.inference import folder_scoring
+from segal_jax import models
+from segal_jax.scoring import superpixels
+from segal_jax.scoring import uncertainty
+from segal_jax.state import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 128

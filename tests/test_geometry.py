@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segal_jax import geometry
+from segal_jax.reporting import geometry
 
 
 def _scene():

@@ -21,12 +21,12 @@ from pycocotools import coco as coco_lib
 from pycocotools import mask as mask_utils
 import pytest
 
-from segal_jax import experiment
-from segal_jax import human
-from segal_jax import label_requests
-from segal_jax import run_state
 from segal_jax.config import ExperimentConfig
 from segal_jax.errors import UserError
+from segal_jax import experiment
+from segal_jax.labelling import requests as label_requests
+from segal_jax.labelling import session as human
+from segal_jax.state import run_state
 
 H, W = 32, 64
 N_LABELED, N_UNLABELED, BUDGET = 8, 40, 4

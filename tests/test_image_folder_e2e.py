@@ -9,10 +9,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from segal_jax import experiment
-from segal_jax import run_state
 from segal_jax.config import ExperimentConfig
 from segal_jax.data import _scenes
+from segal_jax import experiment
+from segal_jax.state import run_state
 
 H, W = 64, 128
 N_TRAIN, N_VAL = 24, 8

@@ -28,9 +28,9 @@ import time
 import numpy as np
 import pytest
 
-from segal_jax import checkpoint
 from segal_jax import data
-from segal_jax import run_state
+from segal_jax.state import checkpoint
+from segal_jax.state import run_state
 
 pytestmark = pytest.mark.slow
 

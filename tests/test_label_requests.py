@@ -4,13 +4,13 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from segal_jax import annotators
-from segal_jax import human
-from segal_jax import label_requests
-from segal_jax import label_returns
-from segal_jax import pool as pool_lib
+from segal_jax.annotation import annotators
 from segal_jax.data import _split
 from segal_jax.data import classes
+from segal_jax.labelling import requests as label_requests
+from segal_jax.labelling import returns as label_returns
+from segal_jax.labelling import session as human
+from segal_jax.state import pool as pool_lib
 
 TABLE = classes.from_json({'ignore': 255, 'classes': [
     {'name': 'soil', 'color': [255, 0, 16], 'thing': False, 'value': 10},

@@ -8,8 +8,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 import pytest
 
-from segal_jax import label_returns
 from segal_jax.data import classes
+from segal_jax.labelling import returns as label_returns
 
 TABLE = classes.from_json({'ignore': 255, 'classes': [
     {'name': 'soil', 'color': [90, 60, 30], 'thing': False, 'value': 10},

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from segal_jax import errors
-from segal_jax import label_studio
+from segal_jax.labelling import label_studio
 
 TOKEN = 'secret-token-123'
 

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segal_jax import label_studio
 from segal_jax.data import classes
+from segal_jax.labelling import label_studio
 from tests import _label_studio_play as play
 
 pytestmark = [pytest.mark.slow, pytest.mark.label_studio]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from segal_jax import brush_rle
-from segal_jax import errors
-from segal_jax import label_studio_results as results
 from segal_jax.data import classes
+from segal_jax import errors
+from segal_jax.labelling import brush_rle
+from segal_jax.labelling import label_studio_results as results
 
 TABLE = classes.from_json({'ignore': 250, 'classes': [
     {'name': 'soil', 'color': [120, 80, 40], 'thing': False, 'value': 3},

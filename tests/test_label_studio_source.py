@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segal_jax import label_returns
-from segal_jax import label_studio
-from segal_jax import label_studio_results as results
-from segal_jax import label_studio_source as source_lib
 from segal_jax.config import ExperimentConfig
 from segal_jax.data import classes
 from segal_jax.errors import UserError
+from segal_jax.labelling import label_studio
+from segal_jax.labelling import label_studio_results as results
+from segal_jax.labelling import returns as label_returns
+from segal_jax.labelling import sources as source_lib
 
 H, W = 6, 8
 TABLE_JSON = {'ignore': 255, 'classes': [

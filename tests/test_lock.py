@@ -55,7 +55,7 @@ def test_a_second_run_on_a_work_directory_exits_naming_the_first(tmp_path):
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
-  from segal_jax import _lock  # pylint: disable=g-import-not-at-top
+  from segal_jax.state import lock as _lock  # pylint: disable=g-import-not-at-top
   directory = str(tmp_path)
   first = _holder(directory)
   with pytest.raises(UserError, match=f'is in use by process {first.pid}'):

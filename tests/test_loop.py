@@ -7,16 +7,16 @@ import os
 import numpy as np
 import pytest
 
-from segal_jax import checkpoint
 from segal_jax import config as config_lib
+from segal_jax.data import classes
+from segal_jax.errors import UserError
 from segal_jax import experiment
 from segal_jax import loop
 from segal_jax import models
-from segal_jax import pool as pool_lib
-from segal_jax import run_state
-from segal_jax import selection
-from segal_jax.data import classes
-from segal_jax.errors import UserError
+from segal_jax.selection import strategies as selection
+from segal_jax.state import checkpoint
+from segal_jax.state import pool as pool_lib
+from segal_jax.state import run_state
 
 TINY = config_lib.ExperimentConfig(
     dataset='synthetic_city', dataset_config='tiny', width_multiplier=0.25,
@@ -180,7 +180,7 @@ def test_image_costs_are_cached_per_build(tmp_path):
 
 def test_init_checkpoint_loads_and_checks_arch(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
-  from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from segal_jax.state import checkpoint  # pylint: disable=g-import-not-at-top
   config = dataclasses.replace(TINY, width_multiplier=0.125)
   model = loop.build_model(config, 19)
   variables = model.init(jax.random.key(7), np.zeros((1, 32, 64, 3), np.float32), train=False)
@@ -213,8 +213,8 @@ def test_init_checkpoint_loads_and_checks_arch(tmp_path):
 
 @pytest.mark.slow
 def test_superpixel_experiment_budgets_costs_and_disjointness(tmp_path):
-  from segal_jax import oracle  # pylint: disable=g-import-not-at-top
-  from segal_jax import pool as pool_lib  # pylint: disable=g-import-not-at-top
+  from segal_jax.annotation import oracle  # pylint: disable=g-import-not-at-top
+  from segal_jax.state import pool as pool_lib  # pylint: disable=g-import-not-at-top
   config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_unit='superpixel',
                                al_initial=4, al_budget=30, al_cycles=3, sp_segments=20,
                                sp_workers=1)
@@ -307,7 +307,7 @@ def test_cost_budget_never_exceeds_the_budget(tmp_path, unit, exact):
 
 @pytest.mark.slow
 def test_every_strategy_runs_and_respects_the_budget(tmp_path):
-  from segal_jax import selection  # pylint: disable=g-import-not-at-top
+  from segal_jax.selection import strategies as selection  # pylint: disable=g-import-not-at-top
   strategies = tuple(s for s in selection.STRATEGIES if s not in ('full', 'random'))
   config = dataclasses.replace(TINY, data_dir=str(tmp_path / 'tfds'), al_cycles=2,
                                al_strategies=strategies)
@@ -399,7 +399,7 @@ def test_experiment_runs_loss_prediction(tmp_path):
   final = {ids[i] for i in state['pool']['full']}
   assert labeled <= final and len(final) == 16
   # The saved model is a plain segmentation network (usable by launch.score).
-  from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from segal_jax.state import checkpoint  # pylint: disable=g-import-not-at-top
   model, _, _ = checkpoint.load_model(os.path.join(run_dir, 'models', 'cycle_02'))
   assert type(model) is models.DRNSeg  # pylint: disable=unidiomatic-typecheck
 

@@ -1,4 +1,4 @@
-"""Tests for segal_jax.losses against NumPy formulas and hand-computed cases."""
+"""Tests for segal_jax.training.losses against NumPy formulas and hand-computed cases."""
 
 import os
 
@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segal_jax import config as config_lib
-from segal_jax import losses
-from segal_jax import models
-from segal_jax import optim
-from segal_jax import train
 from segal_jax.data import labels as labels_lib
+from segal_jax import models
+from segal_jax.training import losses
+from segal_jax.training import optim
+from segal_jax.training import train
 
 C = 4
 KW = dict(arch='drn_d_22', num_classes=5, width_multiplier=0.125, dropout_placement='head')

@@ -1,4 +1,4 @@
-"""Tests for segal_jax.metrics against hand-computed and NumPy references."""
+"""Tests for segal_jax.training.metrics against hand-computed and NumPy references."""
 
 import itertools
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segal_jax import metrics
+from segal_jax.training import metrics
 
 
 def _np_confusion(pred, label, c):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segal_jax import noise
+from segal_jax.annotation import noise
 
 
 def test_flip_rate_is_right_statistically():

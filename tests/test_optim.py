@@ -1,4 +1,4 @@
-"""Tests for segal_jax.optim: torch's SGD, the schedules and the reported rate."""
+"""Tests for segal_jax.training.optim: torch's SGD, the schedules and the reported rate."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from segal_jax import errors
-from segal_jax import optim
+from segal_jax.training import optim
 
 
 def test_optimizer_follows_torch_sgd_for_two_steps():

@@ -1,12 +1,12 @@
-"""Tests for segal_jax.oracle: hand-built maps and a per-instance loop reference."""
+"""Tests for segal_jax.annotation.oracle: hand-built maps and a per-instance loop reference."""
 
 import hypothesis
 from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from segal_jax import clicks
-from segal_jax import oracle
+from segal_jax.annotation import clicks
+from segal_jax.annotation import oracle
 from segal_jax.data import labels as labels_lib
 
 V = 255
@@ -221,7 +221,7 @@ def test_matches_per_instance_loop_on_random_maps(scene):
 def test_matches_per_instance_loop_on_synthetic_city():
   scenes_lib = pytest.importorskip('segal_jax.data._scenes')
   from segal_jax.data import synthetic_city  # pylint: disable=g-import-not-at-top
-  from segal_jax import superpixels  # pylint: disable=g-import-not-at-top
+  from segal_jax.scoring import superpixels  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   for k in range(3):
     image, label, instance = scenes_lib.render_scene(

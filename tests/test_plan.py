@@ -11,8 +11,8 @@ import PIL.Image
 import pytest
 
 from segal_jax import config as config_lib
-from segal_jax import plan
 from segal_jax.errors import UserError
+from segal_jax import plan
 from tests import test_cli_errors
 from tests.data import test_cityscapes
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from segal_jax import pool as pool_lib
+from segal_jax.state import pool as pool_lib
 
 
 def test_a_pool_by_name_follows_its_images_to_new_positions():

@@ -13,11 +13,11 @@ import pytest
 import skimage.draw
 import skimage.measure
 
-from segal_jax import checkpoint
-from segal_jax import models
-from segal_jax import prediction
 from segal_jax.data import classes
 from segal_jax.errors import UserError
+from segal_jax.inference import prediction
+from segal_jax import models
+from segal_jax.state import checkpoint
 from tests.test_folder_scoring import he_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,13 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from segal_jax import annotators
-from segal_jax import losses
-from segal_jax import noise as noise_lib
-from segal_jax import oracle
-from segal_jax import pool as pool_lib
-from segal_jax import protocols
+from segal_jax.annotation import annotators
+from segal_jax.annotation import noise as noise_lib
+from segal_jax.annotation import oracle
+from segal_jax.annotation import regions as protocols
 from segal_jax.errors import UserError
+from segal_jax.state import pool as pool_lib
+from segal_jax.training import losses
 
 V = 255
 # Four 3x3 superpixels (quadrants). Hand-read: superpixel 0 holds class 0 x6 and

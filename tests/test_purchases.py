@@ -7,13 +7,13 @@ import types
 import numpy as np
 import pytest
 
-from segal_jax import annotators
+from segal_jax.annotation import annotators
 from segal_jax import config as config_lib
-from segal_jax import experiment
-from segal_jax import pool as pool_lib
-from segal_jax import purchases
 from segal_jax.data import classes
 from segal_jax.errors import UserError
+from segal_jax import experiment
+from segal_jax import purchases
+from segal_jax.state import pool as pool_lib
 
 ROAD, BUILDING, CAR = 0, 2, 13  # Cityscapes train ids
 

@@ -20,8 +20,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 from launch import report
-from segal_jax import export
 from segal_jax.errors import UserError
+from segal_jax import formats
 
 P, D = 'image/image_polygons', 'superpixel/dominant_label'
 T1 = 12.7062
@@ -41,7 +41,7 @@ def _workdir(tmp_path):
                   'labeled_images': 10 * (c + 1), 'cost_instances': 7 * (c + 1),
                   'cost_clicks': 100 * (c + 1), 'miou': m} for c, m in enumerate(mious)]
       folder = 'polygons' if unit == P else 'dominant'
-      export.write_jsonl(str(tmp_path / folder / strategy / f'seed_{seed}' / 'metrics.jsonl'),
+      formats.write_jsonl(str(tmp_path / folder / strategy / f'seed_{seed}' / 'metrics.jsonl'),
                          records)
   return tmp_path
 

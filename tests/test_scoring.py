@@ -1,10 +1,10 @@
-"""Tests for segal_jax.scoring, the one scorer, against NumPy references."""
+"""Tests for segal_jax.scoring.scorer, the one scorer, against NumPy references."""
 
 import jax
 import numpy as np
 
 from tests import _toy
-from segal_jax import scoring
+from segal_jax.scoring import scorer as scoring
 
 
 def test_true_loss_scores_equal_numpy_cross_entropy():

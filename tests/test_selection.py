@@ -8,11 +8,11 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tests import _toy
-from segal_jax import annotators
+from segal_jax.annotation import annotators
 from segal_jax import config as config_lib
-from segal_jax import pool as pool_lib
-from segal_jax import selection
 from segal_jax.errors import UserError
+from segal_jax.selection import strategies as selection
+from segal_jax.state import pool as pool_lib
 
 
 def test_top_k_hand_case():

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from segal_jax import statistics
+from segal_jax.reporting import statistics
 
 T1, T2 = 12.7062, 4.3027
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segal_jax import stopping
+from segal_jax.training import stopping
 
 
 @pytest.mark.parametrize('history, patience, min_delta, stop, best', [

@@ -1,4 +1,4 @@
-"""Tests for segal_jax.superpixels."""
+"""Tests for segal_jax.scoring.superpixels."""
 
 import os
 import subprocess
@@ -13,7 +13,7 @@ import skimage.measure
 import skimage.transform
 
 from segal_jax import errors
-from segal_jax import superpixels
+from segal_jax.scoring import superpixels
 
 
 def _small(name, size=(64, 96)):
@@ -142,7 +142,7 @@ def test_cache_survives_a_new_process(tmp_path, photos):
   np.save(tmp_path / 'want.npy', want)
   script = textwrap.dedent(f"""
       import numpy as np
-      from segal_jax import superpixels
+      from segal_jax.scoring import superpixels
       def unreadable(k):
         raise SystemExit('image read although cached')
       cache = superpixels.SuperpixelCache({str(tmp_path)!r})

@@ -1,4 +1,4 @@
-"""Tests for segal_jax.train with a tiny conv + BatchNorm + dropout model."""
+"""Tests for segal_jax.training.train with a tiny conv + BatchNorm + dropout model."""
 
 import chex
 import flax.linen as nn
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from segal_jax import errors
-from segal_jax import losses
-from segal_jax import optim
 from segal_jax import parallel
-from segal_jax import train
+from segal_jax.training import losses
+from segal_jax.training import optim
+from segal_jax.training import train
 
 C = 4
 H, W = 16, 32

@@ -1,4 +1,4 @@
-"""Tests for segal_jax.uncertainty against plain NumPy formulas."""
+"""Tests for segal_jax.scoring.uncertainty against plain NumPy formulas."""
 
 import functools
 import importlib.util
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from segal_jax import errors
-from segal_jax import uncertainty
+from segal_jax.scoring import uncertainty
 
 # --- NumPy references (written independently of the library) ---------------
 

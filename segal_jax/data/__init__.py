@@ -16,12 +16,12 @@ stuff), or for another table `(class_index + 1) * 1000 + k` and `class_index + 1
 
 from collections.abc import Callable
 
-from segal_jax import errors
+from segal_jax.data._scenes import render_scene
+from segal_jax.data._split import Split
 from segal_jax.data import cityscapes
 from segal_jax.data import image_folder
 from segal_jax.data import synthetic_city
-from segal_jax.data._scenes import render_scene
-from segal_jax.data._split import Split
+from segal_jax import errors
 
 _SPLITS = {'train': 'train', 'val': 'validation', 'validation': 'validation', 'test': 'test'}
 IMAGE_FOLDER_PREFIX = 'image_folder:'

@@ -37,9 +37,9 @@ import PIL.Image
 import tensorflow_datasets as tfds
 from etils import epath
 
-from segal_jax import errors
 from segal_jax.data import _lazy
 from segal_jax.data import labels
+from segal_jax import errors
 
 IMAGES_ZIP = 'leftImg8bit_trainvaltest.zip'
 LABELS_ZIP = 'gtFine_trainvaltest.zip'

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from segal_jax import errors
 from segal_jax.data import labels
+from segal_jax import errors
 
 FILE = 'classes.json'
 _FORMAT_FIX = ('write classes.json as {"ignore": 255, "classes": [{"name": ..., '

@@ -46,11 +46,11 @@ import PIL.Image
 import skimage.measure
 import tensorflow_datasets as tfds
 
-from segal_jax import errors
 from segal_jax.data import _lazy
 from segal_jax.data import cityscapes
 from segal_jax.data import classes as classes_lib
 from segal_jax.data import labels
+from segal_jax import errors
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 _VAL_FOLDERS = ('val', 'validation')

@@ -22,9 +22,9 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from segal_jax import errors
 from segal_jax.data import _lazy
 from segal_jax.data import _scenes
+from segal_jax import errors
 
 SPLIT_INDEX = {'train': 0, 'validation': 1}
 

@@ -8,9 +8,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from segal_jax import errors
 from segal_jax.data import _lazy
 from segal_jax.data import cityscapes
+from segal_jax import errors
 
 H, W = 64, 128
 # (zip folder, city, number of images)

@@ -5,10 +5,10 @@ import itertools
 import numpy as np
 import pytest
 
-from segal_jax import geometry
 from segal_jax.data import _scenes
 from segal_jax.data import labels
 from segal_jax.data import synthetic_city
+from segal_jax.reporting import geometry
 
 KEPT = {'road', 'sidewalk', 'building', 'wall', 'fence', 'vegetation', 'terrain', 'sky',
         'person', 'car', 'truck', 'bus'}

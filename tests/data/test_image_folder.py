@@ -7,8 +7,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from segal_jax import errors
 from segal_jax.data import image_folder
+from segal_jax import errors
 
 H, W = 12, 20
 

@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from segal_jax import optim
-from segal_jax import train
 from segal_jax.data import pipeline
+from segal_jax.training import optim
+from segal_jax.training import train
 
 H, W, C = 8, 12, 3
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from segal_jax import data
-from segal_jax import errors
 from segal_jax.data import _scenes
 from segal_jax.data import labels
 from segal_jax.data import synthetic_city
+from segal_jax import errors
 
 THING_LABEL_IDS = {24, 25, 26, 27, 28, 31, 32, 33}   # person .. bicycle (official table)
 VOID_LABEL_IDS = {0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30}

@@ -11,11 +11,11 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
-from segal_jax import checkpoint  # pylint: disable=g-import-not-at-top
-from segal_jax import models  # pylint: disable=g-import-not-at-top
 from segal_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from segal_jax import models  # pylint: disable=g-import-not-at-top
 from segal_jax.models import convert  # pylint: disable=g-import-not-at-top
 from segal_jax.models import drn  # pylint: disable=g-import-not-at-top
+from segal_jax.state import checkpoint  # pylint: disable=g-import-not-at-top
 
 from benchmarks import torch_drn  # pylint: disable=g-import-not-at-top
 

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segal_jax import models
 from segal_jax.errors import UserError
+from segal_jax import models
 from segal_jax.models import _blocks
 from segal_jax.models import drn
 
