@@ -8,21 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 W=workdir/superpixels
 OUT=docs/results/superpixels
-OROOT="$PWD"
 
-keep() {  # keep NAME: copy a work directory's records into docs/results
-  mkdir -p "$OUT/$1"
-  (cd "$W/$1" && find . \( -name metrics.jsonl -o -name 'selection_cycle*.csv' -o -name config.json -o -name environment.json \) \
-      -not -path './shared/*' -print0 | xargs -0 -I{} cp --parents {} "$OROOT/$OUT/$1/")
-}
-
-run() {  # run NAME FLAGS...: one run, timed, then its records kept
-  local name=$1; shift
-  echo "== $name: $(date -u +%FT%TZ) python -m launch.run $* --workdir=$W/$name"
-  /usr/bin/time -f "$name: %e s wall, %U s user, %S s system" -a -o "$OUT/times.txt" \
-    python -m launch.run "$@" --workdir="$W/$name" --noprogress
-  keep "$name"
-}
+source docs/results/runs.sh
 
 step() {
   case $1 in
