@@ -11,7 +11,7 @@ Layout of the work directory:
                                     by every strategy with the plain network and loss
                                     (or under --al_shared_dir, shared between flagfiles)
   results.md                        the comparison and the cycle-by-cycle table
-  summary.json                      the same, for other tools (schema in the README)
+  summary.json                      the same, for other tools (schema in docs/outputs.md)
   miou_vs_images.png, miou_vs_cost.png  the learning curves
   per_class_iou.png                 IoU per class (named by the class table) at the last cycle
 """

@@ -116,7 +116,7 @@ def reference_name(reference: dict[str, str | None]) -> str:
 
 def summary(records: Sequence[dict[str, Any]], full: dict[str, Any] | None = None,
             reference: statistics.Reference | None = None, with_clicks: bool = True) -> dict:
-  """The JSON-able comparison written to summary.json (schema in the README).
+  """The JSON-able comparison written to summary.json (schema in docs/outputs.md).
 
   `full` ({'mean', 'low', 'high', 'n', 'source'}) is the full-data mIoU; by
   default the `full` strategy's records, when there are any. `reference`
