@@ -11,7 +11,7 @@ from segal_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD = ('import sys, time\n'
-        'from segal_jax import _lock\n'
+        'from segal_jax.state import lock as _lock\n'
         'with _lock.hold(sys.argv[1], log=lambda _: None):\n'
         '  print("held", flush=True)\n'
         '  time.sleep(120)\n')
