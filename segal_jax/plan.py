@@ -284,7 +284,7 @@ def _people_start(config: ExperimentConfig) -> tuple[int, int]:
   names = folder_changes.pool_images(folder, [])
   labeled = sum(os.path.exists(folder_changes.label_file(folder, n)) for n in names)
   held = 0 if folder_changes.has_val_folder(folder) else min(
-      labeled, max(1, round(human.HOLDOUT * labeled)))
+      labeled, human.held_out_count(labeled))
   return len(names) - held, max(1, labeled - held)
 
 

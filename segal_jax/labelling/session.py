@@ -115,6 +115,11 @@ def labelling_record(pending: dict[str, Any], outcome: label_returns.Outcome,
                       'labelled_by': sorted({i['who'] for i in items})}}
 
 
+def held_out_count(labeled: int) -> int:
+  """How many of `labeled` images a folder without val/ holds out (`HOLDOUT`, at least one)."""
+  return max(1, round(HOLDOUT * labeled))
+
+
 def held_out(run_dir: str) -> list[str]:
   """The held-out validation images of a run (`VALIDATION_FILE`), if it has them."""
   path = os.path.join(run_dir, VALIDATION_FILE)
@@ -308,7 +313,7 @@ def load_data(config, run_dir: str, log: Callable[[str], None] = print):
       raise UserError(f'{folder} has {len(labeled)} labeled image(s)',
                       'label at least two images (one is held out to validate), or add '
                       'images/val with labels/val')
-    n = max(1, round(HOLDOUT * len(labeled)))
+    n = held_out_count(len(labeled))
     order = np.random.default_rng(config.al_seeds[0]).permutation(len(labeled))
     held = sorted(labeled[k] for k in order[:n])
     formats.write_json(path, {'images': held})
