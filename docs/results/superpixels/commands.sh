@@ -19,6 +19,10 @@ step() {
     superpixel) run superpixel --flagfile=configs/bench/superpixel.flags --al_strategies=mc_variance ;;
     dense_image) run dense_image --flagfile=configs/bench/dense_image.flags ;;
     dense_superpixel) run dense_superpixel --flagfile=configs/bench/dense_superpixel.flags ;;
+    more_superpixel) run more_superpixel --flagfile=configs/bench/superpixel.flags --al_strategies=mc_variance \
+        --train_min_steps=2000 ;;
+    more_whole) run more_whole --flagfile=configs/bench/superpixel_whole.flags --al_strategies=mc_variance \
+        --train_min_steps=2000 ;;
     *) echo "unknown step $1" >&2; exit 2 ;;
   esac
 }
@@ -28,5 +32,8 @@ steps=("$@")
 # of random and mc_variance in this environment: its records
 # (docs/results/benchmark/) came from other package versions and differ
 # (environment.json now records them).
-[ ${#steps[@]} -gt 0 ] || steps=(oracle whole image superpixel dense_image dense_superpixel)
+# more_superpixel and more_whole are control 2 with twice the steps (mc_variance
+# only): does the gap between partial masks and whole images close?
+[ ${#steps[@]} -gt 0 ] || steps=(oracle whole image superpixel dense_image dense_superpixel more_superpixel
+                                 more_whole)
 for s in "${steps[@]}"; do step "$s"; done
