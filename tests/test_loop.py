@@ -2,7 +2,9 @@
 
 import csv
 import dataclasses
+import functools
 import os
+import types
 
 import numpy as np
 import pytest
@@ -160,6 +162,44 @@ def test_preempted_run_resumes_to_identical_results(tiny_run, tmp_path):
   resumed = experiment.run(config, str(tmp_path), log=logs.append)
   assert any('resuming at epoch 1' in line for line in logs), logs
   assert _strip(resumed) == _strip([r for r in records if r['strategy'] == 'mc_variance'])
+
+
+def test_shared_first_cycle_knows_the_run_that_trained_it(tmp_path):
+  """A rerun of the run that kept the seed's first cycle (stopped before the
+  cycle was saved) loads it as its own model, not marked shared, as if it had
+  never stopped; another strategy or configuration loads it as shared, and
+  every run loads as shared a model kept without the name of its trainer."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from segal_jax import data  # pylint: disable=g-import-not-at-top
+  from segal_jax.loop import cycle_models  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, width_multiplier=0.125)
+  model = loop.build_model(config, 19)
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(7),
+                          jax.ShapeDtypeStruct((1, 32, 64, 3), np.float32))
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
+  split = data.Split('f', ('a',), np.zeros((1, 32, 64, 3), np.uint8), None, None,
+                     (0.5,) * 3, (0.2,) * 3)
+  directory, key = str(tmp_path / 'shared'), config.first_cycle_fingerprint('classes')
+  me = cycle_models.trainer(config, 'random')
+  cycle_models.save_shared(directory, key, model, types.SimpleNamespace(**variables), 12,
+                           split, config, me)
+  load = lambda by, k=key, d=directory: cycle_models.load_shared(d, k, config, model, by)
+  ts, steps, shared = load(me)
+  assert steps == 12 and shared is False
+  got = {'params': ts.params, 'batch_stats': ts.batch_stats}
+  assert jax.tree.structure(got) == jax.tree.structure(variables)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  superpixels = dataclasses.replace(config, al_unit='superpixel')  # the same first cycle
+  assert superpixels.first_cycle_fingerprint('classes') == key
+  assert load(cycle_models.trainer(config, 'mc_variance'))[2] is True
+  assert load(cycle_models.trainer(superpixels, 'random'))[2] is True
+  assert load(me, 'another configuration') is None
+  before = str(tmp_path / 'kept_before_trainers_were_recorded')
+  checkpoint.save_model(before, variables, checkpoint.meta_for(
+      model, mean=split.mean, std=split.std, fingerprint=key, steps=12, cycle=0))
+  assert load(me, d=before)[2] is True
 
 
 def test_image_costs_are_cached_per_build(tmp_path):
