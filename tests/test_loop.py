@@ -146,22 +146,39 @@ def _strip(records):
 
 @pytest.mark.slow
 def test_preempted_run_resumes_to_identical_results(tiny_run, tmp_path):
+  """The command of `tiny_run`, stopped in random's first cycle (which
+  mc_variance then loads as the seed's shared one) and again in its second,
+  and rerun: every record is the uninterrupted run's, the mark of a shared
+  first cycle included, and so is every selection."""
   config, workdir, records = tiny_run
-  config = dataclasses.replace(config, al_strategies=('mc_variance',), ckpt_every_epochs=1)
-  calls = []
-
-  def stop_on_third_epoch():  # cycle 1, mid-cycle (cycle 0 has 2 epochs)
-    calls.append(1)
-    return len(calls) == 3
-
-  with pytest.raises(loop.Preempted, match='rerun the same command'):
-    experiment.run(config, str(tmp_path), log=lambda *_: None, should_stop=stop_on_third_epoch)
-  ckpts = os.path.join(experiment.run_dir(str(tmp_path), 'mc_variance', 0), 'checkpoints')
-  assert os.listdir(ckpts)  # the training state was saved before stopping
+  config = dataclasses.replace(config, ckpt_every_epochs=1)
   logs = []
+  # Epochs per cycle: 2, 1, 1. The first stop is after epoch 0 of cycle 0 (so
+  # its epoch 1 trains from the checkpoint); the second, in the rerun, after
+  # epoch 0 of cycle 1.
+  for stop_at in (1, 2):
+    calls = []
+
+    def stop(stop_at=stop_at, calls=calls):
+      calls.append(1)
+      return len(calls) == stop_at
+
+    with pytest.raises(loop.Preempted, match='rerun the same command'):
+      experiment.run(config, str(tmp_path), log=logs.append, should_stop=stop)
+    ckpts = os.path.join(experiment.run_dir(str(tmp_path), 'random', 0), 'checkpoints')
+    assert os.listdir(ckpts)  # the training state was saved before stopping
   resumed = experiment.run(config, str(tmp_path), log=logs.append)
-  assert any('resuming at epoch 1' in line for line in logs), logs
-  assert _strip(resumed) == _strip([r for r in records if r['strategy'] == 'mc_variance'])
+  for resumed_epoch in ('random s0 c0 train: resuming at epoch 1 of 2',
+                        'random s0 c1 train: resuming at epoch 1 of 1'):
+    assert resumed_epoch in logs, logs
+  assert _strip(resumed) == _strip(records)
+  assert resumed[config.al_cycles]['first_cycle_shared']  # mc_variance's cycle 0
+  for strategy in config.al_strategies:
+    for cycle in (1, 2):
+      name = f'selection_cycle{cycle:02d}.csv'
+      a = open(os.path.join(experiment.run_dir(workdir, strategy, 0), name)).read()
+      b = open(os.path.join(experiment.run_dir(str(tmp_path), strategy, 0), name)).read()
+      assert a == b, (strategy, name)
 
 
 def test_shared_first_cycle_knows_the_run_that_trained_it(tmp_path):
