@@ -116,13 +116,13 @@ def test_rerun_resumes_without_work_and_refuses_changed_flags(tiny_run):
     experiment.run(dataclasses.replace(config, train_lr=0.5), workdir, log=lambda *_: None)
 
 
-@pytest.mark.slow
 def _unshared(records):
   """Records without timings and without the mark of a loaded first cycle."""
   return [{k: v for k, v in r.items() if 'seconds' not in k and 'shared' not in k}
           for r in records]
 
 
+@pytest.mark.slow
 def test_same_seed_same_selections(tiny_run, tmp_path):
   config, workdir, records = tiny_run
   other = experiment.run(dataclasses.replace(config, al_strategies=('mc_variance',)),
