@@ -2,7 +2,9 @@
 
 import csv
 import dataclasses
+import functools
 import os
+import types
 
 import numpy as np
 import pytest
@@ -114,13 +116,13 @@ def test_rerun_resumes_without_work_and_refuses_changed_flags(tiny_run):
     experiment.run(dataclasses.replace(config, train_lr=0.5), workdir, log=lambda *_: None)
 
 
-@pytest.mark.slow
 def _unshared(records):
   """Records without timings and without the mark of a loaded first cycle."""
   return [{k: v for k, v in r.items() if 'seconds' not in k and 'shared' not in k}
           for r in records]
 
 
+@pytest.mark.slow
 def test_same_seed_same_selections(tiny_run, tmp_path):
   config, workdir, records = tiny_run
   other = experiment.run(dataclasses.replace(config, al_strategies=('mc_variance',)),
@@ -144,22 +146,77 @@ def _strip(records):
 
 @pytest.mark.slow
 def test_preempted_run_resumes_to_identical_results(tiny_run, tmp_path):
+  """The command of `tiny_run`, stopped in random's first cycle (which
+  mc_variance then loads as the seed's shared one) and again in its second,
+  and rerun: every record is the uninterrupted run's, the mark of a shared
+  first cycle included, and so is every selection."""
   config, workdir, records = tiny_run
-  config = dataclasses.replace(config, al_strategies=('mc_variance',), ckpt_every_epochs=1)
-  calls = []
-
-  def stop_on_third_epoch():  # cycle 1, mid-cycle (cycle 0 has 2 epochs)
-    calls.append(1)
-    return len(calls) == 3
-
-  with pytest.raises(loop.Preempted, match='rerun the same command'):
-    experiment.run(config, str(tmp_path), log=lambda *_: None, should_stop=stop_on_third_epoch)
-  ckpts = os.path.join(experiment.run_dir(str(tmp_path), 'mc_variance', 0), 'checkpoints')
-  assert os.listdir(ckpts)  # the training state was saved before stopping
+  config = dataclasses.replace(config, ckpt_every_epochs=1)
   logs = []
+  # Epochs per cycle: 2, 1, 1. The first stop is after epoch 0 of cycle 0 (so
+  # its epoch 1 trains from the checkpoint); the second, in the rerun, after
+  # epoch 0 of cycle 1.
+  for stop_at in (1, 2):
+    calls = []
+
+    def stop(stop_at=stop_at, calls=calls):
+      calls.append(1)
+      return len(calls) == stop_at
+
+    with pytest.raises(loop.Preempted, match='rerun the same command'):
+      experiment.run(config, str(tmp_path), log=logs.append, should_stop=stop)
+    ckpts = os.path.join(experiment.run_dir(str(tmp_path), 'random', 0), 'checkpoints')
+    assert os.listdir(ckpts)  # the training state was saved before stopping
   resumed = experiment.run(config, str(tmp_path), log=logs.append)
-  assert any('resuming at epoch 1' in line for line in logs), logs
-  assert _strip(resumed) == _strip([r for r in records if r['strategy'] == 'mc_variance'])
+  for resumed_epoch in ('random s0 c0 train: resuming at epoch 1 of 2',
+                        'random s0 c1 train: resuming at epoch 1 of 1'):
+    assert resumed_epoch in logs, logs
+  assert _strip(resumed) == _strip(records)
+  assert resumed[config.al_cycles]['first_cycle_shared']  # mc_variance's cycle 0
+  for strategy in config.al_strategies:
+    for cycle in (1, 2):
+      name = f'selection_cycle{cycle:02d}.csv'
+      a = open(os.path.join(experiment.run_dir(workdir, strategy, 0), name)).read()
+      b = open(os.path.join(experiment.run_dir(str(tmp_path), strategy, 0), name)).read()
+      assert a == b, (strategy, name)
+
+
+def test_shared_first_cycle_knows_the_run_that_trained_it(tmp_path):
+  """A rerun of the run that kept the seed's first cycle (stopped before the
+  cycle was saved) loads it as its own model, not marked shared, as if it had
+  never stopped; another strategy or configuration loads it as shared, and
+  every run loads as shared a model kept without the name of its trainer."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from segal_jax import data  # pylint: disable=g-import-not-at-top
+  from segal_jax.loop import cycle_models  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, width_multiplier=0.125)
+  model = loop.build_model(config, 19)
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(7),
+                          jax.ShapeDtypeStruct((1, 32, 64, 3), np.float32))
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
+  split = data.Split('f', ('a',), np.zeros((1, 32, 64, 3), np.uint8), None, None,
+                     (0.5,) * 3, (0.2,) * 3)
+  directory, key = str(tmp_path / 'shared'), config.first_cycle_fingerprint('classes')
+  me = cycle_models.trainer(config, 'random')
+  cycle_models.save_shared(directory, key, model, types.SimpleNamespace(**variables), 12,
+                           split, config, me)
+  load = lambda by, k=key, d=directory: cycle_models.load_shared(d, k, config, model, by)
+  ts, steps, shared = load(me)
+  assert steps == 12 and shared is False
+  got = {'params': ts.params, 'batch_stats': ts.batch_stats}
+  assert jax.tree.structure(got) == jax.tree.structure(variables)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  superpixels = dataclasses.replace(config, al_unit='superpixel')  # the same first cycle
+  assert superpixels.first_cycle_fingerprint('classes') == key
+  assert load(cycle_models.trainer(config, 'mc_variance'))[2] is True
+  assert load(cycle_models.trainer(superpixels, 'random'))[2] is True
+  assert load(me, 'another configuration') is None
+  before = str(tmp_path / 'kept_before_trainers_were_recorded')
+  checkpoint.save_model(before, variables, checkpoint.meta_for(
+      model, mean=split.mean, std=split.std, fingerprint=key, steps=12, cycle=0))
+  assert load(me, d=before)[2] is True
 
 
 def test_image_costs_are_cached_per_build(tmp_path):

@@ -211,18 +211,21 @@ def _start(r: Run) -> run_state_lib.RunState:
 
 def _trained(r: Run, model, state, pool: pool_lib.PoolLabels, cycle: int):
   """(train state, steps, shared): the cycle's model, trained (`cycle_training.train_cycle`),
-  or for a first cycle the seed's shares the model kept in `shared_dir`
-  (`shared`: True), which the first strategy to reach it trains and keeps."""
+  or for a first cycle the seed's shares the model kept in `shared_dir`, which
+  the first strategy to reach it trains and keeps (`shared`: True when another
+  run trained it; a rerun of this one after an interruption loads its own)."""
   share = r.shared_dir if cycle == 0 and cycle_models.shares_first_cycle(r.strategy) else None
   key = cycle_models.first_cycle_key(r.config, r.annotator)
-  shared = share and cycle_models.load_shared(share, key, r.config, model, r.train_split)
-  if shared:
-    r.log(f'{r.desc(cycle)}: the first cycle of seed {r.seed} is shared; its model was '
-          f'trained once ({share})')
-    return (*shared, True)
+  by = cycle_models.trainer(r.config, r.strategy_name)
+  loaded = share and cycle_models.load_shared(share, key, r.config, model, by)
+  if loaded:
+    if loaded[2]:
+      r.log(f'{r.desc(cycle)}: the first cycle of seed {r.seed} is shared; its model was '
+            f'trained once ({share})')
+    return loaded
   ts, steps = cycle_training.train_cycle(r, model, state, pool, cycle)
   if share:
-    cycle_models.save_shared(share, key, model, ts, steps, r.train_split, r.config)
+    cycle_models.save_shared(share, key, model, ts, steps, r.train_split, r.config, by)
   return ts, steps, False
 
 

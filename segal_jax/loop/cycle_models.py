@@ -6,17 +6,18 @@ cycle_NN` and drops the earlier cycles' (a warm-started cycle starts from the
 one before it). A strategy with the plain network and loss
 (`shares_first_cycle`) trains the same first cycle as every other such
 strategy of its seed: the first to reach it keeps its model (`save_shared`,
-tagged with `first_cycle_key`), the others load it (`load_shared`) instead of
-training it again. Every process takes part in each save (Orbax, through
-`checkpoint.save_model`).
+tagged with `first_cycle_key` and with the run that trained it, `trainer`), the
+others load it (`load_shared`) instead of training it again. A rerun of the
+run that trained it (after an interruption between keeping the model and
+finishing the cycle) loads it too, as its own model: its records are those
+of the run never interrupted. Every process takes part in each save (Orbax,
+through `checkpoint.save_model`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-
-import jax
 
 from segal_jax.errors import UserError
 from segal_jax import models
@@ -55,9 +56,17 @@ def first_cycle_key(config, annotator) -> str:
   return config.first_cycle_fingerprint('masks' if annotator.mask else 'classes')
 
 
-def load_shared(directory: str, key: str, config, model, train_split):
-  """(train state, steps) of the seed's shared first cycle, or None when it is
-  not there yet (or was trained under another configuration)."""
+def trainer(config, strategy_name: str) -> str:
+  """Names the run that trains a shared first cycle: its strategy and its
+  configuration (the seed is the shared directory's)."""
+  return f'{strategy_name}/{config.fingerprint()}'
+
+
+def load_shared(directory: str, key: str, config, model, by: str):
+  """(train state, steps, shared) of the seed's shared first cycle, or None
+  when it is not there yet (or was trained under another configuration).
+  `shared` is False when the run `by` (`trainer`) trained it itself; a model
+  kept without its trainer counts as another run's."""
   try:
     _, variables, meta = checkpoint.load_model(directory, arch=config.arch)
   except (UserError, OSError, ValueError):
@@ -67,16 +76,16 @@ def load_shared(directory: str, key: str, config, model, train_split):
   tx = optim.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule='constant', total_steps=1, step_every=1)
-  ts = train.create_train_state(model, jax.random.key(0),
-                                image_shape=train_split.images.shape[1:], tx=tx)
-  return ts.replace(params=variables['params'],
-                    batch_stats=variables.get('batch_stats', ts.batch_stats)), meta['steps']
+  return (train.state_from_variables(model, variables, tx), meta['steps'],
+          meta.get('trainer') != by)
 
 
-def save_shared(directory: str, key: str, model, ts, steps: int, train_split, config) -> None:
-  """Keeps a first cycle's model for the seed's other strategies (`load_shared`)."""
+def save_shared(directory: str, key: str, model, ts, steps: int, train_split, config,
+                by: str) -> None:
+  """Keeps a first cycle's model, trained by the run `by` (`trainer`), for the
+  seed's other strategies (`load_shared`)."""
   _write_model(directory, model, ts, train_split, config, fingerprint=key,
-               steps=int(steps), cycle=0)
+               steps=int(steps), cycle=0, trainer=by)
 
 
 def cycle_model_dir(run_dir: str, cycle: int) -> str:

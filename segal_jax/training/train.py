@@ -116,6 +116,13 @@ def create_train_state(model: nn.Module, key: jax.Array, *,
   params_key, dropout_key = jax.random.split(key)
   x = jnp.zeros((1, *image_shape), jnp.float32)
   variables = _jitted_init(model)({'params': params_key, 'dropout': dropout_key}, x)
+  return state_from_variables(model, variables, tx)
+
+
+def state_from_variables(model: nn.Module, variables: dict,
+                         tx: optax.GradientTransformation) -> TrainState:
+  """A TrainState of `model` holding `variables` ({'params', 'batch_stats'},
+  e.g. a saved model's) and a fresh optimizer state, at step 0."""
   return TrainState.create(apply_fn=ModelApply(model), params=variables['params'],
                            batch_stats=variables.get('batch_stats', {}), tx=tx)
 
