@@ -118,14 +118,16 @@ class TorchDRN(nn.Module):
     return x
 
 
-def bilinear_up(classes):
-  up = nn.ConvTranspose2d(classes, classes, 16, stride=8, padding=4, groups=classes,
-                          bias=False)
-  f = 8
+def bilinear_up(classes, stride=8):
+  """The published fixed bilinear upsampler (kernel 2 * stride, padding stride / 2)."""
+  size = 2 * stride
+  up = nn.ConvTranspose2d(classes, classes, size, stride=stride, padding=stride // 2,
+                          groups=classes, bias=False)
+  f = stride
   c = (2 * f - 1 - f % 2) / (2.0 * f)
-  w = torch.tensor([1 - abs(i / f - c) for i in range(16)])
+  w = torch.tensor([1 - abs(i / f - c) for i in range(size)])
   with torch.no_grad():
-    up.weight.copy_((w[:, None] * w[None, :]).expand(classes, 1, 16, 16))
+    up.weight.copy_((w[:, None] * w[None, :]).expand(classes, 1, size, size))
   up.weight.requires_grad = False
   return up
 

@@ -58,18 +58,18 @@ def _corrupt(path):
 def test_model_round_trip(tmp_path, variables):
   meta = checkpoint.meta_for(
       models.DRNSeg(arch=ARCH, num_classes=CLASSES, width_multiplier=WIDTH,
-                    dropout_placement='head', dropout_rate=0.3),
+                    dropout_placement='head', dropout_rate=0.3, output_stride=4),
       mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), image_size=[64, 128])
   out = os.path.join(tmp_path, 'model')
   checkpoint.save_model(out, variables, meta)
   model, restored, loaded = checkpoint.load_model(out)
   _assert_trees_equal(restored, variables)
   assert loaded == {'arch': ARCH, 'num_classes': CLASSES, 'width_multiplier': WIDTH,
-                    'dropout_placement': 'head', 'dropout_rate': 0.3,
+                    'dropout_placement': 'head', 'dropout_rate': 0.3, 'output_stride': 4,
                     'mean': [0.1, 0.2, 0.3], 'std': [0.4, 0.5, 0.6], 'image_size': [64, 128],
                     'classes': None}  # 5 classes without a table: unknown
   assert (model.arch, model.num_classes, model.width_multiplier, model.dropout_placement,
-          model.dropout_rate) == (ARCH, CLASSES, WIDTH, 'head', 0.3)
+          model.dropout_rate, model.output_stride) == (ARCH, CLASSES, WIDTH, 'head', 0.3, 4)
   # Arguments override the stored meta (e.g. another dropout rate for scoring).
   model, _, loaded = checkpoint.load_model(out, dropout_rate=0.1, arch=None)
   assert model.dropout_rate == 0.1 and loaded['dropout_rate'] == 0.1
@@ -117,6 +117,7 @@ def test_converted_directory_without_meta_loads(tmp_path, variables):
   # Classes and width read from the classifier; the rest defaults.
   assert (model.num_classes, model.width_multiplier) == (CLASSES, WIDTH)
   assert (meta['dropout_placement'], meta['dropout_rate']) == ('stages', 0.5)
+  assert model.output_stride == 8 and meta['output_stride'] == 8
   assert meta['mean'] == list(cityscapes.MEAN) and meta['std'] == list(cityscapes.STD)
 
 

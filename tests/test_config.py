@@ -23,6 +23,7 @@ BASE = config_lib.ExperimentConfig()
     ({'al_budget': -1}, 'al_budget'),
     ({'train_lr': 0.0}, 'train_lr'),
     ({'dropout_rate': 1.0}, 'dropout_rate'),
+    ({'output_stride': 16}, 'output_stride=16 is not supported; use 8'),
     ({'train_crop': (4, 8)}, 'train_crop'),
     ({'dropout_placement': 'none'}, 'needs MC dropout'),
     ({'al_unit': 'pixel'}, 'al_unit'),

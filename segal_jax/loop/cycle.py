@@ -50,6 +50,7 @@ def build_model(config: ExperimentConfig, num_classes: int, strategy_name: str |
              width_multiplier=config.width_multiplier,
              dropout_placement=config.dropout_placement,
              dropout_rate=config.dropout_rate,
+             output_stride=config.output_stride,
              dtype=jnp.dtype(config.compute_dtype))
 
 

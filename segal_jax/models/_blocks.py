@@ -269,46 +269,56 @@ def _upsample_matrix(n: int, stride: int = 8, size: int = 16, padding: int = 4) 
   return np.where(inside, tent[np.clip(k, 0, size - 1)], 0.0).astype(np.float32)
 
 
-def _upsample_axis_x8(x: jax.Array, axis: int) -> jax.Array:
-  """One axis of the x8 transposed conv, as three shifted copies of the input.
+def _upsample_axis(x: jax.Array, axis: int, stride: int) -> jax.Array:
+  """One axis of the x`stride` transposed conv, as three shifted copies of the input.
 
-  With o = 8q + s, output o receives x[q - 1] * tent[s + 12] (s < 4),
-  x[q] * tent[s + 4] and x[q + 1] * tent[s - 4] (s >= 4), x zero outside:
-  the two non-zero entries of row o of `_upsample_matrix`. Elementwise, so
-  XLA fuses it into the ops that consume the logits.
+  The kernel is `_tent(2 * stride)` and the padding `stride // 2` (h = stride // 2
+  below). With o = stride * q + s, output o receives x[q - 1] * tent[s + h + stride]
+  (s < h), x[q] * tent[s + h] and x[q + 1] * tent[s + h - stride] (s >= h), x zero
+  outside: the two non-zero entries of row o of `_upsample_matrix`. Elementwise,
+  so XLA fuses it into the ops that consume the logits.
   """
-  tent = _tent(16)
-  s = np.arange(8)
-  lo = np.where(s < 4, tent[(s + 12) % 16], 0.0).astype(np.float32)
-  hi = np.where(s >= 4, tent[(s - 4) % 16], 0.0).astype(np.float32)
-  mid = tent[s + 4]
+  size, half = 2 * stride, stride // 2
+  tent = _tent(size)
+  s = np.arange(stride)
+  lo = np.where(s < half, tent[(s + half + stride) % size], 0.0).astype(np.float32)
+  hi = np.where(s >= half, tent[(s + half - stride) % size], 0.0).astype(np.float32)
+  mid = tent[s + half]
   n = x.shape[axis]
   pad = [(0, 0)] * x.ndim
   pad[axis] = (1, 1)
   xp = jnp.pad(x, pad)
   taps = [jax.lax.slice_in_dim(xp, k, k + n, axis=axis) for k in range(3)]
   shape = [1] * (x.ndim + 1)
-  shape[axis + 1] = 8
+  shape[axis + 1] = stride
   out = sum(jnp.expand_dims(t, axis + 1) * jnp.asarray(w.reshape(shape), x.dtype)
             for t, w in zip(taps, (lo, mid, hi)))
-  # [..., n, 8, ...] -> [..., 8n, ...]
-  return out.reshape(*x.shape[:axis], 8 * n, *x.shape[axis + 1:])
+  # [..., n, stride, ...] -> [..., stride * n, ...]
+  return out.reshape(*x.shape[:axis], stride * n, *x.shape[axis + 1:])
 
 
-def upsample_bilinear_x8(x: jax.Array) -> jax.Array:
-  """Fixed x8 depthwise transposed conv (kernel 16, stride 8, padding 4).
+def upsample_bilinear(x: jax.Array, stride: int) -> jax.Array:
+  """Fixed x`stride` depthwise bilinear transposed conv (kernel 2 * stride,
+  padding stride / 2; `stride` even), DRN's upsampler at its output stride.
 
   The bilinear kernel is separable and each output pixel takes two input
   pixels per axis, so the transposed conv is computed axis by axis as a
-  weighted sum of shifted copies of the input (`_upsample_axis_x8`): it equals
+  weighted sum of shifted copies of the input (`_upsample_axis`): it equals
   the depthwise `conv_transpose` (and the two matrix products of
-  `_upsample_matrix`) but avoids both the 64x zero-dilated input and the
+  `_upsample_matrix`) but avoids both the zero-dilated input and the
   matrix products' zeros, and fuses with the ops that follow.
 
   Args:
     x: [B, h, w, C].
+    stride: the upsampling factor (8: the published DRN's kernel 16, padding 4).
 
   Returns:
-    [B, 8h, 8w, C] in x's dtype. The kernel is a constant, not a parameter.
+    [B, stride * h, stride * w, C] in x's dtype. The kernel is a constant, not
+    a parameter.
   """
-  return _upsample_axis_x8(_upsample_axis_x8(x, 1), 2)
+  return _upsample_axis(_upsample_axis(x, 1, stride), 2, stride)
+
+
+def upsample_bilinear_x8(x: jax.Array) -> jax.Array:
+  """`upsample_bilinear` at DRN's published stride 8: [B, h, w, C] -> [B, 8h, 8w, C]."""
+  return upsample_bilinear(x, 8)

@@ -14,6 +14,13 @@ The output stride is 8. `DRN` is the ImageNet classifier (global pool + 1x1 conv
 `DRNSeg` is the segmentation network: 1x1 classifier at 1/8 resolution and a fixed
 bilinear x8 transposed convolution, with configurable dropout for MC sampling.
 
+`DRNSeg(output_stride=4)` removes one more stride the way DRN removed two from
+ResNet: stage 4 keeps 1/4 resolution (stride 1; its first conv dilation 1, the
+rest 2) and every later dilation doubles (stages 5-8: 4, 8, 4, 2), so each
+convolution covers the same image area as at stride 8 and the variables are
+the same. Its 1/4-resolution features at even positions are the stride-8
+network's, and the odd positions are filled in; stages 4-8 cost about 4x.
+
 Both keep the stages in `layer_0` ... `layer_8` so trunk weights move between
 them (and from PyTorch, see `convert.py`) by name.
 """
@@ -29,6 +36,7 @@ from segal_jax.errors import UserError
 from segal_jax.models import _blocks
 
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
+OUTPUT_STRIDES = (8, 4)  # 8: the published network; 4: for thin and small objects.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +80,22 @@ def widths(width_multiplier: float) -> tuple[int, ...]:
   return tuple(max(1, int(round(c * width_multiplier))) for c in CHANNELS)
 
 
-def make_stages(arch: str, width_multiplier: float, dtype: Any) -> list[nn.Module]:
-  """The nine stages of `arch` as unbound modules; each is called as `m(x, train=...)`."""
+def check_output_stride(output_stride: int) -> None:
+  if output_stride not in OUTPUT_STRIDES:
+    raise UserError(f'output stride {output_stride} is not supported',
+                    'use 8 (the published DRN) or 4 (for thin or small objects)')
+
+
+def make_stages(arch: str, width_multiplier: float, dtype: Any,
+                output_stride: int = 8) -> list[nn.Module]:
+  """The nine stages of `arch` as unbound modules; each is called as `m(x, train=...)`.
+
+  `output_stride` 4 drops stage 4's stride and doubles every dilation from it on
+  (see the module docstring); 8 builds the published network.
+  """
   spec = get_arch(arch)
+  check_output_stride(output_stride)
+  k = 8 // output_stride  # The dilation factor of stages 4-8.
   ch = widths(width_multiplier)
   n = spec.layers
   block = spec.block
@@ -87,19 +108,20 @@ def make_stages(arch: str, width_multiplier: float, dtype: Any) -> list[nn.Modul
                _blocks.BlockStage('basic', ch[1], n[1], stride=2, dtype=dtype)]
   stages += [
       _blocks.BlockStage(block, ch[2], n[2], stride=2, dtype=dtype),
-      _blocks.BlockStage(block, ch[3], n[3], stride=2, dtype=dtype),
-      _blocks.BlockStage(block, ch[4], n[4], dilation=2, new_level=False, dtype=dtype),
-      _blocks.BlockStage(block, ch[5], n[5], dilation=4, new_level=False, dtype=dtype),
+      # At stride 4 a new level without the stride: first conv dilation 1, then 2.
+      _blocks.BlockStage(block, ch[3], n[3], stride=2 // k, dilation=k, dtype=dtype),
+      _blocks.BlockStage(block, ch[4], n[4], dilation=2 * k, new_level=False, dtype=dtype),
+      _blocks.BlockStage(block, ch[5], n[5], dilation=4 * k, new_level=False, dtype=dtype),
   ]
   if spec.kind == 'D':
-    stages += [_blocks.ConvStage(ch[6], n[6], dilation=2, dtype=dtype),
-               _blocks.ConvStage(ch[7], n[7], dilation=1, dtype=dtype)]
+    stages += [_blocks.ConvStage(ch[6], n[6], dilation=2 * k, dtype=dtype),
+               _blocks.ConvStage(ch[7], n[7], dilation=k, dtype=dtype)]
   else:
     stages += [
-        _blocks.BlockStage('basic', ch[6], n[6], dilation=2, new_level=False,
+        _blocks.BlockStage('basic', ch[6], n[6], dilation=2 * k, new_level=False,
                            residual=False, dtype=dtype),
-        _blocks.BlockStage('basic', ch[7], n[7], dilation=1, residual=False,
-                           dtype=dtype),
+        _blocks.BlockStage('basic', ch[7], n[7], dilation=k, new_level=False,
+                           residual=False, dtype=dtype),
     ]
   return stages
 
@@ -130,7 +152,7 @@ class DRN(nn.Module):
 
 
 class DRNSeg(nn.Module):
-  """DRN segmentation network with a fixed bilinear x8 upsampler.
+  """DRN segmentation network with a fixed bilinear upsampler (x`output_stride`).
 
   Attributes:
     arch: a key of `ARCHS`.
@@ -139,6 +161,8 @@ class DRNSeg(nn.Module):
     dropout_placement: 'stages' (after stages 3-6, the reference), 'head' (only
       before the classifier) or 'none'.
     dropout_rate: drop probability.
+    output_stride: 8 (the published network) or 4 (stage 4 without its
+      stride, later dilations doubled; the same variables).
     dtype: compute dtype of activations; parameters stay float32 and logits are
       returned in float32.
   """
@@ -147,13 +171,15 @@ class DRNSeg(nn.Module):
   width_multiplier: float = 1.0
   dropout_placement: str = 'stages'
   dropout_rate: float = 0.5
+  output_stride: int = 8
   dtype: Any = jnp.float32
 
   def setup(self):
     if self.dropout_placement not in DROPOUT_AFTER:
       raise UserError(f'unknown dropout placement {self.dropout_placement!r}',
                       f'choose one of {", ".join(DROPOUT_AFTER)}')
-    self.layer = make_stages(self.arch, self.width_multiplier, self.dtype)
+    self.layer = make_stages(self.arch, self.width_multiplier, self.dtype,
+                             self.output_stride)
     self.seg = _blocks.conv(self.num_classes, 1, use_bias=True, dtype=self.dtype)
     self.drop = [nn.Dropout(self.dropout_rate, rng_collection='dropout')
                  for _ in DROPOUT_AFTER[self.dropout_placement]]
@@ -174,7 +200,8 @@ class DRNSeg(nn.Module):
       features: if given, stage outputs are stored in it as 'stage_i'.
 
     Returns:
-      h: [B, H/s, W/s, C] in `dtype` (s = 8, or 4 after stage 3 for 'stages').
+      h: [B, H/s, W/s, C] in `dtype` (s = `output_stride`, or 4 after stage 3
+        for 'stages').
     """
     h = x.astype(self.dtype)
     for i in range(TRUNK_END[self.dropout_placement] + 1):
@@ -190,8 +217,8 @@ class DRNSeg(nn.Module):
     Dropout (rng stream 'dropout') is active iff `train or mc`.
 
     Returns:
-      logits: [B, H, W, num_classes] float32, or [B, H/8, W/8, num_classes] if
-        not `upsample`.
+      logits: [B, H, W, num_classes] float32, or [B, H/s, W/s, num_classes]
+        (s = `output_stride`) if not `upsample`.
     """
     end = TRUNK_END[self.dropout_placement]
     h = self._dropout(end, h, train, mc)
@@ -205,7 +232,7 @@ class DRNSeg(nn.Module):
       features['logits'] = logits
     if not upsample:
       return logits
-    return _blocks.upsample_bilinear_x8(logits)
+    return _blocks.upsample_bilinear(logits, self.output_stride)
 
   def __call__(self, x: jax.Array, *, train: bool, mc: bool = False
                ) -> tuple[jax.Array, dict[str, Any]]:
@@ -213,7 +240,7 @@ class DRNSeg(nn.Module):
 
     BatchNorm uses batch statistics iff `train`; dropout is active iff `train or
     mc`. `extras['features']` is a dict over `FEATURE_KEYS`: the outputs of
-    stages 1-8 (before dropout, in `dtype`), the 1/8-resolution logits and the
+    stages 1-8 (before dropout, in `dtype`), the 1/`output_stride` logits and the
     upsampled log-probabilities (float32); under `jit` what is not used is not
     computed. Every network of `models` returns this pair.
     """

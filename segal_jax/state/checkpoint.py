@@ -35,8 +35,8 @@ from segal_jax.models import drn
 # Keys of `meta` that define the network, with DRNSeg's own defaults where a
 # checkpoint (e.g. a converted one) does not say.
 MODEL_KEYS = ('arch', 'num_classes', 'width_multiplier', 'dropout_placement',
-              'dropout_rate')
-_DEFAULTS = {'dropout_placement': 'stages', 'dropout_rate': 0.5}
+              'dropout_rate', 'output_stride')
+_DEFAULTS = {'dropout_placement': 'stages', 'dropout_rate': 0.5, 'output_stride': 8}
 _COLLECTIONS = ('params', 'batch_stats')
 _TRAIN, _AL = 'train_state', 'al_state'
 _HINT = 'pass the directory written by launch.run or launch.convert'
@@ -101,7 +101,8 @@ def save_model(directory: str, variables: dict, meta: dict) -> None:
     directory: a new (or empty) directory.
     variables: {'params': ..., 'batch_stats': ...} (other collections are dropped).
     meta: JSON-able; `arch`, `num_classes`, `width_multiplier`,
-      `dropout_placement`, `dropout_rate`, `mean`, `std` (see `meta_for`) and
+      `dropout_placement`, `dropout_rate`, `output_stride`, `mean`, `std` (see
+      `meta_for`) and
       anything else worth keeping (e.g. `image_size`, the training data set).
 
   Raises:
@@ -218,7 +219,8 @@ def load_model(directory: str, *, arch: str | None = None,
   means "not given"), the checkpoint's `meta`, the variables themselves
   (`num_classes` and `width_multiplier` from the classifier's shape, `arch`
   from the one architecture whose variables fit), and finally DRNSeg's
-  defaults (`dropout_placement='stages'`, `dropout_rate=0.5`). `mean`/`std`
+  defaults (`dropout_placement='stages'`, `dropout_rate=0.5`,
+  `output_stride=8`). `mean`/`std`
   default to Cityscapes' (converted checkpoints are Cityscapes models).
 
   Args:
@@ -226,7 +228,7 @@ def load_model(directory: str, *, arch: str | None = None,
     arch: a key of `models.ARCHS`.
     classes: the class table the model must predict (the data's); None: any.
     **overrides: any of `num_classes`, `width_multiplier`, `dropout_placement`,
-      `dropout_rate`, `mean`, `std`.
+      `dropout_rate`, `output_stride`, `mean`, `std`.
 
   Returns:
     (model, variables {'params', 'batch_stats'} as device arrays, meta with
@@ -286,6 +288,7 @@ def _check_fits(directory: str, meta: dict, stored: dict, found: dict,
   if meta['dropout_placement'] not in drn.DROPOUT_AFTER:
     raise UserError(f'unknown dropout placement {meta["dropout_placement"]!r}',
                     f'choose one of {", ".join(drn.DROPOUT_AFTER)}')
+  drn.check_output_stride(meta['output_stride'])
   problem = _mismatch(_expected(meta['arch'], meta['num_classes'], meta['width_multiplier']),
                       found)
   if problem:

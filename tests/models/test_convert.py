@@ -72,6 +72,36 @@ def test_converted_logits_match_pytorch(arch, width):
   np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def _to_output_stride_4(seg, net):
+  """Stride 4 applied to a PyTorch DRN segmenter: layer4's strided convs (its
+  first 3x3 and the shortcut) at stride 1, every other 3x3 of layers 4-8 at
+  twice its dilation, and the x4 bilinear upsampler."""
+  for layer in (net.layer4, net.layer5, net.layer6, net.layer7, net.layer8):
+    for m in layer.modules():
+      if not isinstance(m, torch.nn.Conv2d):
+        continue
+      if m.stride == (2, 2):
+        m.stride = (1, 1)
+      elif m.kernel_size == (3, 3):
+        m.dilation = m.padding = (2 * m.dilation[0],) * 2
+  seg.up = torch_drn.bilinear_up(CLASSES, stride=4)
+  return seg
+
+
+@pytest.mark.parametrize('arch', ['drn_d_22', 'drn_c_26'])
+def test_output_stride_4_matches_pytorch(arch):
+  net, seg = _seg_pair(arch, 0.25)
+  variables = convert.variables_from_torch(_state(seg), arch, width_multiplier=0.25)
+  x = _images()
+  expected = _torch_forward(_to_output_stride_4(seg, net), x)
+  assert expected.shape == (2, 32, 48, CLASSES)
+  model = models.DRNSeg(arch=arch, num_classes=CLASSES, width_multiplier=0.25,
+                        output_stride=4)
+  got = np.asarray(model.apply(variables, jnp.asarray(x), train=False)[0])
+  np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+  assert not np.allclose(got, _flax_logits(variables, arch, 0.25, x), atol=1e-2)
+
+
 def test_all_three_layouts_load_the_same_weights():
   arch, width = 'drn_c_26', 0.25  # DRN-C: the stem's indices differ from the stages'.
   net, indexed = _seg_pair(arch, width)

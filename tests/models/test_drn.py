@@ -119,26 +119,33 @@ def test_upsampling_kernel_is_bilinear():
                              atol=1e-7)
 
 
-def test_upsampling_equals_transposed_conv_formula():
-  """Each input pixel scatters the kernel at stride 8, cropped by padding 4."""
+UPSAMPLERS = {8: _blocks.upsample_bilinear_x8,
+              4: functools.partial(_blocks.upsample_bilinear, stride=4)}
+
+
+@pytest.mark.parametrize('s', sorted(UPSAMPLERS))
+def test_upsampling_equals_transposed_conv_formula(s):
+  """Each input pixel scatters the kernel (size 2s) at stride s, cropped by
+  padding s/2: PyTorch's ConvTranspose2d(2s, stride=s, padding=s//2)."""
   rng = np.random.default_rng(0)
   x = rng.normal(size=(1, 3, 5, 2)).astype(np.float32)
-  w = _bilinear_reference(16)
-  full = np.zeros((1, 3 * 8 + 8, 5 * 8 + 8, 2))
+  w = _bilinear_reference(2 * s)
+  full = np.zeros((1, 3 * s + s, 5 * s + s, 2))
   for i in range(3):
     for j in range(5):
-      full[0, 8 * i:8 * i + 16, 8 * j:8 * j + 16, :] += (
+      full[0, s * i:s * i + 2 * s, s * j:s * j + 2 * s, :] += (
           w[:, :, None] * x[0, i, j][None, None, :])
-  expected = full[:, 4:4 + 24, 4:4 + 40, :]
-  got = _blocks.upsample_bilinear_x8(jnp.asarray(x))
+  expected = full[:, s // 2:s // 2 + 3 * s, s // 2:s // 2 + 5 * s, :]
+  got = UPSAMPLERS[s](jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
 
 
-def test_upsampling_reproduces_constant_maps_inside():
+@pytest.mark.parametrize('s', sorted(UPSAMPLERS))
+def test_upsampling_reproduces_constant_maps_inside(s):
   x = jnp.full((1, 4, 4, 1), 2.5)
-  y = np.asarray(_blocks.upsample_bilinear_x8(x))
+  y = np.asarray(UPSAMPLERS[s](x))
   # Away from the border every output pixel gets total kernel weight 1.
-  np.testing.assert_allclose(y[0, 4:-4, 4:-4, 0], 2.5, atol=1e-5)
+  np.testing.assert_allclose(y[0, s // 2:-(s // 2), s // 2:-(s // 2), 0], 2.5, atol=1e-5)
 
 
 @pytest.mark.parametrize('placement', ['stages', 'head', 'none'])
@@ -221,6 +228,49 @@ def test_features_are_the_ten_levels():
   np.testing.assert_allclose(np.exp(feats['log_probs']).sum(-1), 1.0, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(logits),
                                 np.asarray(model.apply(variables, x, train=False)[0]))
+
+
+def test_output_stride_4_keeps_quarter_resolution_and_the_variables():
+  model = models.DRNSeg(num_classes=4, width_multiplier=0.25, output_stride=4)
+  variables, x = _init(model)
+  # The same variables as the stride-8 network (checkpoints move between them).
+  assert (jax.tree.map(lambda l: l.shape, _shapes(model, (1, 32, 32, 3)))
+          == jax.tree.map(lambda l: l.shape, variables))
+  logits, extras = model.apply(variables, x, train=False)
+  feats = extras['features']
+  for i, s in enumerate([1, 2, 4, 4, 4, 4, 4, 4], start=1):
+    assert feats[f'stage_{i}'].shape[1:3] == (32 // s, 64 // s)
+  assert feats['logits'].shape == (2, 8, 16, 4)
+  assert logits.shape == (2, 32, 64, 4)
+  np.testing.assert_allclose(np.asarray(logits),
+                             np.asarray(_blocks.upsample_bilinear(feats['logits'], 4)),
+                             rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('arch', ['drn_d_22', 'drn_c_26'])
+def test_output_stride_4_at_even_positions_is_the_stride_8_network(arch):
+  """Dropping stage 4's stride and doubling the later dilations keeps what each
+  convolution sees: the stride-4 logits at even positions are the stride-8
+  logits (same variables, inference BatchNorm); odd positions are new."""
+  eight = models.DRNSeg(arch=arch, num_classes=4, width_multiplier=0.25,
+                        dropout_placement='none')
+  four = eight.clone(output_stride=4)
+  variables = _randomise_stats(_numpy_variables(eight, (1, 32, 32, 3), seed=1))
+  x = _images_like((2, 32, 64, 3))
+  a = eight.apply(variables, eight.apply(variables, x, train=False, method='trunk'),
+                  train=False, mc=False, upsample=False, method='tail')
+  b = four.apply(variables, four.apply(variables, x, train=False, method='trunk'),
+                 train=False, mc=False, upsample=False, method='tail')
+  assert a.shape == (2, 4, 8, 4) and b.shape == (2, 8, 16, 4)
+  np.testing.assert_allclose(np.asarray(b[:, ::2, ::2]), np.asarray(a), rtol=1e-5,
+                             atol=1e-5 * float(jnp.max(jnp.abs(a))))
+  assert not np.allclose(np.asarray(b[:, 1::2, 1::2]), np.asarray(a), atol=1e-2)
+
+
+def test_unknown_output_stride_is_a_user_error():
+  x = jnp.zeros((1, 16, 16, 3))
+  with pytest.raises(UserError, match='output stride 16 is not supported; use 8'):
+    models.DRNSeg(output_stride=16).init({'params': jax.random.key(0)}, x, train=False)
 
 
 def test_init_statistics_follow_he_fan_out():
