@@ -22,7 +22,9 @@ step() {
     more_superpixel) run more_superpixel --flagfile=configs/bench/superpixel.flags --al_strategies=mc_variance \
         --train_min_steps=2000 ;;
     more_whole) run more_whole --flagfile=configs/bench/superpixel_whole.flags --al_strategies=mc_variance \
-        --train_min_steps=2000 ;;
+        --train_min_steps=2000 --al_shared_dir=$W/more_superpixel/shared ;;
+    more_image) run more_image --flagfile=configs/bench/image.flags --al_strategies=mc_variance \
+        --train_min_steps=2000 --al_shared_dir=$W/more_superpixel/shared ;;
     balanced_whole) run balanced_whole --flagfile=configs/bench/image.flags --al_strategies=mc_variance \
         --train_class_balance --al_shared_dir=$W/balanced_shared ;;
     balanced_superpixel) run balanced_superpixel --flagfile=configs/bench/superpixel.flags \
@@ -37,11 +39,13 @@ steps=("$@")
 # (docs/results/benchmark/) came from other package versions and differ
 # (environment.json now records them).
 # more_superpixel and more_whole are control 2 with twice the steps (mc_variance
-# only): does the gap between partial masks and whole images close?
+# only): does the gap between partial masks and whole images close? more_image is
+# mc_variance whole images at the same 2000 steps (the study's comparison at equal
+# steps). The three share each seed's first cycle (more_superpixel/shared/).
 # balanced_whole and balanced_superpixel weight the loss by class
 # (--train_class_balance, mc_variance only, the first cycle shared): control 1
 # found superpixels buy a road- and building-heavy mix; does the gap close when
 # the loss no longer follows the pixel mix?
 [ ${#steps[@]} -gt 0 ] || steps=(oracle whole image superpixel dense_image dense_superpixel more_superpixel
-                                 more_whole balanced_whole balanced_superpixel)
+                                 more_image more_whole balanced_whole balanced_superpixel)
 for s in "${steps[@]}"; do step "$s"; done
