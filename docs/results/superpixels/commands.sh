@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 W=workdir/superpixels
+SEEDS=${SEEDS:-}
 OUT=docs/results/superpixels
 
 source docs/results/runs.sh
@@ -29,6 +30,11 @@ step() {
         --train_class_balance --al_shared_dir=$W/balanced_shared ;;
     balanced_superpixel) run balanced_superpixel --flagfile=configs/bench/superpixel.flags \
         --al_strategies=mc_variance --train_class_balance --al_shared_dir=$W/balanced_shared ;;
+    bal_more_superpixel) run bal_more_superpixel --flagfile=configs/bench/superpixel.flags \
+        --al_strategies=mc_variance --train_class_balance --train_min_steps=2000 \
+        --al_shared_dir=$W/bal_more_shared $SEEDS ;;
+    bal_more_image) run bal_more_image --flagfile=configs/bench/image.flags --al_strategies=mc_variance \
+        --train_class_balance --train_min_steps=2000 --al_shared_dir=$W/bal_more_shared $SEEDS ;;
     *) echo "unknown step $1" >&2; exit 2 ;;
   esac
 }
@@ -46,6 +52,11 @@ steps=("$@")
 # (--train_class_balance, mc_variance only, the first cycle shared): control 1
 # found superpixels buy a road- and building-heavy mix; does the gap close when
 # the loss no longer follows the pixel mix?
+# bal_more_superpixel and bal_more_image combine the two (class balance and 2000
+# steps), mc_variance on both units, the first cycle shared. SEEDS (for example
+# SEEDS=--al_seeds=0) runs one seed of each at a time so that pairs finish together:
+#   for s in 0 1 2; do SEEDS=--al_seeds=$s bash $0 bal_more_superpixel bal_more_image; done
 [ ${#steps[@]} -gt 0 ] || steps=(oracle whole image superpixel dense_image dense_superpixel more_superpixel
-                                 more_image more_whole balanced_whole balanced_superpixel)
+                                 more_image more_whole balanced_whole balanced_superpixel
+                                 bal_more_superpixel bal_more_image)
 for s in "${steps[@]}"; do step "$s"; done
