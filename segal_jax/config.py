@@ -34,9 +34,10 @@ class ExperimentConfig:
   width_multiplier: float = _f(1.0, 'Scales every channel width of the network (0.25 for CPU runs).')
   dropout_placement: str = _f('stages', "Where dropout sits: 'stages' (after stages 3-6), 'head', 'none'.")
   dropout_rate: float = _f(0.5, 'Dropout rate.')
-  output_stride: int = _f(8, 'Output stride of the network: 8 (the published DRN) or 4 (stage 4 '
+  output_stride: int = _f(8, 'Output stride of the network: 8 (the published DRN), 4 (stage 4 '
                           'keeps 1/4 resolution, later dilations doubled: thin or small '
-                          'objects, about 4x the compute of stages 4-8).', omit_default=True)
+                          'objects, about 4x the compute of stages 4-8) or 2 (stage 3 '
+                          'too: strokes a few pixels wide, about 4x again).', omit_default=True)
   compute_dtype: str = _f('float32', "Activation dtype: 'float32' or 'bfloat16' (params stay float32).")
   init_checkpoint: str = _f('', 'Start every cycle from this model (launch.convert or launch.run '
                             'output) instead of a random initialisation.')
@@ -287,9 +288,9 @@ def _check_training(config: ExperimentConfig) -> None:
   if config.width_multiplier <= 0:
     raise UserError(f'--width_multiplier={config.width_multiplier} must be positive',
                     'use e.g. 1.0 (full) or 0.25 (CPU)')
-  if config.output_stride not in (8, 4):  # drn.OUTPUT_STRIDES
+  if config.output_stride not in (8, 4, 2):  # drn.OUTPUT_STRIDES
     raise UserError(f'--output_stride={config.output_stride} is not supported',
-                    'use 8 (the default) or 4 (for thin or small objects)')
+                    'use 8 (the default), or 4 or 2 (for thin or small objects)')
   if not 0.0 <= config.dropout_rate < 1.0:
     raise UserError(f'--dropout_rate={config.dropout_rate} is outside [0, 1)',
                     'use e.g. --dropout_rate=0.5')

@@ -20,6 +20,10 @@ rest 2) and every later dilation doubles (stages 5-8: 4, 8, 4, 2), so each
 convolution covers the same image area as at stride 8 and the variables are
 the same. Its 1/4-resolution features at even positions are the stride-8
 network's, and the odd positions are filled in; stages 4-8 cost about 4x.
+`output_stride=2` does the same once more from stage 3 (stride 1; its first
+conv dilation 1, the rest 2; stages 4-8: 4, 8, 16, 8, 4), for strokes a few
+pixels wide that a 1/4-resolution map cannot draw; stages 3-8 cost about 4x
+stride 4's.
 
 Both keep the stages in `layer_0` ... `layer_8` so trunk weights move between
 them (and from PyTorch, see `convert.py`) by name.
@@ -36,7 +40,7 @@ from segal_jax.errors import UserError
 from segal_jax.models import _blocks
 
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
-OUTPUT_STRIDES = (8, 4)  # 8: the published network; 4: for thin and small objects.
+OUTPUT_STRIDES = (8, 4, 2)  # 8: the published network; 4 and 2: for thin and small objects.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,19 +87,20 @@ def widths(width_multiplier: float) -> tuple[int, ...]:
 def check_output_stride(output_stride: int) -> None:
   if output_stride not in OUTPUT_STRIDES:
     raise UserError(f'output stride {output_stride} is not supported',
-                    'use 8 (the published DRN) or 4 (for thin or small objects)')
+                    'use 8 (the published DRN), or 4 or 2 (for thin or small objects)')
 
 
 def make_stages(arch: str, width_multiplier: float, dtype: Any,
                 output_stride: int = 8) -> list[nn.Module]:
   """The nine stages of `arch` as unbound modules; each is called as `m(x, train=...)`.
 
-  `output_stride` 4 drops stage 4's stride and doubles every dilation from it on
-  (see the module docstring); 8 builds the published network.
+  `output_stride` 4 drops stage 4's stride and doubles every dilation from it on,
+  2 drops stage 3's too (see the module docstring); 8 builds the published network.
   """
   spec = get_arch(arch)
   check_output_stride(output_stride)
   k = 8 // output_stride  # The dilation factor of stages 4-8.
+  k3 = max(1, k // 2)  # and of stage 3.
   ch = widths(width_multiplier)
   n = spec.layers
   block = spec.block
@@ -107,9 +112,9 @@ def make_stages(arch: str, width_multiplier: float, dtype: Any,
     stages += [_blocks.BlockStage('basic', ch[0], n[0], dtype=dtype),
                _blocks.BlockStage('basic', ch[1], n[1], stride=2, dtype=dtype)]
   stages += [
-      _blocks.BlockStage(block, ch[2], n[2], stride=2, dtype=dtype),
-      # At stride 4 a new level without the stride: first conv dilation 1, then 2.
-      _blocks.BlockStage(block, ch[3], n[3], stride=2 // k, dilation=k, dtype=dtype),
+      # A stage whose stride is dropped is a new level: first conv at half its dilation.
+      _blocks.BlockStage(block, ch[2], n[2], stride=2 // k3, dilation=k3, dtype=dtype),
+      _blocks.BlockStage(block, ch[3], n[3], stride=1 if k > 1 else 2, dilation=k, dtype=dtype),
       _blocks.BlockStage(block, ch[4], n[4], dilation=2 * k, new_level=False, dtype=dtype),
       _blocks.BlockStage(block, ch[5], n[5], dilation=4 * k, new_level=False, dtype=dtype),
   ]
@@ -161,8 +166,8 @@ class DRNSeg(nn.Module):
     dropout_placement: 'stages' (after stages 3-6, the reference), 'head' (only
       before the classifier) or 'none'.
     dropout_rate: drop probability.
-    output_stride: 8 (the published network) or 4 (stage 4 without its
-      stride, later dilations doubled; the same variables).
+    output_stride: 8 (the published network), 4 (stage 4 without its
+      stride, later dilations doubled; the same variables) or 2 (stage 3 too).
     dtype: compute dtype of activations; parameters stay float32 and logits are
       returned in float32.
   """
@@ -200,8 +205,8 @@ class DRNSeg(nn.Module):
       features: if given, stage outputs are stored in it as 'stage_i'.
 
     Returns:
-      h: [B, H/s, W/s, C] in `dtype` (s = `output_stride`, or 4 after stage 3
-        for 'stages').
+      h: [B, H/s, W/s, C] in `dtype` (s = `output_stride`, or min(4, s) after
+        stage 3 for 'stages').
     """
     h = x.astype(self.dtype)
     for i in range(TRUNK_END[self.dropout_placement] + 1):

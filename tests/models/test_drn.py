@@ -230,38 +230,43 @@ def test_features_are_the_ten_levels():
                                 np.asarray(model.apply(variables, x, train=False)[0]))
 
 
-def test_output_stride_4_keeps_quarter_resolution_and_the_variables():
-  model = models.DRNSeg(num_classes=4, width_multiplier=0.25, output_stride=4)
+@pytest.mark.parametrize('stride,strides', [(4, [1, 2, 4, 4, 4, 4, 4, 4]),
+                                            (2, [1, 2, 2, 2, 2, 2, 2, 2])])
+def test_finer_output_stride_keeps_its_resolution_and_the_variables(stride, strides):
+  model = models.DRNSeg(num_classes=4, width_multiplier=0.25, output_stride=stride)
   variables, x = _init(model)
   # The same variables as the stride-8 network (checkpoints move between them).
-  assert (jax.tree.map(lambda l: l.shape, _shapes(model, (1, 32, 32, 3)))
+  assert (jax.tree.map(lambda l: l.shape, _shapes(model.clone(output_stride=8), (1, 32, 32, 3)))
           == jax.tree.map(lambda l: l.shape, variables))
   logits, extras = model.apply(variables, x, train=False)
   feats = extras['features']
-  for i, s in enumerate([1, 2, 4, 4, 4, 4, 4, 4], start=1):
+  for i, s in enumerate(strides, start=1):
     assert feats[f'stage_{i}'].shape[1:3] == (32 // s, 64 // s)
-  assert feats['logits'].shape == (2, 8, 16, 4)
+  assert feats['logits'].shape == (2, 32 // stride, 64 // stride, 4)
   assert logits.shape == (2, 32, 64, 4)
   np.testing.assert_allclose(np.asarray(logits),
-                             np.asarray(_blocks.upsample_bilinear(feats['logits'], 4)),
+                             np.asarray(_blocks.upsample_bilinear(feats['logits'], stride)),
                              rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize('arch', ['drn_d_22', 'drn_c_26'])
-def test_output_stride_4_at_even_positions_is_the_stride_8_network(arch):
-  """Dropping stage 4's stride and doubling the later dilations keeps what each
+@pytest.mark.parametrize('arch,coarse,fine', [('drn_d_22', 8, 4), ('drn_c_26', 8, 4),
+                                               ('drn_d_22', 4, 2), ('drn_c_26', 4, 2)])
+def test_halved_output_stride_at_even_positions_is_the_coarser_network(arch, coarse, fine):
+  """Dropping a stage's stride and doubling the later dilations keeps what each
   convolution sees: the stride-4 logits at even positions are the stride-8
-  logits (same variables, inference BatchNorm); odd positions are new."""
+  logits, and the stride-2 ones the stride-4 ones (same variables, inference
+  BatchNorm); odd positions are new."""
   eight = models.DRNSeg(arch=arch, num_classes=4, width_multiplier=0.25,
-                        dropout_placement='none')
-  four = eight.clone(output_stride=4)
+                        dropout_placement='none', output_stride=coarse)
+  four = eight.clone(output_stride=fine)
   variables = _randomise_stats(_numpy_variables(eight, (1, 32, 32, 3), seed=1))
   x = _images_like((2, 32, 64, 3))
   a = eight.apply(variables, eight.apply(variables, x, train=False, method='trunk'),
                   train=False, mc=False, upsample=False, method='tail')
   b = four.apply(variables, four.apply(variables, x, train=False, method='trunk'),
                  train=False, mc=False, upsample=False, method='tail')
-  assert a.shape == (2, 4, 8, 4) and b.shape == (2, 8, 16, 4)
+  assert a.shape == (2, 32 // coarse, 64 // coarse, 4)
+  assert b.shape == (2, 32 // fine, 64 // fine, 4)
   np.testing.assert_allclose(np.asarray(b[:, ::2, ::2]), np.asarray(a), rtol=1e-5,
                              atol=1e-5 * float(jnp.max(jnp.abs(a))))
   assert not np.allclose(np.asarray(b[:, 1::2, 1::2]), np.asarray(a), atol=1e-2)
