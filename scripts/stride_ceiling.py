@@ -2,6 +2,9 @@
 
   python scripts/stride_ceiling.py workdir/folders/marks_full       # strides 8, 4, 2
 
+It ends with the `--output_stride` to use: the largest at which every class
+keeps at least half of its IoU.
+
 DRNSeg predicts at 1/s of the image and draws its logits up with a fixed
 bilinear x s upsampler. This takes the validation labels, averages their
 one-hot maps over s x s cells (the best a cell's prediction can hold without
@@ -27,6 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from segal_jax.models import _blocks  # pylint: disable=wrong-import-position
+from segal_jax.models import drn  # pylint: disable=wrong-import-position
 from segal_jax.training import metrics  # pylint: disable=wrong-import-position
 
 
@@ -48,6 +52,13 @@ def ceiling(labels: np.ndarray, num_classes: int, stride: int, ignore: int,
   return metrics.iou_from_confusion(conf)
 
 
+def recommend(per_class: dict[int, np.ndarray], keep: float = 0.5) -> int | None:
+  """The largest stride at which every class present keeps at least `keep`
+  IoU in `per_class` ({stride: per-class IoU without weighting}), or None."""
+  fits = [s for s, iou in per_class.items() if np.nanmin(iou) >= keep]
+  return max(fits) if fits else None
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('folder', help='an image folder with classes.json and labels/val')
@@ -64,11 +75,20 @@ def main() -> None:
   labels = np.stack([np.asarray(Image.open(p)) for p in files]).astype(np.int32)
   print(f'{args.folder}: {len(files)} validation labels of {labels.shape[1]}x{labels.shape[2]}')
   print('stride  loss weighting  mIoU   per class')
+  plain = {}
   for stride in (int(s) for s in args.strides.split(',')):
     for balance in (False, True):
       miou, per_class = ceiling(labels, len(names), stride, table.get('ignore', 255), balance)
       classes = ' '.join(f'{n} {v:.2f}' for n, v in zip(names, per_class))
       print(f'{stride:6d}  {"1/sqrt(share)" if balance else "none":14s}  {miou:.3f}  {classes}')
+      if not balance and stride in drn.OUTPUT_STRIDES:
+        plain[stride] = per_class
+  best = recommend(plain)
+  if best is None:
+    print(f'no output stride in {sorted(plain)} keeps half of every class: objects this '
+          'thin need larger images (--dataset_config=image_size=HxW)')
+  else:
+    print(f'--output_stride={best}: the largest that keeps half of every class')
 
 
 if __name__ == '__main__':

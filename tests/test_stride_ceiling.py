@@ -55,3 +55,14 @@ def test_balance_lets_a_rare_class_win_its_cells():
 def test_a_stride_that_does_not_divide_the_image_is_refused():
   with pytest.raises(SystemExit, match='do not divide into cells of 3'):
     stride_ceiling.ceiling(_labels(1), 3, 3, 255)
+
+
+def test_recommend_takes_the_largest_stride_that_keeps_half_of_every_class():
+  per_class = {8: np.array([0.99, 0.0, 0.9]), 4: np.array([0.99, 0.4, 0.95]),
+               2: np.array([1.0, 0.6, 0.99])}
+  assert stride_ceiling.recommend(per_class) == 2
+  per_class[4][1] = 0.5
+  assert stride_ceiling.recommend(per_class) == 4
+  # An absent class (NaN) does not count; no stride that fits gives None.
+  assert stride_ceiling.recommend({8: np.array([0.9, np.nan])}) == 8
+  assert stride_ceiling.recommend({2: np.array([0.9, 0.1])}) is None
