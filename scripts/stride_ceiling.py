@@ -2,8 +2,10 @@
 
   python scripts/stride_ceiling.py workdir/folders/marks_full       # strides 8, 4, 2
 
-It ends with the `--output_stride` to use: the largest at which every class
-keeps at least half of its IoU.
+It ends with the `--output_stride` that can draw the labels: the largest at
+which every class keeps at least half of its IoU. A finer stride than the
+recipe's costs about 4x a step for each halving and needs more steps to learn
+(docs/results/folders.md).
 
 DRNSeg predicts at 1/s of the image and draws its logits up with a fixed
 bilinear x s upsampler. This takes the validation labels, averages their
