@@ -56,8 +56,11 @@ class ExperimentConfig:
                          "buys: superpixels train as long as whole images of the same cost).",
                          omit_default=True)
   train_batch_size: int = _f(8, 'Global training batch size.')
-  train_lr: float = _f(0.01, 'Base learning rate of SGD.')
-  train_momentum: float = _f(0.9, 'SGD momentum.')
+  train_optimizer: str = _f('sgd', "'sgd' (momentum, L2 weight decay: the study) or 'adamw' "
+                            '(Adam with decoupled weight decay, faster from scratch on small '
+                            'folders; use a learning rate near 0.001).', omit_default=True)
+  train_lr: float = _f(0.01, 'Base learning rate of the optimizer.')
+  train_momentum: float = _f(0.9, "SGD momentum (adamw: Adam's b1).")
   train_weight_decay: float = _f(1e-4, 'L2 weight decay.')
   train_schedule: str = _f('step', "Learning-rate schedule: 'step', 'poly' or 'constant'.")
   train_step_fraction: float = _f(0.4, "For 'step': multiply the lr by 0.1 after each such fraction of the steps.")
@@ -229,6 +232,7 @@ _CHOICES = {
     'dropout_placement': ('stages', 'head', 'none'),
     'compute_dtype': ('float32', 'bfloat16'),
     'train_schedule': ('step', 'poly', 'constant'),
+    'train_optimizer': ('sgd', 'adamw'),
     'al_unit': ('image', 'superpixel'),
     'train_length': ('images', 'cost'),
     'train_sampling': ('images', 'labeled_pixels'),

@@ -143,7 +143,8 @@ def _compiled_step(config: ExperimentConfig, num_classes: int, strategy_name: st
   model = loop.build_model(config, num_classes, strategy_name)
   loss_fn = selection.get(strategy_name).training_loss(config)
   h, w = config.train_crop
-  tx = optim.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+  tx = optim.make_optimizer(optimizer=config.train_optimizer, lr=config.train_lr,
+                            momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule=config.train_schedule, total_steps=1000, step_every=400)
   state = jax.eval_shape(lambda k: train.create_train_state(model, k, image_shape=(h, w, 3),

@@ -31,6 +31,33 @@ def test_optimizer_follows_torch_sgd_for_two_steps():
   np.testing.assert_allclose(params, p2, rtol=1e-6)
 
 
+def test_adamw_follows_the_published_update_for_two_steps():
+  # Loshchilov & Hutter's AdamW, as torch.optim.AdamW(eps=1e-8) writes it:
+  # p <- p - lr * wd * p; m, v <- moments; p <- p - lr * m_hat / (sqrt(v_hat) + eps).
+  lr, b1, b2, eps, wd = 0.1, 0.9, 0.999, 1e-8, 0.5
+  p = np.array([1.0, -2.0, 3.0])
+  m = v = np.zeros(3)
+  for t, g in enumerate((np.array([0.3, 0.1, -0.2]), np.array([-0.5, 0.4, 0.25])), 1):
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+    p = p - lr * wd * p - lr * m_hat / (np.sqrt(v_hat) + eps)
+  expected = p
+  tx = optim.make_optimizer(optimizer='adamw', lr=lr, momentum=b1, weight_decay=wd,
+                            schedule='constant', total_steps=10)
+  params = jnp.asarray([1.0, -2.0, 3.0])
+  opt_state = tx.init(params)
+  for g in ([0.3, 0.1, -0.2], [-0.5, 0.4, 0.25]):
+    updates, opt_state = tx.update(jnp.asarray(g), opt_state, params)
+    params = params + updates
+  np.testing.assert_allclose(params, expected, rtol=1e-5)
+
+
+def test_make_optimizer_rejects_unknown_optimizer():
+  with pytest.raises(errors.UserError, match='adagrad'):
+    optim.make_optimizer(optimizer='adagrad', lr=0.1, total_steps=10)
+
+
 @pytest.mark.parametrize('schedule,kw,expected', [
     ('constant', {}, lambda t: 0.1),
     ('step', {'step_every': 3, 'gamma': 0.5}, lambda t: 0.1 * 0.5 ** (t // 3)),

@@ -73,7 +73,8 @@ def load_shared(directory: str, key: str, config, model, by: str):
     return None
   if meta.get('fingerprint') != key:
     return None
-  tx = optim.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+  tx = optim.make_optimizer(optimizer=config.train_optimizer, lr=config.train_lr,
+                            momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule='constant', total_steps=1, step_every=1)
   return (train.state_from_variables(model, variables, tx), meta['steps'],

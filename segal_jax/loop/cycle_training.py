@@ -150,7 +150,8 @@ def _initial_train_state(r: Run, model, cycle: int, steps: int) -> train.TrainSt
         cycle_models.cycle_model_dir(r.run_dir, cycle - 1), arch=config.arch,
         classes=r.train_split.classes, width_multiplier=config.width_multiplier,
         dropout_placement=config.dropout_placement, dropout_rate=config.dropout_rate)
-  tx = optim.make_optimizer(lr=config.train_lr, momentum=config.train_momentum,
+  tx = optim.make_optimizer(optimizer=config.train_optimizer, lr=config.train_lr,
+                            momentum=config.train_momentum,
                             weight_decay=config.train_weight_decay,
                             schedule=config.train_schedule, total_steps=steps,
                             step_every=max(1, int(steps * config.train_step_fraction)))
